@@ -1,0 +1,533 @@
+"""The worker path every host shares: bytes in, a recorded ``Outcome`` out.
+
+The memory backend's loop and the Lambda runtime both call ``Worker.process`` for each
+message, then apply the outcome in their own way (re-enqueue or ChangeMessageVisibility,
+dead-letter list or DLQ). The steps, in order, never skipped::
+
+    decode -> find implementation -> begin (store) -> migrate -> validate -> claim key
+           -> before_process -> handler (with deadline) -> check output -> record -> after_process
+
+A job that fails validation is rejected and recorded with its field paths, never retried.
+Bytes that are not an envelope become a POISON outcome for the host to dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from static_contracts import Envelope, EnvelopeError, JsonValue, PayloadError, RetryPolicy
+
+from ._context import JobContext
+from ._converter import structure, unstructure
+from ._errors import (
+    DuplicateJobInProgress,
+    ErrorInfo,
+    HandlerTimeout,
+    PermanentError,
+    Retry,
+    TaskhopError,
+    UnknownTaskError,
+    ValidationError,
+)
+from ._store import JobRecord, JobStatus, JobStore
+
+if TYPE_CHECKING:
+    from ._app import App, Registered
+
+__all__ = ["Outcome", "OutcomeKind", "Worker"]
+
+_log = logging.getLogger("taskhop.worker")
+
+DEFAULT_LEASE = 900.0
+"""Lease for a job without a timeout or host deadline: Lambda's 900 s maximum run time."""
+
+
+class OutcomeKind(StrEnum):
+    """What happened to one message."""
+
+    SUCCEEDED = "succeeded"  # handler ran (or a duplicate key returned the stored result)
+    RETRY = "retry"  # run again after retry_after seconds
+    FAILED = "failed"  # recorded failed; dead_letter says whether the host must DLQ it
+    REJECTED = "rejected"  # invalid input or unknown task: recorded, never retried
+    SKIPPED = "skipped"  # duplicate delivery of a job that is already final: acknowledge
+    DEFERRED = "deferred"  # not_before is in the future: hold it back, no attempt used
+    POISON = "poison"  # not an envelope at all: dead-letter with the classification
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of processing one message, for the host to act on."""
+
+    kind: OutcomeKind
+    envelope: Envelope | None = None
+    attempt: int = 0
+    result: JsonValue = None
+    error: ErrorInfo | None = None
+    retry_after: float | None = None
+    dead_letter: bool = False
+    reason: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id, when the message decoded far enough to have one."""
+        return None if self.envelope is None else self.envelope.id
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the host should delete the message (everything but RETRY and DEFERRED)."""
+        return self.kind not in (OutcomeKind.RETRY, OutcomeKind.DEFERRED)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A job that passed every check and may run its handler."""
+
+    envelope: Envelope
+    entry: Registered
+    data: Any
+    ctx: JobContext
+    timeout: float | None
+    policy: RetryPolicy
+    started: float
+
+
+class Worker:
+    """Runs jobs for one app. Create it with ``app.worker()``; hosts call ``process``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._runner: asyncio.Runner | None = None
+        self._runner_lock = threading.Lock()
+
+    @property
+    def _store(self) -> JobStore:
+        store = self.app.store
+        if store is None:
+            raise TaskhopError("a worker needs a job store: pass store= to create_app()")
+        return store
+
+    # -- the two entry points -------------------------------------------------------------
+
+    def process(
+        self,
+        body: bytes | str | Envelope,
+        *,
+        attempt: int | None = None,
+        deadline: float | None = None,
+    ) -> Outcome:
+        """Process one message synchronously; ``async def`` handlers run on a private loop.
+
+        Args:
+            body: the message body (or an already-decoded envelope).
+            attempt: the host's authoritative attempt number (e.g. SQS ApproximateReceiveCount);
+                the envelope's own count is used when it is higher or this is None.
+            deadline: ``time.monotonic()`` by which the host must have the outcome (Lambda's
+                remaining time minus a margin); bounds the handler's timeout.
+
+        """
+        step = self._prepare(body, attempt, deadline)
+        if isinstance(step, Outcome):
+            return step
+        try:
+            if step.entry.implementation.is_async:
+                value = self._loop().run(self._await_handler(step))
+            else:
+                value = self._call_handler(step)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            return self._failed(step, exc)
+        return self._succeeded(step, value)
+
+    async def aprocess(
+        self,
+        body: bytes | str | Envelope,
+        *,
+        attempt: int | None = None,
+        deadline: float | None = None,
+    ) -> Outcome:
+        """Process one message inside an event loop; store calls and sync handlers go to threads."""
+        step = await asyncio.to_thread(self._prepare, body, attempt, deadline)
+        if isinstance(step, Outcome):
+            return step
+        try:
+            if step.entry.implementation.is_async:
+                value = await self._await_handler(step)
+            else:
+                value = await asyncio.to_thread(self._call_handler, step)
+        except Exception as exc:
+            return await asyncio.to_thread(self._failed, step, exc)
+        return await asyncio.to_thread(self._succeeded, step, value)
+
+    def close(self) -> None:
+        """Close the private event loop used for ``async def`` handlers."""
+        with self._runner_lock:
+            if self._runner is not None:
+                self._runner.close()
+                self._runner = None
+
+    # -- before the handler ---------------------------------------------------------------
+
+    def _prepare(
+        self, body: bytes | str | Envelope, attempt: int | None, deadline: float | None
+    ) -> _Prepared | Outcome:
+        started = time.monotonic()
+        try:
+            envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
+        except EnvelopeError as exc:
+            _log.warning("poison message: %s", exc, extra={"reason": exc.reason})
+            return Outcome(
+                OutcomeKind.POISON,
+                error=ErrorInfo(type(exc).__name__, str(exc)),
+                dead_letter=True,
+                reason=exc.reason,
+            )
+        if attempt is not None and attempt > envelope.attempt:
+            envelope = replace(envelope, attempt=attempt)
+        wait = envelope.delay_seconds()
+        if wait > 0:
+            return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
+
+        store = self._store
+        entry = self.app.implementation(envelope.task)
+        if entry is None:
+            known = self.app.implemented_names()
+            return self._reject(
+                envelope,
+                ErrorInfo("UnknownTaskError", str(UnknownTaskError(envelope.task, known))),
+                started,
+                reason="unknown_task",
+            )
+
+        policy = entry.policy
+        timeout = _bounded(entry.timeout, deadline)
+        lease = time.time() + (timeout if timeout is not None else DEFAULT_LEASE) + 30
+        begin = store.begin(
+            envelope.id,
+            task=envelope.task,
+            attempt=envelope.attempt,
+            lease_until=lease,
+            idempotency_key=envelope.idempotency_key,
+        )
+        if begin.state == "finished":
+            return Outcome(
+                OutcomeKind.SKIPPED,
+                envelope,
+                envelope.attempt,
+                result=begin.record.result,
+                error=begin.record.error,
+                reason="already_final",
+            )
+        if begin.state == "busy":
+            after = max(1.0, (begin.record.lease_until or time.time()) - time.time())
+            return Outcome(
+                OutcomeKind.RETRY,
+                envelope,
+                envelope.attempt,
+                retry_after=after,
+                reason="attempt_in_progress",
+            )
+
+        try:
+            raw = migrate_input(envelope.input, envelope.version, entry.version, entry.migrations)
+        except _VersionTooNew as exc:
+            return self._retry_or_fail(
+                envelope,
+                policy,
+                ErrorInfo("VersionTooNew", str(exc), retryable=True),
+                started,
+                after=None,
+            )
+        except Exception as exc:
+            return self._reject(
+                envelope, ErrorInfo("MigrationError", str(exc)), started, reason="migration"
+            )
+        try:
+            data = structure(self.app.converter, raw, entry.input_type, task=envelope.task)
+        except ValidationError as exc:
+            return self._reject(
+                envelope,
+                ErrorInfo("ValidationError", exc.summary, exc.errors),
+                started,
+                reason="invalid_input",
+            )
+
+        ctx = JobContext(
+            job_id=envelope.id,
+            task=envelope.task,
+            attempt=envelope.attempt,
+            max_attempts=policy.attempts,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            envelope=envelope,
+            log=logging.LoggerAdapter(
+                logging.getLogger("taskhop.job"), {"job_id": envelope.id, "task": envelope.task}
+            ),
+        )
+        step = _Prepared(envelope, entry, data, ctx, timeout, policy, started)
+        key = envelope.idempotency_key
+        if key is not None:
+            claim = store.claim_key(key, envelope.id, lease_until=lease)
+            if claim.state == "completed":
+                record = JobRecord(
+                    id=envelope.id,
+                    task=envelope.task,
+                    status=JobStatus.SUCCEEDED,
+                    attempt=envelope.attempt,
+                    result=claim.result,
+                    idempotency_key=key,
+                    duplicate_of=claim.holder,
+                )
+                store.complete(record)
+                return self._finish(
+                    step,
+                    Outcome(
+                        OutcomeKind.SUCCEEDED,
+                        envelope,
+                        envelope.attempt,
+                        result=claim.result,
+                        reason="duplicate_key",
+                    ),
+                )
+            if claim.state == "in_progress":
+                held = DuplicateJobInProgress(key, claim.holder)
+                after = max(1.0, (claim.lease_until or time.time()) - time.time())
+                return self._retry_or_fail(
+                    envelope,
+                    policy,
+                    ErrorInfo(type(held).__name__, str(held), retryable=True),
+                    started,
+                    after=after,
+                )
+        try:
+            for middleware in entry.middleware:
+                middleware.before_process(ctx)
+        except Exception as exc:
+            return self._failed(step, exc)
+        return step
+
+    # -- running the handler --------------------------------------------------------------
+
+    def _call_handler(self, step: _Prepared) -> Any:
+        handler: Callable[..., Any] = step.entry.implementation.handler
+        if step.timeout is None:
+            return handler(step.data, step.ctx)
+        # A thread cannot be killed: on timeout we record the outcome before the host's own
+        # deadline (Lambda kills the whole sandbox) and leave the thread to finish or die.
+        box: dict[str, Any] = {}
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                box["value"] = context.run(handler, step.data, step.ctx)
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"taskhop-{step.ctx.job_id}", daemon=True)
+        thread.start()
+        thread.join(step.timeout)
+        if thread.is_alive():
+            raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    async def _await_handler(self, step: _Prepared) -> Any:
+        coro = step.entry.implementation.handler(step.data, step.ctx)
+        if step.timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, step.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout") from None
+
+    def _loop(self) -> asyncio.Runner:
+        # One loop per worker, kept across jobs: async clients created by handlers at module
+        # level stay bound to a live loop between Lambda invocations.
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = asyncio.Runner()
+            return self._runner
+
+    # -- after the handler ----------------------------------------------------------------
+
+    def _succeeded(self, step: _Prepared, value: Any) -> Outcome:
+        envelope = step.envelope
+        try:
+            result = unstructure(
+                self.app.converter, value, step.entry.contract.output, path="output"
+            )
+        except PayloadError as exc:
+            return self._failed(
+                step, PermanentError(f"handler returned a bad output: {exc}"), kind="OutputError"
+            )
+        record = JobRecord(
+            id=envelope.id,
+            task=envelope.task,
+            status=JobStatus.SUCCEEDED,
+            attempt=envelope.attempt,
+            result=result,
+            idempotency_key=envelope.idempotency_key,
+        )
+        if not self._store.complete(record):
+            _log.info("stale outcome dropped", extra={"job_id": envelope.id})
+            return self._finish(
+                step,
+                Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt"),
+            )
+        if envelope.idempotency_key is not None:
+            self._store.complete_key(envelope.idempotency_key, envelope.id, result)
+        return self._finish(
+            step, Outcome(OutcomeKind.SUCCEEDED, envelope, envelope.attempt, result=result)
+        )
+
+    def _failed(self, step: _Prepared, exc: Exception, *, kind: str | None = None) -> Outcome:
+        envelope = step.envelope
+        if envelope.idempotency_key is not None:
+            self._store.release_key(envelope.idempotency_key, envelope.id)
+        retryable = not isinstance(exc, PermanentError)
+        info = ErrorInfo(kind or type(exc).__name__, str(exc), retryable=retryable)
+        if not retryable:
+            outcome = self._record_final(
+                envelope, JobStatus.FAILED, info, step.started, dead_letter=False
+            )
+            return self._finish(step, outcome)
+        after = exc.after if isinstance(exc, Retry) else None
+        if not isinstance(exc, Retry | HandlerTimeout):
+            step.ctx.log.warning("handler raised %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return self._finish(
+            step, self._retry_or_fail(envelope, step.policy, info, step.started, after=after)
+        )
+
+    def _retry_or_fail(
+        self,
+        envelope: Envelope,
+        policy: RetryPolicy,
+        info: ErrorInfo,
+        started: float,
+        *,
+        after: float | None,
+    ) -> Outcome:
+        if envelope.attempt >= policy.attempts:
+            return self._record_final(
+                envelope,
+                JobStatus.FAILED,
+                info,
+                started,
+                dead_letter=True,
+                reason="retries_exhausted",
+            )
+        delay = policy.delay_for(envelope.attempt) if after is None else after
+        record = JobRecord(
+            id=envelope.id,
+            task=envelope.task,
+            status=JobStatus.RETRYING,
+            attempt=envelope.attempt,
+            error=info,
+            idempotency_key=envelope.idempotency_key,
+        )
+        self._store.complete(record)
+        return Outcome(
+            OutcomeKind.RETRY,
+            envelope,
+            envelope.attempt,
+            error=info,
+            retry_after=delay,
+            duration_ms=_ms(started),
+        )
+
+    def _reject(
+        self, envelope: Envelope, info: ErrorInfo, started: float, *, reason: str
+    ) -> Outcome:
+        _log.info(
+            "job rejected: %s",
+            info.message,
+            extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
+        )
+        return self._record_final(
+            envelope, JobStatus.REJECTED, info, started, dead_letter=False, reason=reason
+        )
+
+    def _record_final(
+        self,
+        envelope: Envelope,
+        status: JobStatus,
+        info: ErrorInfo,
+        started: float,
+        *,
+        dead_letter: bool,
+        reason: str | None = None,
+    ) -> Outcome:
+        record = JobRecord(
+            id=envelope.id,
+            task=envelope.task,
+            status=status,
+            attempt=envelope.attempt,
+            error=info,
+            idempotency_key=envelope.idempotency_key,
+        )
+        self._store.complete(record)
+        kind = OutcomeKind.REJECTED if status is JobStatus.REJECTED else OutcomeKind.FAILED
+        return Outcome(
+            kind,
+            envelope,
+            envelope.attempt,
+            error=info,
+            dead_letter=dead_letter,
+            reason=reason,
+            duration_ms=_ms(started),
+        )
+
+    def _finish(self, step: _Prepared, outcome: Outcome) -> Outcome:
+        if not outcome.duration_ms:
+            outcome = replace(outcome, duration_ms=_ms(step.started))
+        for middleware in step.entry.middleware:
+            try:
+                middleware.after_process(step.ctx, outcome)
+            except Exception:  # the outcome is recorded; a hook must not undo it
+                _log.exception("after_process hook failed", extra={"job_id": step.ctx.job_id})
+        return outcome
+
+
+class _VersionTooNew(Exception):
+    """A job built for a newer contract version than this worker implements."""
+
+
+def migrate_input(
+    data: Any, from_version: int, to_version: int, migrations: tuple[Callable[[Any], Any], ...]
+) -> Any:
+    """Bring ``data`` from ``from_version`` to ``to_version`` with the trailing ``migrations``."""
+    if from_version == to_version:
+        return data
+    if from_version > to_version:
+        raise _VersionTooNew(
+            f"job is for contract version {from_version}; this worker implements {to_version}"
+        )
+    oldest = to_version - len(migrations)
+    if from_version < oldest:
+        raise ValueError(
+            f"no migration from version {from_version}: this worker migrates versions "
+            f"{max(oldest, 1)}..{to_version}"
+        )
+    for migration in migrations[from_version - oldest :]:
+        data = migration(data)
+    return data
+
+
+def _bounded(timeout: float | None, deadline: float | None) -> float | None:
+    if deadline is None:
+        return timeout
+    left = max(0.001, deadline - time.monotonic())
+    return left if timeout is None else min(timeout, left)
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)

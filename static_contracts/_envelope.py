@@ -1,0 +1,245 @@
+"""The job envelope: wire format v1, the only thing that crosses a queue or an HTTP request.
+
+An envelope is a small JSON object. ``"taskhop": 1`` marks both the format and its version, so
+a worker can tell a taskhop job from a body some other producer put on the same queue. The
+format is documented for producers in any language in ``docs/protocol.md`` with a JSON Schema
+(``docs/envelope.schema.json``).
+
+Decoding is strict: an unknown key is an error rather than something to ignore, because a
+worker that silently ignores a field it does not understand (say, a pointer to an offloaded
+payload) would run the job wrongly. Keys starting with ``x-`` are the exception: they are
+free for extensions and are kept as they are in ``extensions``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ._errors import EnvelopeError, UnsupportedProtocolError
+from ._ids import new_job_id
+from ._json import JsonValue, dumps
+
+__all__ = ["PROTOCOL_VERSION", "Envelope", "format_timestamp", "parse_timestamp"]
+
+PROTOCOL_VERSION = 1
+_MAX_ID = 128
+_MAX_NAME = 256
+_KEYS = frozenset(
+    {
+        "taskhop",
+        "id",
+        "task",
+        "version",
+        "input",
+        "attempt",
+        "dispatched_at",
+        "not_before",
+        "idempotency_key",
+        "trace",
+        "headers",
+        "continuation",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One job on the wire.
+
+    Args:
+        task: the contract name the job is for.
+        input: the job's input as plain JSON data.
+        id: unique job id; a UUIDv7 (time-ordered) unless the producer chose one.
+        version: the contract version the producer built ``input`` for (drives migrations).
+        attempt: 1 for the first run; the worker counts up on retries.
+        dispatched_at: when the producer created the job (UTC).
+        not_before: do not run before this time (delays longer than a queue can hold).
+        idempotency_key: jobs sharing a key run the handler at most once.
+        trace: trace context to propagate (``traceparent``, ``tracestate``, ``xray``).
+        headers: small string metadata for middleware (tenant, locale, ...).
+        continuation: reserved for workflow continuations (chains, chords); opaque here.
+        extensions: ``x-`` keys from other tools, carried through unchanged.
+
+    """
+
+    task: str
+    input: JsonValue
+    id: str = field(default_factory=new_job_id)
+    version: int = 1
+    attempt: int = 1
+    dispatched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    not_before: datetime | None = None
+    idempotency_key: str | None = None
+    trace: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+    continuation: JsonValue = None
+    extensions: dict[str, JsonValue] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope as JSON data; optional fields that are unset are left out."""
+        data: dict[str, Any] = {
+            "taskhop": PROTOCOL_VERSION,
+            "id": self.id,
+            "task": self.task,
+            "version": self.version,
+            "input": self.input,
+            "attempt": self.attempt,
+            "dispatched_at": format_timestamp(self.dispatched_at),
+        }
+        if self.not_before is not None:
+            data["not_before"] = format_timestamp(self.not_before)
+        for key in ("idempotency_key", "trace", "headers", "continuation"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        if self.extensions:
+            data.update(self.extensions)
+        return data
+
+    def encode(self) -> bytes:
+        """Compact UTF-8 JSON bytes, ready for a queue message or a request body."""
+        return dumps(self.to_dict())
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview | str) -> Envelope:
+        """Parse wire bytes; raise ``EnvelopeError`` saying exactly what is wrong."""
+        try:
+            text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+            parsed = json.loads(text)
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(f"body is not UTF-8: {exc}", reason="not_json") from None
+        except ValueError as exc:
+            raise EnvelopeError(f"body is not JSON: {exc}", reason="not_json") from None
+        return cls.from_dict(parsed)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Envelope:
+        """Build an envelope from parsed JSON, checking every field."""
+        if not isinstance(data, dict):
+            raise EnvelopeError(
+                f"envelope must be a JSON object, got {_json_kind(data)}", reason="not_object"
+            )
+        obj: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]
+        if "taskhop" not in obj:
+            raise EnvelopeError(
+                "not a taskhop envelope: the 'taskhop' protocol marker is missing",
+                reason="not_envelope",
+                field="taskhop",
+            )
+        if obj["taskhop"] != PROTOCOL_VERSION or isinstance(obj["taskhop"], bool):
+            raise UnsupportedProtocolError(obj["taskhop"])
+        unknown = sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
+        if unknown:
+            raise EnvelopeError(
+                f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without them;"
+                " upgrade the worker or drop the key (extensions must start with 'x-')",
+                reason="invalid_field",
+                field=unknown[0],
+            )
+        if "input" not in obj:
+            raise _field_error("input", "is required")
+        not_before = obj.get("not_before")
+        return cls(
+            id=_text(obj, "id", _MAX_ID),
+            task=_text(obj, "task", _MAX_NAME),
+            version=_positive_int(obj, "version"),
+            input=obj["input"],
+            attempt=_positive_int(obj, "attempt"),
+            dispatched_at=_timestamp(obj.get("dispatched_at"), "dispatched_at"),
+            not_before=None if not_before is None else _timestamp(not_before, "not_before"),
+            idempotency_key=_optional_text(obj, "idempotency_key", _MAX_NAME),
+            trace=_str_map(obj, "trace"),
+            headers=_str_map(obj, "headers"),
+            continuation=obj.get("continuation"),
+            extensions={k: v for k, v in obj.items() if k.startswith("x-")} or None,
+        )
+
+    def retried(self, *, not_before: datetime | None) -> Envelope:
+        """The same job, one attempt later, not to run before ``not_before``."""
+        return replace(self, attempt=self.attempt + 1, not_before=not_before)
+
+    def delay_seconds(self, now: datetime | None = None) -> float:
+        """Seconds until ``not_before`` (0 when it is unset or past)."""
+        if self.not_before is None:
+            return 0.0
+        return max(0.0, (self.not_before - (now or datetime.now(UTC))).total_seconds())
+
+    def with_delay(self, seconds: float) -> Envelope:
+        """A copy that must not run for ``seconds`` from now."""
+        if seconds <= 0:
+            return self
+        return replace(self, not_before=datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z``: the envelope's one timestamp format."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an offset (``Z`` or ``+hh:mm``) into UTC."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("timestamp has no UTC offset")
+    return moment.astimezone(UTC)
+
+
+def _field_error(name: str, problem: str) -> EnvelopeError:
+    return EnvelopeError(f"envelope field '{name}' {problem}", reason="invalid_field", field=name)
+
+
+def _json_kind(value: object) -> str:
+    kinds: dict[type[Any], str] = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        type(None): "null",
+    }
+    return kinds.get(type(value), "number")
+
+
+def _text(obj: dict[str, Any], name: str, limit: int) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise _field_error(name, f"must be a non-empty string, got {_json_kind(value)}")
+    if len(value) > limit:
+        raise _field_error(name, f"is longer than {limit} characters")
+    return value
+
+
+def _optional_text(obj: dict[str, Any], name: str, limit: int) -> str | None:
+    return None if obj.get(name) is None else _text(obj, name, limit)
+
+
+def _positive_int(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _field_error(name, f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _timestamp(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise _field_error(name, f"must be an RFC 3339 string, got {_json_kind(value)}")
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise _field_error(name, f"is not an RFC 3339 timestamp ({exc})") from None
+
+
+def _str_map(obj: dict[str, Any], name: str) -> dict[str, str] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str)
+        for k, v in value.items()  # pyright: ignore[reportUnknownVariableType]
+    ):
+        raise _field_error(name, "must be an object of string values")
+    return dict(value)  # pyright: ignore[reportUnknownArgumentType]
