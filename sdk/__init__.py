@@ -3,6 +3,8 @@
 Everything public is re-exported here; modules starting with ``_`` are private.
 """
 
+import logging
+
 from static_contracts import (
     Duration,
     Envelope,
@@ -46,7 +48,6 @@ from ._typing import input_type, output_type
 from ._worker import Outcome, OutcomeKind, Worker
 
 __all__ = [
-    "FINAL_STATUSES",
     "AlreadyImplementedError",
     "App",
     "Begin",
@@ -58,6 +59,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "ErrorInfo",
+    "FINAL_STATUSES",
     "FieldError",
     "Handler",
     "HandlerSignal",
@@ -99,3 +101,7 @@ __all__ = [
     "poll_for_final",
     "static_contract",
 ]
+
+# A library never configures logging; without this, warnings would reach stderr through
+# logging's last-resort handler in apps that set up no logging at all.
+logging.getLogger("taskhop").addHandler(logging.NullHandler())

@@ -346,19 +346,19 @@ class App:
         return previous
 
     def close(self) -> None:
-        """Stop the worker's private loop and close the transport."""
+        """Close the transport (stopping an embedded worker), then the worker's event loops."""
+        self.transport.close()
         if self._worker is not None:
             self._worker.close()
-        self.transport.close()
 
     async def aclose(self) -> None:
         """Async ``close``."""
-        if self._worker is not None:
-            self._worker.close()
         if isinstance(self.transport, AsyncTransport):
             await self.transport.aclose()
         else:
             self.transport.close()
+        if self._worker is not None:
+            self._worker.close()
 
     def __enter__(self) -> App:
         return self

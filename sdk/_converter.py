@@ -9,16 +9,19 @@ are errors (a typo in a field name is caught, not dropped).
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import attrs
 from cattrs import Converter
 from cattrs.errors import (
+    AttributeValidationNote,
     ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
     IterableValidationNote,
 )
+from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter as make_json_converter
 from cattrs.v import format_exception
 
@@ -39,6 +42,7 @@ def make_converter() -> Converter:
     """A new JSON converter: strict scalars, unknown keys forbidden, datetimes as RFC 3339."""
     converter = make_json_converter(forbid_extra_keys=True)
     configure_strict_scalars(converter)
+    configure_all_validator_errors(converter)
     return converter
 
 
@@ -59,6 +63,65 @@ def configure_strict_scalars(converter: Converter) -> None:
     converter.register_structure_hook(int, strict(int, int))
     converter.register_structure_hook(float, strict(float, int, float))
     converter.register_structure_hook(bool, strict(bool, bool))
+
+
+def configure_all_validator_errors(converter: Converter) -> None:
+    """Report every failing attrs validator of a class, not only the first one.
+
+    attrs runs validators inside ``__init__`` and stops at the first failure, and never gets
+    there when another field fails to structure. On failure (only then, so valid input pays
+    nothing), this runs each field's validator on its own and adds every error to the group.
+    """
+
+    def factory(cl: type[Any]) -> Any:
+        base = make_dict_structure_fn(cl, converter)
+        fields = attrs.fields(cl)
+
+        def hook(data: Any, tp: Any) -> Any:
+            try:
+                return base(data, tp)
+            except ClassValidationError as exc:
+                raise _with_all_validator_errors(converter, cl, fields, data, exc) from None
+
+        return hook
+
+    converter.register_structure_hook_factory(attrs.has, factory)
+
+
+def _with_all_validator_errors(
+    converter: Converter,
+    cl: type[Any],
+    fields: tuple[attrs.Attribute[Any], ...],
+    data: Any,
+    exc: ClassValidationError,
+) -> ClassValidationError:
+    if not isinstance(data, dict):
+        return exc
+    with_notes, _ = exc.group_exceptions()
+    failed = {note.name for _, note in with_notes if isinstance(note, AttributeValidationNote)}
+    values: dict[str, Any] = {}
+    for field in fields:
+        key = field.alias or field.name
+        if field.name in failed or key not in data:
+            continue
+        try:
+            values[field.name] = converter.structure(data[key], field.type or Any)
+        except Exception:  # reported by the group already, or by the field's own class
+            failed.add(field.name)
+    partial = SimpleNamespace(**values)  # what a method validator sees as ``self``
+    found: list[Exception] = []
+    for field in fields:
+        if field.validator is None or field.name not in values:
+            continue
+        try:
+            field.validator(partial, field, values[field.name])
+        except Exception as error:
+            error.__notes__ = [AttributeValidationNote(str(error), field.name, field.type)]
+            found.append(error)
+    if not found:
+        return exc
+    kept = [e for e, _ in with_notes]  # structural errors; drop attrs' own first-failure copy
+    return ClassValidationError(exc.message, [*kept, *found], cl)
 
 
 def structure(
@@ -86,10 +149,12 @@ def field_errors(exc: BaseException, path: str) -> list[FieldError]:
         errors: list[FieldError] = []
         with_notes, without = exc.group_exceptions()
         for inner, note in with_notes:
-            step = (
-                f"[{note.index!r}]" if isinstance(note, IterableValidationNote) else f".{note.name}"
-            )
-            errors.extend(field_errors(inner, path + step))
+            if isinstance(note, IterableValidationNote):
+                errors.extend(field_errors(inner, f"{path}[{note.index!r}]"))
+            elif isinstance(inner, ClassValidationError | IterableValidationError):
+                errors.extend(field_errors(inner, f"{path}.{note.name}"))
+            else:
+                errors.append(_leaf(inner, f"{path}.{note.name}", named=True))
         names = _attrs_names(exc.cl) if isinstance(exc, ClassValidationError) else frozenset[str]()
         for inner in without:
             errors.extend(field_errors(inner, _validator_path(inner, path, names)))
@@ -97,11 +162,12 @@ def field_errors(exc: BaseException, path: str) -> list[FieldError]:
     return [_leaf(exc, path)]
 
 
-def _leaf(exc: BaseException, path: str) -> FieldError:
+def _leaf(exc: BaseException, path: str, *, named: bool = False) -> FieldError:
     args = exc.args
     # attrs validators raise (message, Attribute, ...): the attribute names the field.
     if len(args) >= 2 and isinstance(args[1], attrs.Attribute):
-        return FieldError(f"{path}.{args[1].name}", str(args[0]))
+        where = path if named else f"{path}.{args[1].name}"
+        return FieldError(where, str(args[0]))
     if isinstance(exc, ForbiddenExtraKeysError):
         keys = ", ".join(sorted(exc.extra_fields))
         return FieldError(path, f"unknown field(s): {keys}")

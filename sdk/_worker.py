@@ -105,8 +105,9 @@ class Worker:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._runner: asyncio.Runner | None = None
-        self._runner_lock = threading.Lock()
+        self._local = threading.local()  # one event loop per host thread, kept across jobs
+        self._runners: list[asyncio.Runner] = []
+        self._runners_lock = threading.Lock()
 
     @property
     def _store(self) -> JobStore:
@@ -169,11 +170,12 @@ class Worker:
         return await asyncio.to_thread(self._succeeded, step, value)
 
     def close(self) -> None:
-        """Close the private event loop used for ``async def`` handlers."""
-        with self._runner_lock:
-            if self._runner is not None:
-                self._runner.close()
-                self._runner = None
+        """Close the private event loops used for ``async def`` handlers."""
+        with self._runners_lock:
+            runners, self._runners = self._runners, []
+        for runner in runners:
+            runner.close()
+        self._local = threading.local()
 
     # -- before the handler ---------------------------------------------------------------
 
@@ -350,12 +352,15 @@ class Worker:
             raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout") from None
 
     def _loop(self) -> asyncio.Runner:
-        # One loop per worker, kept across jobs: async clients created by handlers at module
-        # level stay bound to a live loop between Lambda invocations.
-        with self._runner_lock:
-            if self._runner is None:
-                self._runner = asyncio.Runner()
-            return self._runner
+        # One loop per host thread, kept across jobs: async clients a handler module creates
+        # stay bound to a live loop between Lambda invocations, and threads never share one.
+        runner: asyncio.Runner | None = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = asyncio.Runner()
+            self._local.runner = runner
+            with self._runners_lock:
+                self._runners.append(runner)
+        return runner
 
     # -- after the handler ----------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from ._producer import AsyncProducer, Producer, ProducerTask, make_envelope
 from ._transport import AsyncTransport, Transport
 
 __all__ = [
-    "PROTOCOL_VERSION",
     "AsyncProducer",
     "AsyncTransport",
     "Backoff",
@@ -33,6 +32,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "JsonValue",
+    "PROTOCOL_VERSION",
     "PayloadError",
     "Producer",
     "ProducerTask",

@@ -1,0 +1,578 @@
+"""The worker path (``sdk.Worker``): every step, driven one message at a time, no threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import FAST_RETRY, EmailSent, Resize, Resized, SendEmail, resize, send_email
+
+from backends.memory import MemoryQueue, MemoryStore
+from sdk import (
+    App,
+    Envelope,
+    ImplementOptions,
+    JobContext,
+    JobStatus,
+    Middleware,
+    Outcome,
+    OutcomeKind,
+    PermanentError,
+    Retry,
+    create_app,
+    define_task,
+    static_contract,
+)
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    """An app whose queue is not served: tests feed its worker by hand."""
+    application = create_app(queue=MemoryQueue(), store=MemoryStore())
+    yield application
+    application.close()
+
+
+def envelope_for(task: str, data: Any, **fields: Any) -> bytes:
+    return Envelope(task=task, input=data, **fields).encode()
+
+
+def email(to: str = "a@example.com") -> dict[str, str]:
+    return {"to": to, "subject": "hi"}
+
+
+def ok_handler(data: SendEmail, ctx: JobContext) -> EmailSent:
+    return EmailSent(message_id=f"m-{data['to']}")
+
+
+def test_success_is_recorded_with_the_json_result(app: App) -> None:
+    """A valid job runs its handler and the store keeps the result as JSON."""
+    app.implement(send_email, ok_handler)
+    body = envelope_for("send-email", email())
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert outcome.result == {"message_id": "m-a@example.com"}
+    record = app.store.get(Envelope.decode(body).id) if app.store else None
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.result == {"message_id": "m-a@example.com"}
+    assert outcome.acknowledged
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "not_json"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'{"Records": []}', "not_envelope"),
+        (b'{"taskhop": 2, "id": "x"}', "unsupported_version"),
+        (b'{"taskhop": 1, "id": "x", "task": "t", "version": 1, "attempt": 1}', "invalid_field"),
+    ],
+)
+def test_poison_messages_are_classified_for_the_dead_letter_queue(
+    app: App, body: bytes, reason: str
+) -> None:
+    """Bytes that are not a v1 envelope become POISON with a reason, never an exception."""
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.POISON
+    assert outcome.dead_letter
+    assert outcome.reason == reason
+    assert outcome.error is not None
+
+
+def test_unknown_task_is_rejected_and_recorded(app: App) -> None:
+    """A job for a task this worker does not implement is rejected, with a hint."""
+    app.implement(send_email, ok_handler)
+    body = envelope_for("send-emial", email())
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.reason == "unknown_task"
+    assert outcome.error is not None
+    assert "did you mean 'send-email'" in outcome.error.message
+    assert not outcome.dead_letter
+
+
+def test_invalid_input_is_rejected_with_every_field_path_and_never_retried(app: App) -> None:
+    """Validation runs before the handler; each failing field is recorded by path."""
+    calls: list[object] = []
+    app.implement(resize, lambda data, ctx: calls.append(data) or Resized(key="k"))
+    data = {"url": "ftp://x", "width": 0, "tags": ["a", 3], "ship_to": {"city": "Z"}}
+    outcome = app.worker().process(envelope_for("resize", data))
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.error is not None
+    paths = {f.path: f.message for f in outcome.error.fields}
+    assert set(paths) == {"input.url", "input.width", "input.tags[1]", "input.ship_to.city"}
+    assert paths["input.tags[1]"] == "expected string, got integer"
+    assert "must be > 0" in paths["input.width"]
+    assert calls == []
+
+
+def test_unknown_and_missing_fields_are_reported(app: App) -> None:
+    """A typo'd key is an unknown field and the real one is reported missing."""
+    app.implement(send_email, ok_handler)
+    outcome = app.worker().process(envelope_for("send-email", {"to": "a", "subjcet": "x"}))
+    assert outcome.error is not None
+    messages = [str(f) for f in outcome.error.fields]
+    assert any("subject" in m and "required" in m for m in messages), messages
+
+
+def test_retryable_failure_backs_off_then_fails_after_the_last_attempt(app: App) -> None:
+    """Exceptions are retried with the policy's backoff; the last failure is dead-lettered."""
+
+    def flaky(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise ConnectionError("smtp down")
+
+    app.implement(send_email, flaky)
+    worker = app.worker()
+    first = worker.process(envelope_for("send-email", email()))
+    assert first.kind is OutcomeKind.RETRY
+    assert first.retry_after == pytest.approx(0.01)
+    assert first.error is not None
+    assert first.error.type == "ConnectionError"
+    assert first.error.retryable
+    assert first.envelope is not None
+    assert app.store is not None
+    record = app.store.get(first.envelope.id)
+    assert record is not None
+    assert record.status is JobStatus.RETRYING
+    second = worker.process(first.envelope.retried(not_before=None))
+    assert second.retry_after == pytest.approx(0.02)
+    third = worker.process(first.envelope.retried(not_before=None).retried(not_before=None))
+    assert third.kind is OutcomeKind.FAILED
+    assert third.dead_letter
+    assert third.reason == "retries_exhausted"
+    final = app.store.get(first.envelope.id)
+    assert final is not None
+    assert final.status is JobStatus.FAILED
+
+
+def test_retry_signal_sets_the_delay(app: App) -> None:
+    """``Retry(after=...)`` from a handler overrides the policy's backoff."""
+
+    def later(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise Retry("rate limited", after=7.5)
+
+    app.implement(send_email, later)
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.retry_after == 7.5
+
+
+def test_permanent_error_fails_at_once_without_dead_lettering(app: App) -> None:
+    """``PermanentError`` records the job failed on the first attempt."""
+
+    def refuse(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise PermanentError("mailbox does not exist")
+
+    app.implement(send_email, refuse)
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.kind is OutcomeKind.FAILED
+    assert not outcome.dead_letter
+    assert outcome.error is not None
+    assert outcome.error.type == "PermanentError"
+    assert not outcome.error.retryable
+
+
+def test_host_attempt_count_wins_over_the_envelope(app: App) -> None:
+    """The host's receive count (SQS ApproximateReceiveCount) sets the attempt."""
+    seen: list[int] = []
+
+    def record_attempt(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen.append(ctx.attempt)
+        raise ConnectionError("again")
+
+    app.implement(send_email, record_attempt)
+    outcome = app.worker().process(envelope_for("send-email", email()), attempt=3)
+    assert seen == [3]
+    assert outcome.kind is OutcomeKind.FAILED
+
+
+def test_sync_handler_past_its_timeout_is_retried(app: App) -> None:
+    """A handler that outlives the contract's timeout becomes a retryable HandlerTimeout."""
+    release = threading.Event()
+    slow = static_contract("slow", input=SendEmail, output=EmailSent, timeout=0.05, retry=2)
+
+    def sleepy(data: SendEmail, ctx: JobContext) -> EmailSent:
+        release.wait(5)
+        return EmailSent("late")
+
+    app.implement(slow, sleepy)
+    started = time.monotonic()
+    outcome = app.worker().process(envelope_for("slow", email()))
+    release.set()
+    assert time.monotonic() - started < 2
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.type == "HandlerTimeout"
+
+
+def test_async_handler_past_its_timeout_is_cancelled(app: App) -> None:
+    """An ``async def`` handler is cancelled at its deadline."""
+    cancelled = threading.Event()
+    slow = static_contract("slow-async", input=SendEmail, output=EmailSent, timeout=0.05)
+
+    async def sleepy(data: SendEmail, ctx: JobContext) -> EmailSent:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return EmailSent("late")
+
+    app.implement(slow, sleepy)
+    outcome = app.worker().process(envelope_for("slow-async", email()))
+    assert outcome.error is not None
+    assert outcome.error.type == "HandlerTimeout"
+    assert cancelled.is_set()
+
+
+def test_host_deadline_bounds_the_handler_timeout(app: App) -> None:
+    """With less time left than the contract allows, the context's deadline is the host's."""
+    seen: list[float | None] = []
+
+    def report(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen.append(ctx.remaining())
+        return EmailSent("ok")
+
+    timed = static_contract("timed", input=SendEmail, output=EmailSent, timeout="30s")
+    app.implement(timed, report)
+    app.worker().process(envelope_for("timed", email()), deadline=time.monotonic() + 2)
+    assert seen[0] is not None
+    assert 0 < seen[0] <= 2
+
+
+def test_duplicate_delivery_of_a_finished_job_is_skipped(app: App) -> None:
+    """At-least-once delivery: a job already final is acknowledged without running again."""
+    runs: list[str] = []
+
+    def count(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(ctx.job_id)
+        return EmailSent("once")
+
+    app.implement(send_email, count)
+    body = envelope_for("send-email", email())
+    assert app.worker().process(body).kind is OutcomeKind.SUCCEEDED
+    again = app.worker().process(body)
+    assert again.kind is OutcomeKind.SKIPPED
+    assert again.reason == "already_final"
+    assert len(runs) == 1
+
+
+def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App) -> None:
+    """A worker finishing an old attempt after a newer one recorded is dropped as stale."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def first_waits(data: SendEmail, ctx: JobContext) -> EmailSent:
+        if ctx.attempt == 1:
+            entered.set()
+            gate.wait(5)
+            return EmailSent("stale")
+        return EmailSent("fresh")
+
+    app.implement(send_email, first_waits)
+    body = envelope_for("send-email", email())
+    results: list[Outcome] = []
+    thread = threading.Thread(target=lambda: results.append(app.worker().process(body)))
+    thread.start()
+    assert entered.wait(5)
+    # The lease of attempt 1 is live, so attempt 1 again is busy; attempt 2 takes over.
+    assert app.worker().process(body).kind is OutcomeKind.RETRY
+    newer = app.worker().process(body, attempt=2)
+    assert newer.kind is OutcomeKind.SUCCEEDED
+    gate.set()
+    thread.join(5)
+    assert results[0].kind is OutcomeKind.SKIPPED
+    assert results[0].reason == "stale_attempt"
+    assert app.store is not None
+    record = app.store.get(Envelope.decode(body).id)
+    assert record is not None
+    assert record.result == {"message_id": "fresh"}
+
+
+def test_idempotency_key_runs_the_handler_once_and_shares_the_result(app: App) -> None:
+    """Two jobs with one key: the second returns the first's result without running."""
+    runs: list[str] = []
+
+    def count(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(ctx.job_id)
+        return EmailSent(f"m-{len(runs)}")
+
+    app.implement(send_email, count)
+    first = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    second = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    assert len(runs) == 1
+    assert second.kind is OutcomeKind.SUCCEEDED
+    assert second.reason == "duplicate_key"
+    assert second.result == first.result
+    assert app.store is not None
+    assert second.envelope is not None
+    record = app.store.get(second.envelope.id)
+    assert record is not None
+    assert record.duplicate_of == first.job_id
+
+
+def test_idempotency_key_held_by_a_running_job_is_retried(app: App) -> None:
+    """A duplicate of a job still running waits (RETRY), reporting DuplicateJobInProgress."""
+    assert app.store is not None
+    app.implement(send_email, ok_handler)
+    app.store.claim_key("K", "other-job", lease_until=time.time() + 60)
+    outcome = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.type == "DuplicateJobInProgress"
+    assert outcome.retry_after is not None
+    assert outcome.retry_after > 50
+
+
+def test_failure_releases_the_idempotency_key(app: App) -> None:
+    """A failed holder lets the next job with the same key run."""
+    runs: list[int] = []
+
+    def fail_first(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(1)
+        if len(runs) == 1:
+            raise PermanentError("no")
+        return EmailSent("second")
+
+    app.implement(send_email, fail_first)
+    app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    outcome = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert outcome.result == {"message_id": "second"}
+
+
+def test_old_versions_are_migrated_before_validation(app: App) -> None:
+    """A v1 job reaches a v3 handler through each migration in order."""
+    v3 = static_contract("greet", input=SendEmail, output=EmailSent, version=3)
+    app.implement(
+        v3,
+        ok_handler,
+        ImplementOptions(
+            migrate=[
+                lambda v1: {"to": v1["email"], "subject": v1.get("title", "")},
+                lambda v2: {**v2, "subject": v2["subject"] or "(none)"},
+            ]
+        ),
+    )
+    outcome = app.worker().process(envelope_for("greet", {"email": "a@b"}, version=1))
+    assert outcome.kind is OutcomeKind.SUCCEEDED, outcome.error
+    assert outcome.result == {"message_id": "m-a@b"}
+
+
+def test_versions_older_than_the_migrations_are_rejected(app: App) -> None:
+    """Without a migration path the job is rejected, saying which versions are supported."""
+    v3 = static_contract("greet", input=SendEmail, output=EmailSent, version=3)
+    app.implement(v3, ok_handler, ImplementOptions(migrate=[lambda v2: v2]))
+    outcome = app.worker().process(envelope_for("greet", email(), version=1))
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.error is not None
+    assert "versions 2..3" in outcome.error.message
+
+
+def test_versions_newer_than_the_worker_are_retried(app: App) -> None:
+    """A job from a newer producer waits for a newer worker instead of being misread."""
+    app.implement(send_email, ok_handler)
+    outcome = app.worker().process(envelope_for("send-email", email(), version=2))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.type == "VersionTooNew"
+
+
+def test_a_richer_input_type_can_be_attached_at_implement(app: App) -> None:
+    """``ImplementOptions(input_type=...)`` validates a static contract with attrs validators."""
+    import attrs
+
+    @attrs.define
+    class StrictEmail:
+        to: str = attrs.field(validator=attrs.validators.matches_re(r".+@.+"))
+        subject: str = ""
+
+    received: list[object] = []
+
+    def handler(data: Any, ctx: JobContext) -> EmailSent:
+        received.append(data)
+        return EmailSent("ok")
+
+    app.implement(send_email, handler, ImplementOptions(input_type=StrictEmail))
+    bad = app.worker().process(envelope_for("send-email", {"to": "nope", "subject": "s"}))
+    assert bad.kind is OutcomeKind.REJECTED
+    assert bad.error is not None
+    assert [f.path for f in bad.error.fields] == ["input.to"]
+    good = app.worker().process(envelope_for("send-email", email()))
+    assert good.kind is OutcomeKind.SUCCEEDED
+    assert isinstance(received[0], StrictEmail)
+
+
+def test_output_that_does_not_fit_the_contract_fails_permanently(app: App) -> None:
+    """A handler returning something JSON cannot carry is a bug: failed, not retried."""
+    app.implement(send_email, lambda data, ctx: EmailSent(message_id=object()))  # type: ignore[arg-type]
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error is not None
+    assert outcome.error.type == "OutputError"
+    assert "output.message_id" in outcome.error.message
+
+
+def test_jobs_not_yet_due_are_deferred_without_using_an_attempt(app: App) -> None:
+    """An envelope whose not_before is in the future is held back, untouched."""
+    app.implement(send_email, ok_handler)
+    body = Envelope(task="send-email", input=email()).with_delay(60).encode()
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.DEFERRED
+    assert outcome.retry_after is not None
+    assert 55 < outcome.retry_after <= 60
+    assert app.store is not None
+    assert outcome.job_id is not None
+    assert app.store.get(outcome.job_id) is None
+
+
+def test_middleware_runs_in_order_around_the_handler(app: App) -> None:
+    """App middleware runs before the task's; after_process sees the outcome."""
+    events: list[str] = []
+
+    class Tap(Middleware):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_process(self, ctx: JobContext) -> None:
+            events.append(f"{self.name}:before:{ctx.task}")
+
+        def after_process(self, ctx: JobContext, outcome: Outcome) -> None:
+            events.append(f"{self.name}:after:{outcome.kind}")
+
+    app.middleware = (Tap("app"),)
+    app.implement(send_email, ok_handler, ImplementOptions(middleware=[Tap("task")]))
+    app.worker().process(envelope_for("send-email", email()))
+    assert events == [
+        "app:before:send-email",
+        "task:before:send-email",
+        "app:after:succeeded",
+        "task:after:succeeded",
+    ]
+
+
+def test_a_failing_before_process_hook_fails_the_job_like_a_handler(app: App) -> None:
+    """An exception in before_process goes through the retry policy."""
+
+    class Broken(Middleware):
+        def before_process(self, ctx: JobContext) -> None:
+            raise RuntimeError("hook broke")
+
+    app.implement(send_email, ok_handler, ImplementOptions(middleware=[Broken()]))
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.message == "hook broke"
+
+
+def test_a_failing_after_process_hook_does_not_undo_the_outcome(app: App) -> None:
+    """The outcome is recorded before after_process; a broken hook is only logged."""
+
+    class Broken(Middleware):
+        def after_process(self, ctx: JobContext, outcome: Outcome) -> None:
+            raise RuntimeError("hook broke")
+
+    app.implement(send_email, ok_handler, ImplementOptions(middleware=[Broken()]))
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+
+
+def test_context_describes_the_job(app: App) -> None:
+    """The handler's context carries ids, attempts, deadline, headers and a logger."""
+    seen: list[JobContext] = []
+    timed = static_contract(
+        "ctx", input=SendEmail, output=EmailSent, timeout=10, retry={"attempts": 4}
+    )
+
+    def look(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen.append(ctx)
+        ctx.log.info("looking")
+        return EmailSent("ok")
+
+    app.implement(timed, look)
+    body = envelope_for("ctx", email(), headers={"tenant": "t1"}, trace={"traceparent": "00-x"})
+    app.worker().process(body)
+    ctx = seen[0]
+    assert ctx.job_id == Envelope.decode(body).id
+    assert (ctx.task, ctx.attempt, ctx.max_attempts) == ("ctx", 1, 4)
+    assert not ctx.is_last_attempt
+    remaining = ctx.remaining()
+    assert remaining is not None
+    assert 0 < remaining <= 10
+    assert ctx.headers == {"tenant": "t1"}
+    assert ctx.envelope is not None
+    assert ctx.envelope.trace == {"traceparent": "00-x"}
+
+
+def test_async_handlers_share_one_loop_across_jobs(app: App) -> None:
+    """``async def`` handlers run on a loop kept between jobs, as Lambda invocations need."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def on_loop(data: SendEmail, ctx: JobContext) -> EmailSent:
+        loops.append(asyncio.get_running_loop())
+        return EmailSent("ok")
+
+    app.implement(send_email, on_loop)
+    worker = app.worker()
+    worker.process(envelope_for("send-email", email()))
+    worker.process(envelope_for("send-email", email()))
+    assert len(loops) == 2
+    assert loops[0] is loops[1]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_aprocess_runs_sync_and_async_handlers_inside_an_event_loop(
+    app: App, is_async: bool
+) -> None:
+    """The async entry point serves both handler kinds without blocking its loop."""
+    if is_async:
+
+        async def handler(data: Resize, ctx: JobContext) -> Resized:
+            return Resized(key=data.url)
+
+        app.implement(resize, handler)
+    else:
+        app.implement(resize, lambda data, ctx: Resized(key=data.url))
+    body = envelope_for("resize", {"url": "https://x", "width": 3})
+    outcome = asyncio.run(app.worker().aprocess(body))
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert outcome.result == {"key": "https://x"}
+
+
+def test_aprocess_records_failures_too(app: App) -> None:
+    """Failures through the async entry point follow the same policy."""
+
+    async def boom(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise ValueError("boom")
+
+    app.implement(send_email, boom)
+    outcome = asyncio.run(app.worker().aprocess(envelope_for("send-email", email())))
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.type == "ValueError"
+
+
+def test_define_task_contracts_run_their_validators_on_the_worker(app: App) -> None:
+    """A producer that skipped validation still cannot get bad input past the worker."""
+    app.implement(resize, lambda data, ctx: Resized(key="k"))
+    body = envelope_for("resize", {"url": "https://x", "width": -1})
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.error is not None
+    assert [str(f) for f in outcome.error.fields] == ["input.width: 'width' must be > 0: -1"]
+
+
+def test_retry_policy_defaults_apply_to_define_task_too() -> None:
+    """The contract's retry policy is what the worker enforces unless overridden."""
+    contract = define_task("p", input=Resize, output=Resized, retry=FAST_RETRY)
+    application = create_app(queue=MemoryQueue(), store=MemoryStore())
+    application.implement(contract, lambda d, c: Resized("k"), ImplementOptions(retry=7))
+    entry = application.implementation("p")
+    assert entry is not None
+    assert entry.policy.attempts == 7
+    application.close()
