@@ -97,7 +97,7 @@ def _with_all_validator_errors(
 ) -> ClassValidationError:
     if not isinstance(data, dict):
         return exc
-    with_notes, _ = exc.group_exceptions()
+    with_notes, without = exc.group_exceptions()
     failed = {note.name for _, note in with_notes if isinstance(note, AttributeValidationNote)}
     values: dict[str, Any] = {}
     for field in fields:
@@ -120,8 +120,11 @@ def _with_all_validator_errors(
             found.append(error)
     if not found:
         return exc
-    kept = [e for e, _ in with_notes]  # structural errors; drop attrs' own first-failure copy
-    return ClassValidationError(exc.message, [*kept, *found], cl)
+    # Keep structural errors and unknown keys; drop attrs' own copy of its first failure.
+    messages = {str(e) for e in found}
+    kept = [e for e, _ in with_notes] + [e for e in without if str(e) not in messages]
+    # cattrs takes (message, exceptions, class); typeshed only knows ExceptionGroup's two.
+    return ClassValidationError(exc.message, [*kept, *found], cl)  # pyright: ignore[reportCallIssue]
 
 
 def structure(

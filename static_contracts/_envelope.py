@@ -157,6 +157,10 @@ class Envelope:
             extensions={k: v for k, v in obj.items() if k.startswith("x-")} or None,
         )
 
+    def replace(self, **changes: Any) -> Envelope:
+        """A copy with ``changes`` (middleware uses it to add trace context or headers)."""
+        return replace(self, **changes)
+
     def retried(self, *, not_before: datetime | None) -> Envelope:
         """The same job, one attempt later, not to run before ``not_before``."""
         return replace(self, attempt=self.attempt + 1, not_before=not_before)

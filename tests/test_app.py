@@ -1,0 +1,172 @@
+"""The app: register, implement in every form, inline tasks, lookups and wiring errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
+
+from backends.memory import MemoryQueue, MemoryStore
+from sdk import (
+    AlreadyImplementedError,
+    App,
+    ContractError,
+    Implementation,
+    ImplementOptions,
+    JobContext,
+    TaskContract,
+    TaskhopError,
+    UnknownTaskError,
+    create_app,
+    static_contract,
+)
+
+
+def handler(data: SendEmail, ctx: JobContext) -> EmailSent:
+    return EmailSent(message_id=data["to"])
+
+
+def test_register_is_idempotent_by_name(app: App) -> None:
+    """Registering the same contract twice returns the same BoundTask."""
+    first = app.register(send_email)
+    again = app.register(
+        static_contract("send-email", input=SendEmail, output=EmailSent, retry=send_email.retry)
+    )
+    assert first is again
+    assert not first.implemented
+
+
+def test_register_refuses_a_different_contract_under_the_same_name(app: App) -> None:
+    """A duplicate name with different types is a ContractError showing both."""
+    app.register(send_email)
+    other = static_contract("send-email", input=Resize, output=Resized)
+    with pytest.raises(ContractError, match="already registered with a different contract"):
+        app.register(other)
+
+
+def test_register_refuses_things_that_are_not_contracts(app: App) -> None:
+    """Passing a name or a class instead of a contract fails loudly."""
+    with pytest.raises(TypeError, match="register\\(\\) takes a contract, got str"):
+        app.register("send-email")  # type: ignore[call-overload]
+
+
+def test_implement_after_register_upgrades_the_same_bound_task(app: App) -> None:
+    """Producer code holding the registered task keeps working once a handler arrives."""
+    bound = app.register(send_email)
+    assert app.implement(send_email, handler) is bound
+    assert bound.implemented
+    assert bound.handler is handler
+    assert bound.dispatch({"to": "x", "subject": "s"}).result(5) == EmailSent("x")
+
+
+def test_implement_accepts_options(app: App) -> None:
+    """``implement(contract, handler, options)`` applies worker-side overrides."""
+    app.implement(send_email, handler, ImplementOptions(retry=9, timeout="2s"))
+    entry = app.implementation("send-email")
+    assert entry is not None
+    assert (entry.policy.attempts, entry.timeout) == (9, 2.0)
+
+
+def test_implement_object_form(app: App) -> None:
+    """``implement(contract, Implementation(handler, options))`` is the object form."""
+    bound = app.implement(send_email, Implementation(handler, ImplementOptions(retry=2)))
+    entry = app.implementation("send-email")
+    assert entry is not None
+    assert entry.policy.attempts == 2
+    assert bound.handler is handler
+    with pytest.raises(TypeError, match="inside the Implementation"):
+        app.implement(resize, Implementation(handler), ImplementOptions())  # type: ignore[call-overload]
+
+
+def test_implement_as_a_decorator(app: App) -> None:
+    """``@app.implement(contract)`` registers the function and returns the BoundTask."""
+
+    @app.implement(send_email, options=ImplementOptions(retry=4))
+    def send(data: SendEmail, ctx: JobContext) -> EmailSent:
+        return EmailSent(message_id="decorated")
+
+    assert send is app.register(send_email)
+    assert send.dispatch({"to": "x", "subject": "s"}).result(5) == EmailSent("decorated")
+
+
+def test_implementing_twice_raises(app: App) -> None:
+    """A task has one handler per app."""
+    app.implement(send_email, handler)
+    with pytest.raises(AlreadyImplementedError, match="'send-email' is already implemented"):
+        app.implement(send_email, handler)
+
+
+def test_implement_checks_its_arguments(app: App) -> None:
+    """A non-callable handler and impossible migrations are refused at implement time."""
+    with pytest.raises(TypeError, match="handler must be callable"):
+        app.implement(send_email, "nope")  # type: ignore[call-overload]
+    with pytest.raises(ContractError, match="2 migrations for version 2; at most 1"):
+        app.implement(
+            send_email.replace(version=2), handler, ImplementOptions(migrate=[dict, dict])
+        )
+    with pytest.raises(ContractError, match=r"options\.version must be an int >= 1"):
+        app.implement(resize, lambda d, c: Resized("k"), ImplementOptions(version=0))
+
+
+def test_inline_task_takes_types_from_annotations(app: App) -> None:
+    """``@app.task(name)`` reads input and output from the handler's annotations."""
+
+    @app.task("inline", retry=2)
+    async def inline(data: Resize, ctx: JobContext) -> Resized:
+        return Resized(key=f"{data.url}:{data.width}")
+
+    assert isinstance(inline.contract, TaskContract)
+    assert (inline.contract.input, inline.contract.output) == (Resize, Resized)
+    assert inline.dispatch(Resize(url="https://a", width=2)).result(5) == Resized("https://a:2")
+
+
+def test_inline_task_with_explicit_types(app: App) -> None:
+    """``app.task(name, handler, input=..., output=...)`` is the call form."""
+    bound = app.task("inline-call", handler, input=SendEmail, output=EmailSent, timeout="1s")
+    assert bound.contract.timeout == 1.0
+    assert bound.dispatch({"to": "z", "subject": "s"}).result(5) == EmailSent("z")
+
+
+def test_inline_task_without_types_explains_what_is_missing(app: App) -> None:
+    """A handler without annotations and no input=/output= is a ContractError."""
+
+    def untyped(data, ctx):  # type: ignore[no-untyped-def]
+        return data
+
+    with pytest.raises(ContractError, match="pass input= and output=, or annotate"):
+        app.task("untyped", untyped)
+
+
+def test_get_finds_tasks_by_name_and_suggests_near_misses(app: App) -> None:
+    """Unknown names raise UnknownTaskError with the closest known name."""
+    app.register(send_email)
+    assert app.get("send-email").contract is send_email
+    with pytest.raises(UnknownTaskError, match="did you mean 'send-email'"):
+        app.get("send-mail")
+    with pytest.raises(UnknownTaskError, match=r"known: send-email"):
+        app.get("zzz")
+    assert list(app.tasks) == ["send-email"]
+    assert [bound.name for bound in app] == ["send-email"]
+
+
+def test_create_app_wiring_errors_are_explicit() -> None:
+    """A store without a queue, or reading results without a store, says what to pass."""
+    with pytest.raises(TaskhopError, match="pass queue= as well"):
+        create_app(store=MemoryStore())
+    producer = create_app(queue=MemoryQueue())
+    handle = producer.register(send_email).dispatch({"to": "a", "subject": "b"})
+    with pytest.raises(TaskhopError, match="no job store"):
+        handle.result(0)
+    with pytest.raises(TaskhopError, match="a worker needs a job store"):
+        producer.worker()
+    producer.close()
+
+
+def test_app_works_as_a_context_manager() -> None:
+    """``with create_app() as app`` closes the embedded worker at the end."""
+    with create_app() as app:
+        bound = app.implement(send_email, handler)
+        assert bound.dispatch({"to": "q", "subject": "s"}).result(5) == EmailSent("q")
+    queue: Any = app.transport
+    assert queue._threads == []

@@ -1,0 +1,124 @@
+"""``sdk.testing``: run handlers directly, run apps in memory, the pytest fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
+
+from backends.memory import MemoryQueue, MemoryStore
+from sdk import (
+    App,
+    JobContext,
+    PayloadError,
+    Retry,
+    UnknownTaskError,
+    ValidationError,
+    create_app,
+)
+from sdk.testing import MemoryHarness, arun_task, in_memory, run_task
+
+
+def test_run_task_calls_the_handler_with_validated_input(app: App) -> None:
+    """The handler gets the structured input and its output comes back typed."""
+    bound = app.implement(resize, lambda data, ctx: Resized(key=f"{type(data).__name__}"))
+    assert run_task(bound, Resize(url="https://x", width=2)) == Resized("Resize")
+
+
+def test_run_task_validates_like_the_worker(app: App) -> None:
+    """Bad input raises ValidationError with field paths before the handler runs."""
+    bound = app.implement(send_email, lambda data, ctx: EmailSent("x"))
+    with pytest.raises(ValidationError, match=r"input.to: expected string, got integer"):
+        run_task(bound, {"to": 5, "subject": "s"})  # type: ignore[typeddict-item]
+
+
+def test_run_task_checks_the_output_fits_the_contract(app: App) -> None:
+    """An output JSON cannot carry fails in the test, not in production."""
+    bound = app.implement(send_email, lambda data, ctx: EmailSent(message_id=b"x"))  # type: ignore[arg-type]
+    with pytest.raises(PayloadError, match=r"output\.message_id"):
+        run_task(bound, SendEmail(to="a", subject="s"))
+
+
+def test_run_task_lets_handler_signals_through(app: App) -> None:
+    """Control-flow errors such as Retry propagate for the test to assert on."""
+
+    def later(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise Retry(after=3)
+
+    bound = app.implement(send_email, later)
+    with pytest.raises(Retry) as caught:
+        run_task(bound, SendEmail(to="a", subject="s"))
+    assert caught.value.after == 3
+
+
+def test_run_task_accepts_a_contract_with_its_app_and_a_custom_context(app: App) -> None:
+    """``run_task(contract, input, app=...)`` with a given context (attempt 3 of 3)."""
+    seen: list[JobContext] = []
+
+    def look(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen.append(ctx)
+        return EmailSent("ok")
+
+    app.implement(send_email, look)
+    ctx = JobContext(job_id="j-1", task="send-email", attempt=3, max_attempts=3)
+    assert run_task(send_email, SendEmail(to="a", subject="s"), app=app, ctx=ctx) == EmailSent("ok")
+    assert seen[0].is_last_attempt
+    with pytest.raises(TypeError, match="needs app="):
+        run_task(send_email, SendEmail(to="a", subject="s"))  # type: ignore[call-overload]
+
+
+def test_run_task_on_an_unimplemented_task_is_an_error(app: App) -> None:
+    """A registered-only task has no handler to run."""
+    bound = app.register(send_email)
+    with pytest.raises(UnknownTaskError):
+        run_task(bound, SendEmail(to="a", subject="s"))
+
+
+def test_run_task_runs_async_handlers(app: App) -> None:
+    """``async def`` handlers run to completion under run_task and arun_task."""
+
+    async def handler(data: SendEmail, ctx: JobContext) -> EmailSent:
+        await asyncio.sleep(0)
+        return EmailSent("async")
+
+    bound = app.implement(send_email, handler)
+    assert run_task(bound, SendEmail(to="a", subject="s")) == EmailSent("async")
+    assert asyncio.run(arun_task(bound, SendEmail(to="a", subject="s"))) == EmailSent("async")
+    sync_bound = app.implement(resize, lambda d, c: Resized("sync"))
+    assert asyncio.run(arun_task(sync_bound, Resize(url="https://x", width=1))) == Resized("sync")
+
+
+def test_in_memory_swaps_the_backends_and_restores_them() -> None:
+    """A production-wired app runs in memory inside the block and is restored after."""
+    queue, store = MemoryQueue(), MemoryStore()  # stand-ins for SQS and DynamoDB
+    app = create_app(queue=queue, store=store)
+    bound = app.implement(send_email, lambda d, c: EmailSent("in memory"))
+    with in_memory(app) as mem:
+        assert app.transport is mem.queue
+        assert app.store is mem.store
+        handle = bound.dispatch({"to": "a", "subject": "s"})
+        assert handle.result(5) == EmailSent("in memory")
+        mem.join()
+        assert mem.record(handle.id).attempt == 1
+        assert mem.dead_letters == []
+    assert (app.transport, app.store) == (queue, store)
+    assert queue.pending == 0
+
+
+def test_harness_record_of_an_unknown_job_raises(harness: MemoryHarness) -> None:
+    """Looking up a job that never ran is a JobNotFoundError."""
+    from sdk import JobNotFoundError
+
+    with pytest.raises(JobNotFoundError):
+        harness.record("nope")
+
+
+def test_pytest_fixtures_give_an_embedded_app(
+    taskhop_app: App, taskhop_memory: MemoryHarness
+) -> None:
+    """The plugin's fixtures: a fresh app and its in-memory harness."""
+    bound = taskhop_app.implement(send_email, lambda d, c: EmailSent("fixture"))
+    bound.dispatch({"to": "a", "subject": "s"})
+    taskhop_memory.join()
+    assert [r.result for r in taskhop_memory.records()] == [{"message_id": "fixture"}]
