@@ -334,17 +334,6 @@ class App:
                 self._worker = Worker(self)
             return self._worker
 
-    def use(
-        self, *, transport: Transport | None = None, store: JobStore | None = None
-    ) -> tuple[Transport, JobStore | None]:
-        """Swap the transport and/or store (tests do); returns the previous pair."""
-        previous = (self.transport, self.store)
-        if transport is not None:
-            self.transport = transport
-        if store is not None:
-            self.store = store
-        return previous
-
     def close(self) -> None:
         """Close the transport (stopping an embedded worker), then the worker's event loops."""
         self.transport.close()

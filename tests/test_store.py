@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 import pytest
 
 from backends.memory import MemoryStore

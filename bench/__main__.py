@@ -1,0 +1,132 @@
+"""Core benchmarks: import cost, envelope codec, worker-path overhead, in-memory throughput.
+
+Figures are written to ``bench/results/core.json``. The machine is shared and noisy, so
+every timing is the median of several runs and is reported next to a baseline measured in the
+same run (bare interpreter start, calling the handler directly), as a ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+RESULTS = Path(__file__).parent / "results" / "core.json"
+
+
+def median_seconds(fn: Callable[[], object], repeat: int = 7) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def import_ms(code: str, repeat: int = 9) -> float:
+    """Median wall time of a fresh interpreter running ``code``, in milliseconds."""
+    cmd = [sys.executable, "-c", code]
+    return 1000 * median_seconds(lambda: subprocess.run(cmd, check=True), repeat)
+
+
+class Greet(TypedDict):
+    name: str
+
+
+@dataclass
+class Greeting:
+    text: str
+
+
+def greet(data: Greet, ctx: Any) -> Greeting:
+    return Greeting(text=f"hi {data['name']}")
+
+
+def bench_imports() -> dict[str, float]:
+    bare = import_ms("pass")
+    figures = {
+        "python_startup_ms": bare,
+        "import_static_contracts_ms": import_ms("import static_contracts"),
+        "import_sdk_ms": import_ms("import sdk"),
+        "import_attrs_cattrs_ms": import_ms("import attrs, cattrs.preconf.json"),
+    }
+    for key in ("import_static_contracts_ms", "import_sdk_ms", "import_attrs_cattrs_ms"):
+        figures[key.replace("_ms", "_over_startup_ms")] = figures[key] - bare
+    return figures
+
+
+def bench_envelope(n: int = 20_000) -> dict[str, float]:
+    from static_contracts import Envelope
+
+    envelope = Envelope(task="greet", input={"name": "ada", "tags": ["a", "b"], "n": 3})
+    body = envelope.encode()
+    encode = median_seconds(lambda: [envelope.encode() for _ in range(n)], 5) / n
+    decode = median_seconds(lambda: [Envelope.decode(body) for _ in range(n)], 5) / n
+    raw = median_seconds(lambda: [json.loads(body) for _ in range(n)], 5) / n
+    return {
+        "envelope_bytes": len(body),
+        "encode_us": encode * 1e6,
+        "decode_us": decode * 1e6,
+        "json_loads_us": raw * 1e6,
+        "decode_over_json_loads": decode / raw,
+    }
+
+
+def bench_worker(n: int = 5_000) -> dict[str, float]:
+    from backends.memory import MemoryQueue, MemoryStore
+    from sdk import JobContext, create_app, static_contract
+    from static_contracts import Envelope
+
+    contract = static_contract("greet", input=Greet, output=Greeting)
+    app = create_app(queue=MemoryQueue(), store=MemoryStore())
+    app.implement(contract, greet)
+    worker = app.worker()
+    bodies = [Envelope(task="greet", input={"name": f"n{i}"}).encode() for i in range(n)]
+    ctx = JobContext(job_id="x", task="greet")
+    direct = median_seconds(lambda: [greet({"name": "a"}, ctx) for _ in range(n)], 5) / n
+    per_job = median_seconds(lambda: [worker.process(b) for b in bodies], 1) / n
+    app.close()
+    return {"handler_direct_us": direct * 1e6, "worker_process_us": per_job * 1e6}
+
+
+def bench_memory_end_to_end(n: int = 2_000) -> dict[str, float]:
+    from sdk import create_app, static_contract
+
+    contract = static_contract("greet", input=Greet, output=Greeting)
+    with create_app() as app:
+        bound = app.implement(contract, greet)
+        started = time.perf_counter()
+        handles = bound.dispatch_many([{"name": f"n{i}"} for i in range(n)])
+        for handle in handles:
+            handle.result(timeout=60)
+        elapsed = time.perf_counter() - started
+    return {"memory_jobs": n, "memory_jobs_per_s": n / elapsed}
+
+
+def main() -> None:
+    figures: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name, bench in [
+        ("imports", bench_imports),
+        ("envelope", bench_envelope),
+        ("worker", bench_worker),
+        ("memory", bench_memory_end_to_end),
+    ]:
+        figures[name] = {k: round(v, 3) for k, v in bench().items()}
+        print(name, json.dumps(figures[name]))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
