@@ -48,6 +48,10 @@ _log = logging.getLogger("taskhop.worker")
 
 DEFAULT_LEASE = 900.0
 """Lease for a job without a timeout or host deadline: Lambda's 900 s maximum run time."""
+LEASE_MARGIN = 30.0
+"""Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
+
+_job_log = logging.getLogger("taskhop.job")
 
 
 class OutcomeKind(StrEnum):
@@ -96,12 +100,18 @@ class _Prepared:
     data: Any
     ctx: JobContext
     timeout: float | None
-    policy: RetryPolicy
     started: float
 
 
+class _Stop(Exception):
+    """Ends preparation early with an outcome that is already decided (and recorded)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
 class Worker:
-    """Runs jobs for one app. Create it with ``app.worker()``; hosts call ``process``."""
+    """Runs jobs for one app. Get it with ``app.worker()``; hosts call ``process``."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -143,9 +153,7 @@ class Worker:
                 value = self._loop().run(self._await_handler(step))
             else:
                 value = self._call_handler(step)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:
             return self._failed(step, exc)
         return self._succeeded(step, value)
 
@@ -156,7 +164,7 @@ class Worker:
         attempt: int | None = None,
         deadline: float | None = None,
     ) -> Outcome:
-        """Process one message inside an event loop; store calls and sync handlers go to threads."""
+        """``process`` inside an event loop: store calls and sync handlers go to threads."""
         step = await asyncio.to_thread(self._prepare, body, attempt, deadline)
         if isinstance(step, Outcome):
             return step
@@ -184,137 +192,122 @@ class Worker:
     ) -> _Prepared | Outcome:
         started = time.monotonic()
         try:
-            envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
-        except EnvelopeError as exc:
-            _log.warning("poison message: %s", exc, extra={"reason": exc.reason})
-            return Outcome(
-                OutcomeKind.POISON,
-                error=ErrorInfo(type(exc).__name__, str(exc)),
-                dead_letter=True,
-                reason=exc.reason,
+            envelope = _decode(body, attempt)
+            wait = envelope.delay_seconds()
+            if wait > 0:
+                return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
+            entry = self._find(envelope, started)
+            timeout = _bounded(entry.timeout, deadline)
+            lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
+            self._begin(envelope, lease)
+            data = self._validated_input(envelope, entry, started)
+            ctx = JobContext(
+                job_id=envelope.id,
+                task=envelope.task,
+                attempt=envelope.attempt,
+                max_attempts=entry.policy.attempts,
+                deadline=None if timeout is None else time.monotonic() + timeout,
+                envelope=envelope,
+                log=logging.LoggerAdapter(_job_log, {"job_id": envelope.id, "task": envelope.task}),
             )
-        if attempt is not None and attempt > envelope.attempt:
-            envelope = replace(envelope, attempt=attempt)
-        wait = envelope.delay_seconds()
-        if wait > 0:
-            return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
-
-        store = self._store
-        entry = self.app.implementation(envelope.task)
-        if entry is None:
-            known = self.app.implemented_names()
-            return self._reject(
-                envelope,
-                ErrorInfo("UnknownTaskError", str(UnknownTaskError(envelope.task, known))),
-                started,
-                reason="unknown_task",
-            )
-
-        policy = entry.policy
-        timeout = _bounded(entry.timeout, deadline)
-        lease = time.time() + (timeout if timeout is not None else DEFAULT_LEASE) + 30
-        begin = store.begin(
-            envelope.id,
-            task=envelope.task,
-            attempt=envelope.attempt,
-            lease_until=lease,
-            idempotency_key=envelope.idempotency_key,
-        )
-        if begin.state == "finished":
-            return Outcome(
-                OutcomeKind.SKIPPED,
-                envelope,
-                envelope.attempt,
-                result=begin.record.result,
-                error=begin.record.error,
-                reason="already_final",
-            )
-        if begin.state == "busy":
-            after = max(1.0, (begin.record.lease_until or time.time()) - time.time())
-            return Outcome(
-                OutcomeKind.RETRY,
-                envelope,
-                envelope.attempt,
-                retry_after=after,
-                reason="attempt_in_progress",
-            )
-
-        try:
-            raw = migrate_input(envelope.input, envelope.version, entry.version, entry.migrations)
-        except _VersionTooNew as exc:
-            return self._retry_or_fail(
-                envelope,
-                policy,
-                ErrorInfo("VersionTooNew", str(exc), retryable=True),
-                started,
-                after=None,
-            )
-        except Exception as exc:
-            return self._reject(
-                envelope, ErrorInfo("MigrationError", str(exc)), started, reason="migration"
-            )
-        try:
-            data = structure(self.app.converter, raw, entry.input_type, task=envelope.task)
-        except ValidationError as exc:
-            return self._reject(
-                envelope,
-                ErrorInfo("ValidationError", exc.summary, exc.errors),
-                started,
-                reason="invalid_input",
-            )
-
-        ctx = JobContext(
-            job_id=envelope.id,
-            task=envelope.task,
-            attempt=envelope.attempt,
-            max_attempts=policy.attempts,
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            envelope=envelope,
-            log=logging.LoggerAdapter(
-                logging.getLogger("taskhop.job"), {"job_id": envelope.id, "task": envelope.task}
-            ),
-        )
-        step = _Prepared(envelope, entry, data, ctx, timeout, policy, started)
-        key = envelope.idempotency_key
-        if key is not None:
-            claim = store.claim_key(key, envelope.id, lease_until=lease)
-            if claim.state == "completed":
-                record = JobRecord(
-                    id=envelope.id,
-                    task=envelope.task,
-                    status=JobStatus.SUCCEEDED,
-                    attempt=envelope.attempt,
-                    result=claim.result,
-                    idempotency_key=key,
-                    duplicate_of=claim.holder,
-                )
-                store.complete(record)
-                return self._finish(
-                    step,
-                    Outcome(
-                        OutcomeKind.SUCCEEDED,
-                        envelope,
-                        envelope.attempt,
-                        result=claim.result,
-                        reason="duplicate_key",
-                    ),
-                )
-            if claim.state == "in_progress":
-                held = DuplicateJobInProgress(key, claim.holder)
-                after = max(1.0, (claim.lease_until or time.time()) - time.time())
-                return self._retry_or_fail(
-                    envelope,
-                    policy,
-                    ErrorInfo(type(held).__name__, str(held), retryable=True),
-                    started,
-                    after=after,
-                )
+            step = _Prepared(envelope, entry, data, ctx, timeout, started)
+            self._claim_key(step, lease)
+        except _Stop as stop:
+            return stop.outcome
         try:
             for middleware in entry.middleware:
                 middleware.before_process(ctx)
         except Exception as exc:
             return self._failed(step, exc)
         return step
+
+    def _find(self, envelope: Envelope, started: float) -> Registered:
+        entry = self.app.implementation(envelope.task)
+        if entry is None:
+            error = UnknownTaskError(envelope.task, self.app.implemented_names())
+            info = ErrorInfo("UnknownTaskError", str(error))
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="unknown_task")
+            )
+        return entry
+
+    def _begin(self, envelope: Envelope, lease: float) -> None:
+        begin = self._store.begin(
+            envelope.id,
+            task=envelope.task,
+            attempt=envelope.attempt,
+            lease_until=lease,
+            idempotency_key=envelope.idempotency_key,
+        )
+        if begin.state == "finished":  # at-least-once delivery of a job that is done
+            record = begin.record
+            raise _Stop(
+                Outcome(
+                    OutcomeKind.SKIPPED,
+                    envelope,
+                    envelope.attempt,
+                    result=record.result,
+                    error=record.error,
+                    reason="already_final",
+                )
+            )
+        if begin.state == "busy":  # the same attempt runs elsewhere: look again after its lease
+            after = _until(begin.record.lease_until)
+            raise _Stop(
+                Outcome(
+                    OutcomeKind.RETRY,
+                    envelope,
+                    envelope.attempt,
+                    retry_after=after,
+                    reason="attempt_in_progress",
+                )
+            )
+
+    def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
+        try:
+            raw = migrate_input(envelope.input, envelope.version, entry.version, entry.migrations)
+        except _VersionTooNew as exc:
+            info = ErrorInfo("VersionTooNew", str(exc), retryable=True)
+            raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
+        except Exception as exc:
+            info = ErrorInfo("MigrationError", str(exc))
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="migration")
+            ) from None
+        try:
+            return structure(self.app.converter, raw, entry.input_type, task=envelope.task)
+        except ValidationError as exc:
+            info = ErrorInfo("ValidationError", exc.summary, exc.errors)
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="invalid_input")
+            ) from None
+
+    def _claim_key(self, step: _Prepared, lease: float) -> None:
+        envelope, key = step.envelope, step.envelope.idempotency_key
+        if key is None:
+            return
+        claim = self._store.claim_key(key, envelope.id, lease_until=lease)
+        if claim.state == "completed":  # a duplicate: hand back the first job's result
+            self._store.complete(
+                _record(
+                    envelope, JobStatus.SUCCEEDED, result=claim.result, duplicate_of=claim.holder
+                )
+            )
+            outcome = Outcome(
+                OutcomeKind.SUCCEEDED,
+                envelope,
+                envelope.attempt,
+                result=claim.result,
+                reason="duplicate_key",
+            )
+            raise _Stop(self._finish(step, outcome))
+        if claim.state == "in_progress":
+            held = DuplicateJobInProgress(key, claim.holder)
+            info = ErrorInfo(type(held).__name__, str(held), retryable=True)
+            after = _until(claim.lease_until)
+            raise _Stop(
+                self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
+            )
 
     # -- running the handler --------------------------------------------------------------
 
@@ -323,7 +316,7 @@ class Worker:
         if step.timeout is None:
             return handler(step.data, step.ctx)
         # A thread cannot be killed: on timeout we record the outcome before the host's own
-        # deadline (Lambda kills the whole sandbox) and leave the thread to finish or die.
+        # deadline (Lambda freezes or kills the sandbox) and leave the thread to end alone.
         box: dict[str, Any] = {}
         context = contextvars.copy_context()
 
@@ -371,46 +364,28 @@ class Worker:
                 self.app.converter, value, step.entry.contract.output, path="output"
             )
         except PayloadError as exc:
-            return self._failed(
-                step, PermanentError(f"handler returned a bad output: {exc}"), kind="OutputError"
-            )
-        record = JobRecord(
-            id=envelope.id,
-            task=envelope.task,
-            status=JobStatus.SUCCEEDED,
-            attempt=envelope.attempt,
-            result=result,
-            idempotency_key=envelope.idempotency_key,
-        )
-        if not self._store.complete(record):
-            _log.info("stale outcome dropped", extra={"job_id": envelope.id})
-            return self._finish(
-                step,
-                Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt"),
-            )
+            bad = PermanentError(f"handler returned a bad output: {exc}")
+            return self._failed(step, bad, kind="OutputError")
+        if not self._store.complete(_record(envelope, JobStatus.SUCCEEDED, result=result)):
+            return self._finish(step, _stale(envelope))
         if envelope.idempotency_key is not None:
             self._store.complete_key(envelope.idempotency_key, envelope.id, result)
-        return self._finish(
-            step, Outcome(OutcomeKind.SUCCEEDED, envelope, envelope.attempt, result=result)
-        )
+        outcome = Outcome(OutcomeKind.SUCCEEDED, envelope, envelope.attempt, result=result)
+        return self._finish(step, outcome)
 
     def _failed(self, step: _Prepared, exc: Exception, *, kind: str | None = None) -> Outcome:
         envelope = step.envelope
         if envelope.idempotency_key is not None:
             self._store.release_key(envelope.idempotency_key, envelope.id)
-        retryable = not isinstance(exc, PermanentError)
-        info = ErrorInfo(kind or type(exc).__name__, str(exc), retryable=retryable)
-        if not retryable:
-            outcome = self._record_final(
-                envelope, JobStatus.FAILED, info, step.started, dead_letter=False
-            )
-            return self._finish(step, outcome)
-        after = exc.after if isinstance(exc, Retry) else None
+        if isinstance(exc, PermanentError):
+            info = ErrorInfo(kind or type(exc).__name__, str(exc))
+            return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
         if not isinstance(exc, Retry | HandlerTimeout):
             step.ctx.log.warning("handler raised %s: %s", type(exc).__name__, exc, exc_info=exc)
-        return self._finish(
-            step, self._retry_or_fail(envelope, step.policy, info, step.started, after=after)
-        )
+        info = ErrorInfo(kind or type(exc).__name__, str(exc), retryable=True)
+        after = exc.after if isinstance(exc, Retry) else None
+        outcome = self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
+        return self._finish(step, outcome)
 
     def _retry_or_fail(
         self,
@@ -419,27 +394,20 @@ class Worker:
         info: ErrorInfo,
         started: float,
         *,
-        after: float | None,
+        after: float | None = None,
     ) -> Outcome:
         if envelope.attempt >= policy.attempts:
-            return self._record_final(
+            return self._final(
                 envelope,
                 JobStatus.FAILED,
                 info,
                 started,
-                dead_letter=True,
                 reason="retries_exhausted",
+                dead_letter=True,
             )
+        if not self._store.complete(_record(envelope, JobStatus.RETRYING, error=info)):
+            return _stale(envelope)
         delay = policy.delay_for(envelope.attempt) if after is None else after
-        record = JobRecord(
-            id=envelope.id,
-            task=envelope.task,
-            status=JobStatus.RETRYING,
-            attempt=envelope.attempt,
-            error=info,
-            idempotency_key=envelope.idempotency_key,
-        )
-        self._store.complete(record)
         return Outcome(
             OutcomeKind.RETRY,
             envelope,
@@ -449,37 +417,25 @@ class Worker:
             duration_ms=_ms(started),
         )
 
-    def _reject(
-        self, envelope: Envelope, info: ErrorInfo, started: float, *, reason: str
-    ) -> Outcome:
-        _log.info(
-            "job rejected: %s",
-            info.message,
-            extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
-        )
-        return self._record_final(
-            envelope, JobStatus.REJECTED, info, started, dead_letter=False, reason=reason
-        )
-
-    def _record_final(
+    def _final(
         self,
         envelope: Envelope,
         status: JobStatus,
         info: ErrorInfo,
         started: float,
         *,
-        dead_letter: bool,
         reason: str | None = None,
+        dead_letter: bool = False,
     ) -> Outcome:
-        record = JobRecord(
-            id=envelope.id,
-            task=envelope.task,
-            status=status,
-            attempt=envelope.attempt,
-            error=info,
-            idempotency_key=envelope.idempotency_key,
-        )
-        self._store.complete(record)
+        """Record a failed or rejected end; a stale attempt records (and dead-letters) nothing."""
+        if not self._store.complete(_record(envelope, status, error=info)):
+            return _stale(envelope)
+        if status is JobStatus.REJECTED:
+            _log.info(
+                "job rejected: %s",
+                info.message,
+                extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
+            )
         kind = OutcomeKind.REJECTED if status is JobStatus.REJECTED else OutcomeKind.FAILED
         return Outcome(
             kind,
@@ -525,6 +481,42 @@ def migrate_input(
     for migration in migrations[from_version - oldest :]:
         data = migration(data)
     return data
+
+
+def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
+    try:
+        envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
+    except EnvelopeError as exc:
+        _log.warning("poison message: %s", exc, extra={"reason": exc.reason})
+        info = ErrorInfo(type(exc).__name__, str(exc))
+        raise _Stop(
+            Outcome(OutcomeKind.POISON, error=info, dead_letter=True, reason=exc.reason)
+        ) from None
+    if attempt is not None and attempt > envelope.attempt:
+        envelope = replace(envelope, attempt=attempt)
+    return envelope
+
+
+def _record(envelope: Envelope, status: JobStatus, **fields: Any) -> JobRecord:
+    return JobRecord(
+        id=envelope.id,
+        task=envelope.task,
+        status=status,
+        attempt=envelope.attempt,
+        idempotency_key=envelope.idempotency_key,
+        **fields,
+    )
+
+
+def _stale(envelope: Envelope) -> Outcome:
+    """A newer attempt (or a duplicate delivery) already owns the outcome: drop this one."""
+    _log.info("stale outcome dropped", extra={"job_id": envelope.id, "task": envelope.task})
+    return Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt")
+
+
+def _until(moment: float | None) -> float:
+    """Seconds until ``moment`` (a Unix time), at least one."""
+    return max(1.0, (moment or time.time()) - time.time())
 
 
 def _bounded(timeout: float | None, deadline: float | None) -> float | None:
