@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sdk import Begin as BeginResult
 from sdk import ErrorInfo, JobRecord, JobStatus, KeyClaim, Outcome, OutcomeKind
-from static_contracts import Envelope, JsonValue
+from static_contracts import Envelope, JsonValue, TransportError
 
 if TYPE_CHECKING:
     from sdk import App
@@ -58,6 +58,7 @@ class MemoryQueue:
         self._app: App | None = None
         self._lazy = False
         self._stopping = False
+        self._closed = False
         self.dead_letters: list[DeadLetter] = []
         """Messages that exhausted their retries or were not envelopes at all."""
 
@@ -71,6 +72,7 @@ class MemoryQueue:
         """Queue several envelopes at once."""
         now = time.monotonic()
         with self._cond:
+            self._check_open([e.id for e in envelopes])
             for envelope in envelopes:
                 self._push(envelope.encode(), now + envelope.delay_seconds())
             self._cond.notify_all()
@@ -81,6 +83,7 @@ class MemoryQueue:
     def send_raw(self, body: bytes, *, delay: float = 0.0) -> None:
         """Queue bytes as they are (to test what workers do with poison messages)."""
         with self._cond:
+            self._check_open([])
             self._push(body, time.monotonic() + delay)
             self._cond.notify_all()
             start = self._lazy and not self._threads
@@ -96,8 +99,13 @@ class MemoryQueue:
         self.send_many(envelopes)
 
     def close(self) -> None:
-        """Stop the worker threads after the message each is on; pending messages stay."""
+        """Stop the worker threads after the message each is on; the queue takes no more.
+
+        Messages still queued stay in ``pending`` (and are lost with the process: this is
+        the in-memory backend).
+        """
         with self._cond:
+            self._closed = True
             self._stopping = True
             self._cond.notify_all()
             threads, self._threads = self._threads, []
@@ -115,6 +123,7 @@ class MemoryQueue:
     def serve(self, app: App, *, lazy: bool = False) -> None:
         """Run ``app``'s jobs from this queue on worker threads (at the first send if ``lazy``)."""
         with self._cond:
+            self._check_open([])
             self._app = app
             self._lazy = lazy
             pending = bool(self._heap)
@@ -149,6 +158,12 @@ class MemoryQueue:
         """Messages queued or delayed, not yet taken by a worker."""
         with self._cond:
             return len(self._heap)
+
+    def _check_open(self, job_ids: list[str]) -> None:
+        if self._closed:
+            raise TransportError(
+                "the memory queue is closed", job_ids=tuple(job_ids), retryable=False
+            )
 
     def _push(self, body: bytes, ready_at: float) -> None:
         heapq.heappush(self._heap, (ready_at, next(self._seq), body))

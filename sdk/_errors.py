@@ -12,6 +12,7 @@
     ├── UnknownTaskError           no task of that name is registered or implemented
     ├── AlreadyImplementedError    implement() twice for one task in one app
     ├── JobNotFoundError           the store has no record of a job id
+    ├── StoreError                 the job store failed (after its own retries)
     ├── ResultTimeout              result() waited longer than its timeout
     ├── HandlerTimeout             a handler ran past its deadline (retried)
     ├── TaskFailed                 the job ended failed; carries the remote ``ErrorInfo``
@@ -54,6 +55,7 @@ __all__ = [
     "PayloadError",
     "PermanentError",
     "ResultTimeout",
+    "StoreError",
     "Retry",
     "TaskFailed",
     "TaskRejected",
@@ -142,6 +144,14 @@ class AlreadyImplementedError(TaskhopError, RuntimeError):
 
 class JobNotFoundError(TaskhopError, LookupError):
     """The job store has no record of this job id."""
+
+
+class StoreError(TaskhopError):
+    """The job store could not be read or written; ``retryable`` if trying later may work."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ResultTimeout(TaskhopError, TimeoutError):

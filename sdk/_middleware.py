@@ -1,7 +1,9 @@
 """Middleware: no-op hook methods the core calls in order (dramatiq's shape).
 
-Subclass ``Middleware`` and override only what you need. App-level middleware runs first,
-then the task's own (``ImplementOptions.middleware``). A hook that raises stops the dispatch
+Subclass ``Middleware`` and override only what you need. App middleware
+(``create_app(middleware=...)``) sees every dispatch and every job. Task middleware
+(``ImplementOptions.middleware``) is worker-side, like the rest of ``ImplementOptions``: it
+gets the process hooks only, after the app's. A hook that raises stops the dispatch
 (before_dispatch) or fails the job like a handler error (before_process).
 """
 

@@ -146,6 +146,13 @@ class StaticContract(Generic[I, O]):
             raise ContractError(f"contract: unknown key(s) {sorted(unknown)}")
         if "name" not in data:
             raise ContractError("contract: 'name' is required")
+        kind = data.get("kind", "define_task" if cls.runtime_schema else "static")
+        if (kind == "define_task") != cls.runtime_schema:
+            loader = "sdk.TaskContract" if kind == "define_task" else "StaticContract"
+            raise ContractError(
+                f"{data['name']}: a {kind!r} contract; load it with {loader}.from_dict so"
+                " producer-side validation stays as declared"
+            )
         resolved = {
             k: _resolve(data["name"], k, data.get(k), types or {}) for k in ("input", "output")
         }

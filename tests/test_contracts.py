@@ -85,6 +85,14 @@ def test_to_dict_round_trips_through_from_dict() -> None:
     )
 
 
+def test_from_dict_keeps_the_contract_kind() -> None:
+    """Loading a define_task contract as a static one (or back) is refused, not downgraded."""
+    with pytest.raises(ContractError, match=r"load it with sdk\.TaskContract\.from_dict"):
+        StaticContract.from_dict(define_task("r", input=Resize, output=Resized).to_dict())
+    with pytest.raises(ContractError, match=r"load it with StaticContract\.from_dict"):
+        TaskContract.from_dict(send_email.to_dict())
+
+
 def test_from_dict_takes_explicit_types_and_names_what_it_cannot_resolve() -> None:
     """Types can be supplied instead of imported; a missing one is a clear error."""
     data = {"name": "x", "input": "nowhere:Thing", "output": "builtins:int"}

@@ -11,7 +11,7 @@ from conftest import EmailSent, SendEmail, send_email
 from backends.memory import MemoryQueue, MemoryStore
 from sdk import App, Envelope, JobContext, create_app
 from sdk.testing import MemoryHarness
-from static_contracts import AsyncTransport, Transport
+from static_contracts import AsyncTransport, Transport, TransportError
 
 
 def test_memory_queue_is_a_transport() -> None:
@@ -84,8 +84,8 @@ def test_several_workers_process_concurrently() -> None:
         MemoryQueue(workers=0)
 
 
-def test_close_stops_the_threads_and_keeps_pending_messages() -> None:
-    """Closing finishes in-flight work; queued messages stay for a later serve."""
+def test_close_stops_the_threads_and_refuses_new_messages() -> None:
+    """Closing finishes in-flight work and is final: later sends raise TransportError."""
     queue = MemoryQueue()
     app = create_app(queue=queue, store=MemoryStore())
     bound = app.implement(send_email, lambda d, c: EmailSent("ok"))
@@ -94,6 +94,11 @@ def test_close_stops_the_threads_and_keeps_pending_messages() -> None:
     queue.close()
     assert queue.pending == 1
     assert not [t for t in threading.enumerate() if t.name.startswith("taskhop-memory")]
+    with pytest.raises(TransportError, match="closed") as caught:
+        bound.dispatch({"to": "b", "subject": "s"})
+    assert len(caught.value.job_ids) == 1
+    with pytest.raises(TransportError):
+        queue.serve(app)
 
 
 def test_lazy_serving_starts_on_the_first_send() -> None:
