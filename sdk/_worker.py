@@ -486,11 +486,12 @@ def migrate_input(
 def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
     try:
         envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
-    except EnvelopeError as exc:
-        _log.warning("poison message: %s", exc, extra={"reason": exc.reason})
+    except Exception as exc:  # EnvelopeError, or a decoder bug: either way never crash a batch
+        reason = exc.reason if isinstance(exc, EnvelopeError) else "undecodable"
+        _log.warning("poison message: %s", exc, extra={"reason": reason})
         info = ErrorInfo(type(exc).__name__, str(exc))
         raise _Stop(
-            Outcome(OutcomeKind.POISON, error=info, dead_letter=True, reason=exc.reason)
+            Outcome(OutcomeKind.POISON, error=info, dead_letter=True, reason=reason)
         ) from None
     if attempt is not None and attempt > envelope.attempt:
         envelope = replace(envelope, attempt=attempt)

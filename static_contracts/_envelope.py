@@ -78,6 +78,20 @@ class Envelope:
     continuation: JsonValue = None
     extensions: dict[str, JsonValue] | None = None
 
+    def __post_init__(self) -> None:
+        # What encode() writes, decode() must accept: refuse at construction what it would not.
+        if not isinstance(self.task, str) or not self.task or len(self.task) > _MAX_NAME:
+            raise _field_error("task", f"must be a non-empty string of <= {_MAX_NAME} characters")
+        if not isinstance(self.id, str) or not self.id or len(self.id) > _MAX_ID:
+            raise _field_error("id", f"must be a non-empty string of <= {_MAX_ID} characters")
+        for name in ("version", "attempt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _field_error(name, f"must be an integer >= 1, got {value!r}")
+        bad = [k for k in self.extensions or {} if not k.startswith("x-")]
+        if bad:
+            raise _field_error(bad[0], "is not an extension key (extensions start with 'x-')")
+
     def to_dict(self) -> dict[str, Any]:
         """The envelope as JSON data; optional fields that are unset are left out."""
         data: dict[str, Any] = {
@@ -113,6 +127,10 @@ class Envelope:
             raise EnvelopeError(f"body is not UTF-8: {exc}", reason="not_json") from None
         except ValueError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}", reason="not_json") from None
+        except RecursionError:
+            raise EnvelopeError(
+                "body is JSON nested too deeply to parse", reason="not_json"
+            ) from None
         return cls.from_dict(parsed)
 
     @classmethod
@@ -182,7 +200,8 @@ def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``: the envelope's one timestamp format."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -190,7 +209,10 @@ def parse_timestamp(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError("timestamp is outside the representable range in UTC") from None
 
 
 def _field_error(name: str, problem: str) -> EnvelopeError:

@@ -64,4 +64,10 @@ def to_json_value(obj: object, path: str = "input") -> JsonValue:
 
 def dumps(value: JsonValue) -> bytes:
     """Compact UTF-8 JSON, refusing NaN and infinities (they are not JSON)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800", legal as a JSON escape) has no UTF-8 form: write the
+        # escapes again, as received, so whatever decode accepted can be encoded.
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
