@@ -13,14 +13,20 @@ import pytest
 from backends.memory import MemoryStore
 from sdk import ErrorInfo, JobRecord, JobStatus, JobStore, poll_for_final
 
-STORES = ["memory"]
+STORES = ["memory", "dynamodb"]
 
 
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest) -> JobStore:
-    """A fresh, empty store of each kind."""
-    assert request.param == "memory"
-    return MemoryStore()
+    """A fresh, empty store of each kind (DynamoDB on moto, in process)."""
+    if request.param == "memory":
+        return MemoryStore()
+    request.getfixturevalue("mocked_aws")
+    from backends.dynamodb import DynamoStore
+
+    dynamo = DynamoStore("taskhop-jobs")
+    dynamo.create_table()
+    return dynamo
 
 
 def final(job_id: str, status: JobStatus = JobStatus.SUCCEEDED, attempt: int = 1) -> JobRecord:

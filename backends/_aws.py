@@ -1,0 +1,84 @@
+"""What the AWS backends share: client construction and the one place botocore errors map.
+
+Private to ``backends``: ``sqs`` and ``dynamodb`` import it, nothing else does. Retries of
+throttling and 5xx answers are botocore's own ("standard" mode, with its token bucket and
+capped exponential backoff with jitter); this module only decides how many, and turns what is
+left after them into taskhop errors (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+__all__ = ["RETRYABLE_CODES", "aws_errors", "error_code", "make_client"]
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException", "Throttling", "RequestThrottled", "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException", "TooManyRequestsException",
+        "InternalServerError", "InternalFailure", "ServiceUnavailable", "KMS.ThrottlingException",
+    }
+)  # fmt: skip
+
+DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
+"""Eight tries with botocore's standard backoff: about 20 s of throttling before giving up."""
+
+
+def make_client(
+    service: str,
+    *,
+    client: Any | None,
+    session: boto3.Session | None,
+    config: Config | None,
+) -> Any:
+    """The caller's client, or one from their session, or one from the environment.
+
+    Region and endpoint come from the standard AWS environment (``AWS_REGION``,
+    ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``) when the caller gives neither.
+    """
+    if client is not None:
+        return client
+    merged = DEFAULT_CONFIG.merge(config) if config is not None else DEFAULT_CONFIG
+    factory: Any = session or boto3.Session()  # typed per service literal; ours is a str
+    return factory.client(service, config=merged)
+
+
+def error_code(exc: ClientError) -> str:
+    """The service's error code (``ConditionalCheckFailedException``, ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def aws_errors(make: Callable[..., Exception], what: str, **fields: Any) -> Generator[None]:
+    """Translate botocore errors raised inside the block into ``make`` (a taskhop error).
+
+    ``ConditionalCheckFailedException`` is not translated: callers treat it as an answer.
+    """
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            raise
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        retryable = code in RETRYABLE_CODES or int(status or 0) >= 500
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise make(f"{what}: {code}: {message}", retryable=retryable, **fields) from exc
+    except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        raise make(
+            f"{what}: {exc} (set up AWS credentials and region)", retryable=False, **fields
+        ) from exc
+    except BotoCoreError as exc:  # connection errors and timeouts: worth another try later
+        raise make(f"{what}: {exc}", retryable=True, **fields) from exc

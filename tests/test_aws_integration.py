@@ -1,0 +1,212 @@
+"""End to end over real HTTP: SQS and DynamoDB on a moto server the test session started.
+
+A producer dispatches through ``SqsQueue``, a poller standing in for Lambda's event source
+mapping runs the worker, ``DynamoStore`` records state, and the handle reads the result. The
+AWS requests each part makes are counted with botocore's ``before-call`` event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import pytest
+from sqs_poller import SqsPoller
+
+from backends.dynamodb import DynamoStore
+from backends.sqs import SqsQueue
+from sdk import (
+    App,
+    JobContext,
+    JobStatus,
+    PermanentError,
+    StoreError,
+    TaskFailed,
+    TaskRejected,
+    create_app,
+    static_contract,
+)
+
+
+class Greet(TypedDict):
+    name: str
+
+
+@dataclass
+class Greeting:
+    text: str
+
+
+greet = static_contract("greet", input=Greet, output=Greeting, retry={"attempts": 2, "delay": 0})
+
+
+@dataclass
+class Stack:
+    """One queue, its DLQ and a table on the moto server, with the app wired to them."""
+
+    app: App
+    poller: SqsPoller
+    calls: Counter[str]
+    sqs: Any
+
+    def settle(self) -> None:
+        self.poller.drain()
+
+
+def counting_session(server_session: Any) -> tuple[Any, Counter[str]]:
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    server_session.events.register("before-call", count)
+    return server_session, calls
+
+
+@pytest.fixture
+def stack(server_session: Any) -> Iterator[Stack]:
+    """Fresh AWS resources for one test (unique names), an app, and a poller."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    admin = server_session.client("sqs")
+    dlq = admin.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    url = admin.create_queue(QueueName=name)["QueueUrl"]
+    session, calls = counting_session(server_session)
+    store = DynamoStore(name, session=session)
+    store.create_table()
+    app = create_app(queue=SqsQueue(url, session=session), store=store)
+    poller = SqsPoller(app, url, admin, dlq_url=dlq)
+    calls.clear()
+    yield Stack(app, poller, calls, admin)
+    app.close()
+
+
+def sdk_calls(calls: Counter[str]) -> Counter[str]:
+    """What the SDK itself asked of AWS (the poller's receive/delete are Lambda's, not ours)."""
+    mine = Counter(calls)
+    for poller_op in ("ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility",
+                      "GetQueueAttributes", "GetItem"):  # fmt: skip
+        mine.pop(poller_op, None)
+    return mine
+
+
+def test_a_job_runs_end_to_end_over_http(stack: Stack) -> None:
+    """dispatch -> SQS -> worker -> DynamoDB -> result, all through the moto server."""
+    bound = stack.app.implement(greet, lambda d, c: Greeting(f"hi {d['name']}"))
+    handle = bound.dispatch({"name": "ada"})
+    assert handle.status() is JobStatus.QUEUED
+    stack.settle()
+    assert handle.result(timeout=10) == Greeting("hi ada")
+    assert stack.poller.outcomes == ["succeeded"]
+
+
+def test_requests_per_job_on_the_happy_path(stack: Stack) -> None:
+    """One SendMessage to dispatch, two conditional UpdateItems to run: the promised count."""
+    bound = stack.app.implement(greet, lambda d, c: Greeting("ok"))
+    bound.dispatch({"name": "a"})
+    stack.settle()
+    assert sdk_calls(stack.calls) == Counter({"SendMessage": 1, "UpdateItem": 2})
+
+
+def test_requests_per_job_with_an_idempotency_key(stack: Stack) -> None:
+    """A key adds its claim and its completion: four writes in all."""
+    bound = stack.app.implement(greet, lambda d, c: Greeting("ok"))
+    bound.dispatch({"name": "a"}, idempotency_key="k-1")
+    stack.settle()
+    assert sdk_calls(stack.calls) == Counter({"SendMessage": 1, "UpdateItem": 4})
+
+
+def test_requests_for_a_batch_of_25(stack: Stack) -> None:
+    """dispatch_many sends 10 per request; each job costs two writes."""
+    bound = stack.app.implement(greet, lambda d, c: Greeting("ok"))
+    handles = bound.dispatch_many([{"name": str(n)} for n in range(25)])
+    stack.settle()
+    stack.calls.clear()
+    store = stack.app.store
+    assert store is not None
+    assert len(store.get_many([h.id for h in handles])) == 25
+    assert stack.calls == Counter({"BatchGetItem": 1})
+
+
+def test_retries_then_dead_letter_over_sqs(stack: Stack) -> None:
+    """A job failing every attempt is recorded failed and sent to the DLQ; nothing is lost."""
+
+    def broken(data: Greet, ctx: JobContext) -> Greeting:
+        raise ConnectionError(f"down on attempt {ctx.attempt}")
+
+    handle = stack.app.implement(greet, broken).dispatch({"name": "a"})
+    stack.settle()
+    with pytest.raises(TaskFailed, match="down on attempt 2"):
+        handle.result(timeout=10)
+    assert stack.poller.outcomes == ["retry", "failed"]
+    dlq = stack.poller.dlq_url
+    assert dlq is not None
+    dead = stack.sqs.receive_message(QueueUrl=dlq).get("Messages", [])
+    assert len(dead) == 1
+    assert handle.id in dead[0]["Body"]
+
+
+def test_rejections_and_permanent_failures_are_recorded_not_retried(stack: Stack) -> None:
+    """Invalid input is rejected with its field path; a PermanentError fails at once."""
+
+    def refuse(data: Greet, ctx: JobContext) -> Greeting:
+        raise PermanentError("no")
+
+    bound = stack.app.implement(greet, refuse)
+    bad = bound.dispatch({"name": 7})  # type: ignore[typeddict-item]
+    permanent = bound.dispatch({"name": "x"})
+    stack.settle()
+    with pytest.raises(TaskRejected) as rejected:
+        bad.result(10)
+    assert [str(f) for f in rejected.value.error.fields] == [
+        "input.name: expected string, got integer"
+    ]
+    with pytest.raises(TaskFailed, match="PermanentError: no"):
+        permanent.result(10)
+    assert sorted(stack.poller.outcomes) == ["failed", "rejected"]
+
+
+def test_duplicate_deliveries_run_the_handler_once(stack: Stack) -> None:
+    """SQS may deliver a message twice; the conditional begin makes the second a no-op."""
+    runs: list[str] = []
+
+    def once(data: Greet, ctx: JobContext) -> Greeting:
+        runs.append(ctx.job_id)
+        return Greeting("once")
+
+    bound = stack.app.implement(greet, once)
+    envelope = bound.envelope({"name": "a"})
+    stack.app.transport.send(envelope)
+    stack.app.transport.send(envelope)  # the same job, delivered twice
+    stack.settle()
+    assert runs == [envelope.id]
+    assert sorted(stack.poller.outcomes) == ["skipped", "succeeded"]
+
+
+def test_a_missing_table_is_one_clear_error_naming_it(server_session: Any) -> None:
+    """Reading from a table that does not exist says which, and is not retryable."""
+    store = DynamoStore("no-such-table", session=server_session)
+    with pytest.raises(StoreError, match="get job j: ResourceNotFoundException") as caught:
+        store.get("j")
+    assert not caught.value.retryable
+
+
+def test_missing_credentials_are_one_clear_error(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No credentials anywhere: the first request fails with a TaskhopError saying so."""
+    import boto3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    session = boto3.Session(region_name="us-east-1")
+    store = DynamoStore(
+        "t", session=session, client=session.client("dynamodb", endpoint_url=moto_server)
+    )
+    with pytest.raises(StoreError, match="Unable to locate credentials"):
+        store.get("j")
