@@ -11,7 +11,8 @@
 - Delays: SQS holds a message back for at most 900 s (``DelaySeconds``), and FIFO queues
   take no per-message delay at all. The envelope's ``not_before`` is the truth: SQS delays
   what it can, and a worker that receives a job early defers it again (re-enqueues it for the
-  rest of the wait) in hops of up to 900 s, without using an attempt.
+  rest of the wait) in hops of up to 900 s, without using an attempt: the deferral is a new
+  message, so SQS's receive count (the attempt number) does not grow while a job waits.
 - Trace propagation: the envelope's ``trace["xray"]`` (or the Lambda environment's
   ``_X_AMZN_TRACE_ID``) goes in the ``AWSTraceHeader`` system attribute.
 
@@ -21,6 +22,7 @@ AWS requests: one per ``send``; one per 10 envelopes (or per 1 MiB) for ``send_m
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import time
@@ -177,7 +179,7 @@ class SqsQueue:
             # 128 characters at most, from a restricted set: a digest fits any key.
             entry["MessageDeduplicationId"] = hashlib.sha256(dedupe.encode()).hexdigest()
         else:
-            delay = min(MAX_DELAY, round(envelope.delay_seconds()))
+            delay = min(MAX_DELAY, math.ceil(envelope.delay_seconds()))  # never early
             if delay > 0:
                 entry["DelaySeconds"] = delay
         trace = (envelope.trace or {}).get("xray") or os.environ.get("_X_AMZN_TRACE_ID")

@@ -8,6 +8,7 @@ emulation belong to ``lambda_worker``; this exists so backend tests can run jobs
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -38,12 +39,16 @@ class SqsPoller:
             self.outcomes.append(outcome.kind)
             if outcome.dead_letter and self.dlq_url:
                 self.client.send_message(QueueUrl=self.dlq_url, MessageBody=message["Body"])
-            if outcome.acknowledged:
-                self.client.delete_message(
-                    QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"]
-                )
+            receipt = message["ReceiptHandle"]
+            if outcome.kind is OutcomeKind.DEFERRED and outcome.envelope is not None:
+                # Not due yet: a new message (delayed up to 900 s by SqsQueue) replaces this
+                # one, so the receive count, which is the attempt number, does not grow.
+                self.app.transport.send(outcome.envelope)
+                self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+            elif outcome.acknowledged:
+                self.client.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
             else:
-                wait = min(43_200, round(outcome.retry_after or 0))  # SQS: 12 hours at most
+                wait = min(43_200, math.ceil(outcome.retry_after or 0))  # SQS: 12 h at most
                 self.client.change_message_visibility(
                     QueueUrl=self.url,
                     ReceiptHandle=message["ReceiptHandle"],

@@ -210,3 +210,72 @@ def test_missing_credentials_are_one_clear_error(
     )
     with pytest.raises(StoreError, match="Unable to locate credentials"):
         store.get("j")
+
+
+def test_results_over_the_item_limit_go_to_s3(server_session: Any) -> None:
+    """A result too big for a DynamoDB item is stored in S3 and read back transparently."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    server_session.client("s3").create_bucket(Bucket=name)
+    store = DynamoStore(name, session=server_session, s3_bucket=name, result_limit=1024)
+    store.create_table()
+    from sdk import JobRecord
+
+    big = {"blob": "x" * 5000}
+    store.complete(JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=big))
+    record = store.get("j")
+    assert record is not None
+    assert record.result == big
+    keys = server_session.client("s3").list_objects_v2(Bucket=name)["Contents"]
+    assert [k["Key"] for k in keys] == ["taskhop/results/job/j.json"]
+    without_bucket = DynamoStore(name, session=server_session, result_limit=1024)
+    with pytest.raises(StoreError, match="pass s3_bucket= to DynamoStore") as caught:
+        without_bucket.complete(
+            JobRecord(id="k", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=big)
+        )
+    assert not caught.value.retryable
+
+
+def test_dynamodb_throttling_is_retried_then_surfaces_as_store_error(
+    server_session: Any,
+) -> None:
+    """Throttled writes are retried by botocore; past the retries a retryable StoreError."""
+    from botocore.config import Config
+    from test_sqs import throttle
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    store = DynamoStore(name, session=server_session)
+    store.create_table()
+    failed = throttle(store.client, 2)
+    assert store.increment("c") == 1
+    assert len(failed) == 2
+    impatient = DynamoStore(
+        name, session=server_session, config=Config(retries={"mode": "standard", "max_attempts": 2})
+    )
+    throttle(impatient.client, 5)
+    with pytest.raises(StoreError, match="increment counter c: ThrottlingException") as caught:
+        impatient.increment("c")
+    assert caught.value.retryable
+    assert store.increment("c", 0) == 1  # the throttled call changed nothing
+
+
+def test_delays_past_what_the_queue_holds_are_deferred_not_run_early(stack: Stack) -> None:
+    """A job received before its not_before is put back (no attempt used) and runs on time."""
+    ran_at: list[float] = []
+    import time
+
+    def note(data: Greet, ctx: JobContext) -> Greeting:
+        ran_at.append(time.time())
+        return Greeting("late")
+
+    bound = stack.app.implement(greet, note)
+    # Bypass SQS DelaySeconds, as a FIFO queue or a delay over 900 s would.
+    envelope = bound.envelope({"name": "a"}, delay=1.2)
+    stack.sqs.send_message(QueueUrl=stack.poller.url, MessageBody=envelope.encode().decode())
+    due = envelope.not_before.timestamp() if envelope.not_before else 0
+    stack.settle()
+    assert stack.poller.outcomes[0] == "deferred"
+    assert stack.poller.outcomes[-1] == "succeeded"
+    assert ran_at[0] >= due
+    record = bound.handle(envelope.id).record()
+    assert record is not None
+    assert record.attempt == 1 or record.attempt == 2  # SQS counts the early receive
