@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from sdk import App, create_app, define_task, static_contract
-from sdk.testing import MemoryHarness, in_memory
+from sdk.testing import in_memory
 
 
 class SendEmail(TypedDict):
@@ -52,7 +52,8 @@ FAST_RETRY = {"attempts": 3, "delay": 0.01, "jitter": False}
 send_email = static_contract("send-email", input=SendEmail, output=EmailSent, retry=FAST_RETRY)
 resize = define_task("resize", input=Resize, output=Resized, retry=FAST_RETRY)
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "aws"]
+"""``aws``: SqsQueue and DynamoStore over HTTP to a moto server, jobs run by a poller thread."""
 
 
 @pytest.fixture(params=BACKENDS)
@@ -62,17 +63,51 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def app(backend: str) -> Iterator[App]:
+def aws_stack(request: pytest.FixtureRequest) -> Iterator[tuple[App, Any]]:
+    """A fresh queue, DLQ and table on the moto server; an app on them; a poller running it."""
+    import uuid
+
+    from sqs_poller import SqsPoller
+
+    from backends.dynamodb import DynamoStore
+    from backends.sqs import SqsQueue
+
+    session = request.getfixturevalue("server_session")
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    sqs = session.client("sqs")
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    store = DynamoStore(name, session=session)
+    store.create_table()
+    application = create_app(queue=SqsQueue(url, session=session), store=store)
+    poller = SqsPoller(application, url, sqs, dlq_url=dlq)
+    poller.start()
+    yield application, poller
+    poller.stop()
+    application.close()
+
+
+@pytest.fixture
+def app(backend: str, request: pytest.FixtureRequest) -> Iterator[App]:
     """An app on the backend under test (a producer and worker in one process)."""
-    assert backend == "memory"
+    if backend == "aws":
+        application, _ = request.getfixturevalue("aws_stack")
+        yield application
+        return
     application = create_app()
     yield application
     application.close()
 
 
 @pytest.fixture
-def harness(app: App) -> Iterator[MemoryHarness]:
-    """The app served in memory, with join() and dead_letters."""
+def harness(app: App, backend: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The app running on its backend, with join(), pending, dead_letters and records()."""
+    if backend == "aws":
+        from sqs_poller import AwsHarness
+
+        _, poller = request.getfixturevalue("aws_stack")
+        yield AwsHarness(poller, app.store)
+        return
     with in_memory(app) as running:
         yield running
 
@@ -104,7 +139,11 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A real moto server on 127.0.0.1 at a free port, for the whole session; its URL."""
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -14,6 +14,12 @@ from sdk.testing import MemoryHarness
 from static_contracts import AsyncTransport, Transport, TransportError
 
 
+@pytest.fixture
+def backend() -> str:
+    """This module tests the in-memory backend itself."""
+    return "memory"
+
+
 def test_memory_queue_is_a_transport() -> None:
     """MemoryQueue implements both the sync and async transport protocols."""
     queue = MemoryQueue()

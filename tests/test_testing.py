@@ -20,6 +20,12 @@ from sdk import (
 from sdk.testing import MemoryHarness, arun_task, in_memory, run_task
 
 
+@pytest.fixture
+def backend() -> str:
+    """This module tests the in-memory backend itself."""
+    return "memory"
+
+
 def test_run_task_calls_the_handler_with_validated_input(app: App) -> None:
     """The handler gets the structured input and its output comes back typed."""
     bound = app.implement(resize, lambda data, ctx: Resized(key=f"{type(data).__name__}"))

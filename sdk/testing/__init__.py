@@ -134,6 +134,11 @@ class MemoryHarness:
         self.queue.join(timeout)
 
     @property
+    def pending(self) -> int:
+        """Jobs queued or delayed, not yet taken by the worker."""
+        return self.queue.pending
+
+    @property
     def dead_letters(self) -> list[DeadLetter]:
         """Jobs that exhausted their retries, and messages that were not envelopes."""
         return self.queue.dead_letters
