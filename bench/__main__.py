@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 RESULTS = Path(__file__).parent / "results" / "core.json"
+SUMMARY = Path(__file__).parent / "results.md"
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7) -> float:
@@ -123,9 +124,39 @@ def main() -> None:
     ]:
         figures[name] = {k: round(v, 3) for k, v in bench().items()}
         print(name, json.dumps(figures[name]))
+    from bench import aws
+
+    for name, values in aws.run().items():
+        figures[name] = {k: round(v, 3) for k, v in values.items()}
+        print(name, json.dumps(figures[name]))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {RESULTS}")
+    SUMMARY.write_text(summary(figures))
+    print(f"written to {RESULTS} and {SUMMARY}")
+
+
+GOALS = {
+    "dispatch_over_raw_send": ">= 0.95",
+    "dispatch_many_over_raw_batch": ">= 0.95",
+    "static_producer_over_raw": "<= 1.05",
+}
+
+
+def summary(figures: dict[str, Any]) -> str:
+    """The figures as a Markdown page, one table per benchmark, goals beside ratios."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` on {figures['when']} ({figures['machine']['platform']},"
+        f" Python {figures['machine']['python']}). A shared, noisy 2-core machine: medians of"
+        " interleaved rounds; compare ratios, not absolute numbers.",
+    ]
+    for name, values in figures.items():
+        if name in ("machine", "when"):
+            continue
+        lines += ["", f"## {name}", "", "| figure | value | goal |", "|---|---|---|"]
+        lines += [f"| {k} | {v} | {GOALS.get(k, '')} |" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

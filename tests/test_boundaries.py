@@ -32,8 +32,11 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, id(node) in top) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module, id(node) in top))
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # a sibling module
+            package = path.parent.name
+            found.append((f"{package}.{node.module or ''}".rstrip("."), id(node) in top))
     return found
 
 
@@ -73,10 +76,28 @@ def test_nothing_imports_lambda_worker_or_infra(path: Path) -> None:
 
 
 def test_backends_do_not_import_each_other() -> None:
-    """Each backend module imports no other backend."""
+    """Each backend imports no other backend (private ``backends._x`` helpers are shared)."""
     backends = {p.stem for p in (ROOT / "backends").glob("*.py") if p.stem != "__init__"}
+    assert {"memory", "sqs", "dynamodb"} <= backends
     for name in backends:
         for module, _ in imports_of(ROOT / "backends" / f"{name}.py"):
             parts = module.split(".")
             if parts[0] == "backends" and len(parts) > 1:
-                assert parts[1] == name, f"backends.{name} imports {module}"
+                assert parts[1] in {name, *{b for b in backends if b.startswith("_")}}, (
+                    f"backends.{name} imports {module}"
+                )
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("backends.sqs", {"httpx", "attrs", "cattrs", "sdk"}),
+        ("backends.dynamodb", {"httpx"}),
+        ("backends.memory", {"boto3", "botocore", "httpx"}),
+    ],
+)
+def test_each_backend_loads_only_what_it_needs(module: str, forbidden: set[str]) -> None:
+    """The SQS transport is producer-side: no sdk, attrs or cattrs; none loads httpx."""
+    loaded = loaded_after(f"import {module}")
+    assert not loaded & forbidden
+    assert not {m for m in loaded if m == "backends"} - {"backends"}
