@@ -7,7 +7,14 @@ import inspect
 
 import pytest
 
-PUBLIC_MODULES = ["static_contracts", "sdk", "sdk.testing", "backends.memory"]
+PUBLIC_MODULES = [
+    "static_contracts",
+    "sdk",
+    "sdk.testing",
+    "backends.memory",
+    "backends.sqs",
+    "backends.dynamodb",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
