@@ -248,6 +248,9 @@ def test_dynamodb_throttling_is_retried_then_surfaces_as_store_error(
     failed = throttle(store.client, 2)
     assert store.increment("c") == 1
     assert len(failed) == 2
+    server_errors = throttle(store.client, 2, status=500)  # a 5xx is retried the same way
+    assert store.increment("c", 0) == 1
+    assert len(server_errors) == 2
     impatient = DynamoStore(
         name, session=server_session, config=Config(retries={"mode": "standard", "max_attempts": 2})
     )
