@@ -25,7 +25,7 @@ from static_contracts import Envelope, JsonValue, TransportError
 if TYPE_CHECKING:
     from sdk import App
 
-__all__ = ["DeadLetter", "MemoryQueue", "MemoryStore"]
+__all__ = ["DeadLetter", "MemoryPayloads", "MemoryQueue", "MemoryStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,3 +334,34 @@ class MemoryStore:
         """Every record, oldest first (for tests and the CLI)."""
         with self._cond:
             return sorted(self._records.values(), key=lambda r: r.created_at)
+
+
+class MemoryPayloads:
+    """An in-process ``PayloadStore`` (what S3 is on AWS), for tests and the embedded default."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, body: bytes) -> str:
+        """Keep ``body``; return ``memory://<job id>``."""
+        ref = f"memory://{job_id}"
+        with self._lock:
+            self._objects[ref] = body
+        return ref
+
+    def get(self, ref: str) -> bytes:
+        """The stored bytes; ``TransportError`` if there are none."""
+        with self._lock:
+            body = self._objects.get(ref)
+        if body is None:
+            raise TransportError(f"no payload at {ref}", retryable=False)
+        return body
+
+    def delete(self, ref: str) -> None:
+        """Forget ``ref``."""
+        with self._lock:
+            self._objects.pop(ref, None)
+
+    def __len__(self) -> int:
+        return len(self._objects)

@@ -13,6 +13,8 @@
   what it can, and a worker that receives a job early defers it again (re-enqueues it for the
   rest of the wait) in hops of up to 900 s, without using an attempt: the deferral is a new
   message, so SQS's receive count (the attempt number) does not grow while a job waits.
+- Inputs too large for a message go to ``payloads`` (S3) and the envelope carries
+  ``input_ref`` instead; without a payload store they are refused by job id.
 - Trace propagation: the envelope's ``trace["xray"]`` (or the Lambda environment's
   ``_X_AMZN_TRACE_ID``) goes in the ``AWSTraceHeader`` system attribute.
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 
-from static_contracts import Envelope, TransportError
+from static_contracts import Envelope, PayloadStore, TransportError, dumps
 
 from ._aws import aws_errors, make_client
 
@@ -60,6 +62,8 @@ class SqsQueue:
         max_message_bytes: the queue's maximum message size (set it to match the queue's
             ``MaximumMessageSize`` attribute if you lowered it).
         batch_retries: how many times entries SQS reports as failed are sent again.
+        payloads: where inputs too large for a message go (``backends.s3.S3Payloads``); the
+            envelope then carries ``input_ref`` and the worker loads the input from there.
 
     """
 
@@ -73,6 +77,7 @@ class SqsQueue:
         message_group: str | Callable[[Envelope], str] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         batch_retries: int = 5,
+        payloads: PayloadStore | None = None,
     ) -> None:
         if not url.startswith(("https://", "http://")):
             raise ValueError(f"url: expected an SQS queue URL, got {url!r}")
@@ -85,6 +90,7 @@ class SqsQueue:
         self.message_group = message_group
         self.max_message_bytes = max_message_bytes
         self.batch_retries = batch_retries
+        self.payloads = payloads
 
     def __repr__(self) -> str:
         return f"SqsQueue({self.url!r})"
@@ -166,12 +172,7 @@ class SqsQueue:
     def _entry(self, envelope: Envelope, entry_id: str) -> dict[str, Any]:
         body = envelope.encode()
         if len(body) > self.max_message_bytes:
-            raise TransportError(
-                f"job {envelope.id}: envelope of {len(body)} bytes is over the queue's"
-                f" {self.max_message_bytes}-byte message limit",
-                job_ids=(envelope.id,),
-                retryable=False,
-            )
+            body = self._offload(envelope, len(body))
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body.decode()}
         if self.fifo:
             entry["MessageGroupId"] = self._group(envelope)
@@ -188,6 +189,26 @@ class SqsQueue:
                 "AWSTraceHeader": {"DataType": "String", "StringValue": trace}
             }
         return entry
+
+    def _offload(self, envelope: Envelope, size: int) -> bytes:
+        """Put the input in the payload store; return the slim envelope pointing to it."""
+        limit = f"{size} bytes is over the queue's {self.max_message_bytes}-byte message limit"
+        if self.payloads is None or envelope.input_ref is not None:
+            raise TransportError(
+                f"job {envelope.id}: envelope of {limit}; pass payloads=S3Payloads(bucket) to"
+                " SqsQueue to offload large inputs",
+                job_ids=(envelope.id,),
+                retryable=False,
+            )
+        ref = self.payloads.put(envelope.id, dumps(envelope.input))
+        body = envelope.replace(input=None, input_ref=ref).encode()
+        if len(body) > self.max_message_bytes:  # headers or trace alone are too large
+            raise TransportError(
+                f"job {envelope.id}: even without its input the envelope is {len(body)} bytes",
+                job_ids=(envelope.id,),
+                retryable=False,
+            )
+        return body
 
     def _group(self, envelope: Envelope) -> str:
         if callable(self.message_group):

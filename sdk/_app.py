@@ -20,6 +20,7 @@ from static_contracts import (
     AsyncTransport,
     ContractError,
     Duration,
+    PayloadStore,
     RetryPolicy,
     RetrySpec,
     StaticContract,
@@ -68,8 +69,10 @@ class App:
         validate_on_dispatch: bool = True,
         converter: Converter | None = None,
         middleware: Sequence[Middleware] = (),
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.transport = transport
+        self.payloads = payloads
         self.store = store
         self.validate_on_dispatch = validate_on_dispatch
         self.converter = converter or make_converter()
@@ -400,6 +403,7 @@ def create_app(
     validate_on_dispatch: bool = True,
     converter: Converter | None = None,
     middleware: Sequence[Middleware] = (),
+    payloads: PayloadStore | None = None,
 ) -> App:
     """Build an app.
 
@@ -413,6 +417,8 @@ def create_app(
         validate_on_dispatch: validate ``define_task`` inputs before sending (default on).
         converter: a cattrs converter of your own (start from ``sdk.make_converter()``).
         middleware: hooks around dispatch and processing, in order.
+        payloads: where a worker reads inputs that were too large for a queue message (the
+            envelope's ``input_ref``), e.g. ``backends.s3.S3Payloads(bucket)``.
 
     """
     if queue is None and store is None:
@@ -426,6 +432,7 @@ def create_app(
             validate_on_dispatch=validate_on_dispatch,
             converter=converter,
             middleware=middleware,
+            payloads=payloads,
         )
         memory_queue.serve(app, lazy=True)
         return app
@@ -437,4 +444,5 @@ def create_app(
         validate_on_dispatch=validate_on_dispatch,
         converter=converter,
         middleware=middleware,
+        payloads=payloads,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import threading
 import time
@@ -264,8 +265,13 @@ class Worker:
             )
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
+        data = (
+            envelope.input
+            if envelope.input_ref is None
+            else self._load_input(envelope, entry, started)
+        )
         try:
-            raw = migrate_input(envelope.input, envelope.version, entry.version, entry.migrations)
+            raw = migrate_input(data, envelope.version, entry.version, entry.migrations)
         except _VersionTooNew as exc:
             info = ErrorInfo("VersionTooNew", str(exc), retryable=True)
             raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
@@ -281,6 +287,29 @@ class Worker:
             raise _Stop(
                 self._final(envelope, JobStatus.REJECTED, info, started, reason="invalid_input")
             ) from None
+
+    def _load_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
+        """Read an input that was too large for the message (``input_ref``)."""
+        ref, payloads = envelope.input_ref, self.app.payloads
+        try:
+            if payloads is None:
+                raise TaskhopError(
+                    f"the input is stored at {ref}, but this app has no payload store:"
+                    " pass payloads= to create_app()"
+                )
+            return json.loads(payloads.get(str(ref)))
+        except Exception as exc:  # configuration or storage trouble: worth retrying later
+            info = ErrorInfo("PayloadUnavailable", str(exc), retryable=True)
+            raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
+
+    def _discard_input(self, envelope: Envelope) -> None:
+        """Delete an offloaded input once its job has succeeded (best effort)."""
+        if envelope.input_ref is None or self.app.payloads is None:
+            return
+        try:
+            self.app.payloads.delete(envelope.input_ref)
+        except Exception:  # the job is done; a lifecycle rule removes what is left
+            _log.warning("could not delete offloaded input %s", envelope.input_ref, exc_info=True)
 
     def _claim_key(self, step: _Prepared, lease: float) -> None:
         envelope, key = step.envelope, step.envelope.idempotency_key
@@ -370,6 +399,7 @@ class Worker:
             return self._finish(step, _stale(envelope))
         if envelope.idempotency_key is not None:
             self._store.complete_key(envelope.idempotency_key, envelope.id, result)
+        self._discard_input(envelope)
         outcome = Outcome(OutcomeKind.SUCCEEDED, envelope, envelope.attempt, result=result)
         return self._finish(step, outcome)
 

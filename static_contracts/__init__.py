@@ -21,7 +21,7 @@ from ._ids import new_job_id
 from ._json import JsonValue, dumps, to_json_value
 from ._policy import Backoff, RetryPolicy, RetrySpec
 from ._producer import AsyncProducer, Producer, ProducerTask, make_envelope
-from ._transport import AsyncTransport, Transport
+from ._transport import AsyncTransport, PayloadStore, Transport
 
 __all__ = [
     "AsyncProducer",
@@ -34,6 +34,7 @@ __all__ = [
     "JsonValue",
     "PROTOCOL_VERSION",
     "PayloadError",
+    "PayloadStore",
     "Producer",
     "ProducerTask",
     "RetryPolicy",

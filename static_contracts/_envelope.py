@@ -41,8 +41,10 @@ _KEYS = frozenset(
         "trace",
         "headers",
         "continuation",
+        "input_ref",
     }
 )
+_MAX_REF = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class Envelope:
         trace: trace context to propagate (``traceparent``, ``tracestate``, ``xray``).
         headers: small string metadata for middleware (tenant, locale, ...).
         continuation: reserved for workflow continuations (chains, chords); opaque here.
+        input_ref: where the input is when it was too large for the message (a URI such as
+            ``s3://bucket/key``); ``input`` is then null and the worker loads it from there.
         extensions: ``x-`` keys from other tools, carried through unchanged.
 
     """
@@ -76,6 +80,7 @@ class Envelope:
     trace: dict[str, str] | None = None
     headers: dict[str, str] | None = None
     continuation: JsonValue = None
+    input_ref: str | None = None
     extensions: dict[str, JsonValue] | None = None
 
     def __post_init__(self) -> None:
@@ -88,6 +93,11 @@ class Envelope:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise _field_error(name, f"must be an integer >= 1, got {value!r}")
+        if self.input_ref is not None:
+            if not isinstance(self.input_ref, str) or not 0 < len(self.input_ref) <= _MAX_REF:
+                raise _field_error("input_ref", f"must be a URI of 1..{_MAX_REF} characters")
+            if self.input is not None:
+                raise _field_error("input", "must be null when input_ref points to the input")
         bad = [k for k in self.extensions or {} if not k.startswith("x-")]
         if bad:
             raise _field_error(bad[0], "is not an extension key (extensions start with 'x-')")
@@ -105,7 +115,7 @@ class Envelope:
         }
         if self.not_before is not None:
             data["not_before"] = format_timestamp(self.not_before)
-        for key in ("idempotency_key", "trace", "headers", "continuation"):
+        for key in ("idempotency_key", "trace", "headers", "continuation", "input_ref"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
@@ -172,6 +182,7 @@ class Envelope:
             trace=_str_map(obj, "trace"),
             headers=_str_map(obj, "headers"),
             continuation=obj.get("continuation"),
+            input_ref=_optional_text(obj, "input_ref", _MAX_REF),
             extensions={k: v for k, v in obj.items() if k.startswith("x-")} or None,
         )
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from ._envelope import Envelope
 
-__all__ = ["AsyncTransport", "Transport"]
+__all__ = ["AsyncTransport", "PayloadStore", "Transport"]
 
 
 @runtime_checkable
@@ -51,4 +51,25 @@ class AsyncTransport(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class PayloadStore(Protocol):
+    """Where inputs too large for a queue message go (S3 on AWS, a dict in memory).
+
+    A transport ``put``s the input and sends the envelope with ``input_ref`` set; the worker
+    ``get``s it back before validation and ``delete``s it once the job has succeeded.
+    """
+
+    def put(self, job_id: str, body: bytes) -> str:
+        """Store ``body`` (the input as JSON bytes) and return its reference (a URI)."""
+        ...
+
+    def get(self, ref: str) -> bytes:
+        """The bytes stored under ``ref``."""
+        ...
+
+    def delete(self, ref: str) -> None:
+        """Remove what ``ref`` points to (a missing one is not an error)."""
         ...

@@ -282,3 +282,34 @@ def test_delays_past_what_the_queue_holds_are_deferred_not_run_early(stack: Stac
     record = bound.handle(envelope.id).record()
     assert record is not None
     assert record.attempt == 1 or record.attempt == 2  # SQS counts the early receive
+
+
+def test_inputs_too_large_for_sqs_go_through_s3(server_session: Any) -> None:
+    """Over the message size, the input goes to S3; the worker reads it and deletes it."""
+    from backends.s3 import S3Payloads
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    sqs = server_session.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    server_session.client("s3").create_bucket(Bucket=name)
+    payloads = S3Payloads(name, session=server_session)
+    store = DynamoStore(name, session=server_session)
+    store.create_table()
+    queue = SqsQueue(url, session=server_session, payloads=payloads, max_message_bytes=4096)
+    app = create_app(queue=queue, store=store, payloads=payloads)
+    bound = app.implement(greet, lambda d, c: Greeting(f"{len(d['name'])} chars"))
+    big, small = bound.dispatch_many([{"name": "x" * 10_000}, {"name": "y"}])
+    [first, second] = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0
+    )["Messages"]
+    assert '"input_ref":"s3://' in first["Body"] + second["Body"]
+    SqsPoller(app, url, sqs).drain()
+    assert big.result(10) == Greeting("10000 chars")
+    assert small.result(10) == Greeting("1 chars")
+    assert server_session.client("s3").list_objects_v2(Bucket=name).get("KeyCount") == 0
+    unconfigured = SqsQueue(url, session=server_session, max_message_bytes=4096)
+    from static_contracts import TransportError
+
+    with pytest.raises(TransportError, match="pass payloads=S3Payloads"):
+        unconfigured.send(bound.envelope({"name": "x" * 10_000}))
+    app.close()

@@ -78,7 +78,7 @@ def test_nothing_imports_lambda_worker_or_infra(path: Path) -> None:
 def test_backends_do_not_import_each_other() -> None:
     """Each backend imports no other backend (private ``backends._x`` helpers are shared)."""
     backends = {p.stem for p in (ROOT / "backends").glob("*.py") if p.stem != "__init__"}
-    assert {"memory", "sqs", "dynamodb"} <= backends
+    assert {"memory", "sqs", "dynamodb", "s3"} <= backends
     for name in backends:
         for module, _ in imports_of(ROOT / "backends" / f"{name}.py"):
             parts = module.split(".")

@@ -42,7 +42,7 @@ SCHEMA: dict[str, Any] = json.loads(
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
 REASONS = {"not_json", "not_object", "not_envelope", "unsupported_version", "invalid_field"}
 REQUIRED = ["taskhop", "id", "task", "version", "input", "attempt", "dispatched_at"]
-OPTIONAL = ["not_before", "idempotency_key", "trace", "headers", "continuation"]
+OPTIONAL = ["not_before", "idempotency_key", "trace", "headers", "continuation", "input_ref"]
 STAMP = "2025-03-14T09:26:53.589793Z"
 MOMENT = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -145,7 +145,7 @@ offsets = st.sampled_from(
 iso_timestamps = st.datetimes(
     min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
 ).map(datetime.isoformat)
-any_keys = st.sampled_from([*REQUIRED, *OPTIONAL, "input_ref", "x-trace"]) | st.text(max_size=8)
+any_keys = st.sampled_from([*REQUIRED, *OPTIONAL, "x-trace"]) | st.text(max_size=8)
 field_values = json_values | iso_timestamps | st.integers(min_value=-2, max_value=3)
 
 
@@ -433,7 +433,7 @@ def test_each_field_of_the_wrong_type_is_named(key: str, value: object) -> None:
     assert (error.reason, error.field) == ("invalid_field", key)
 
 
-@pytest.mark.parametrize("key", ["input_ref", "priority", "X-Upper", "xorigin", "_meta"])
+@pytest.mark.parametrize("key", ["input_uri", "priority", "X-Upper", "xorigin", "_meta"])
 def test_unknown_keys_are_rejected_and_named(key: str) -> None:
     """A key the worker does not understand is an error, never silently ignored."""
     error = decode_error(wire(valid(**{key: "anything"})))
@@ -710,3 +710,21 @@ def test_an_enum_whose_value_is_not_json_is_refused() -> None:
     with pytest.raises(PayloadError) as info:
         to_json_value({"mode": Raw.BYTES})
     assert info.value.path == "input.mode"
+
+
+def test_an_offloaded_input_is_a_reference_with_a_null_input() -> None:
+    """``input_ref`` with ``"input": null`` is valid for both decoder and schema, and kept."""
+    data = valid(input=None, input_ref="s3://bucket/taskhop/payloads/j.json")
+    assert schema_accepts(data)
+    envelope = Envelope.decode(wire(data))
+    assert envelope.input_ref == "s3://bucket/taskhop/payloads/j.json"
+    assert Envelope.decode(envelope.encode()) == envelope
+
+
+def test_an_input_next_to_its_reference_is_refused() -> None:
+    """Input and input_ref together are ambiguous: refused at construction and decode."""
+    with pytest.raises(EnvelopeError, match="must be null when input_ref") as caught:
+        Envelope(task="t", input={"a": 1}, input_ref="s3://b/k")
+    assert caught.value.field == "input"
+    error = decode_error(wire(valid(input_ref="s3://b/k")))
+    assert (error.reason, error.field) == ("invalid_field", "input")

@@ -14,6 +14,7 @@ PUBLIC_MODULES = [
     "backends.memory",
     "backends.sqs",
     "backends.dynamodb",
+    "backends.s3",
 ]
 
 

@@ -576,3 +576,38 @@ def test_retry_policy_defaults_apply_to_define_task_too() -> None:
     assert entry is not None
     assert entry.policy.attempts == 7
     application.close()
+
+
+def test_offloaded_inputs_are_loaded_validated_and_deleted_after_success() -> None:
+    """An envelope with input_ref runs on the stored input, which is deleted on success."""
+    from backends.memory import MemoryPayloads
+
+    payloads = MemoryPayloads()
+    application = create_app(queue=MemoryQueue(), store=MemoryStore(), payloads=payloads)
+    application.implement(send_email, ok_handler)
+    ref = payloads.put("j", b'{"to": "big@example.com", "subject": "s"}')
+    body = Envelope(task="send-email", input=None, input_ref=ref).encode()
+    outcome = application.worker().process(body)
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    assert outcome.result == {"message_id": "m-big@example.com"}
+    assert len(payloads) == 0
+    bad_ref = payloads.put("k", b'{"to": 1, "subject": "s"}')
+    rejected = application.worker().process(
+        Envelope(task="send-email", input=None, input_ref=bad_ref).encode()
+    )
+    assert rejected.kind is OutcomeKind.REJECTED
+    assert len(payloads) == 1  # kept for inspection; a lifecycle rule expires it
+    application.close()
+
+
+def test_an_offloaded_input_without_a_payload_store_is_retried_not_run(app: App) -> None:
+    """A worker that cannot read the input retries (then dead-letters); the handler never runs."""
+    runs: list[object] = []
+    app.implement(send_email, lambda d, c: runs.append(d) or EmailSent("x"))
+    body = Envelope(task="send-email", input=None, input_ref="s3://b/k").encode()
+    outcome = app.worker().process(body)
+    assert outcome.kind is OutcomeKind.RETRY
+    assert outcome.error is not None
+    assert outcome.error.type == "PayloadUnavailable"
+    assert "pass payloads= to create_app()" in outcome.error.message
+    assert runs == []
