@@ -41,10 +41,19 @@ from ._errors import (
     UnsupportedProtocolError,
     ValidationError,
 )
-from ._handle import ResultHandle
+from ._handle import ResultHandle, gather
 from ._implementation import Handler, Implementation, ImplementOptions, Migration
 from ._middleware import Middleware
-from ._store import FINAL_STATUSES, Begin, JobRecord, JobStatus, JobStore, KeyClaim, poll_for_final
+from ._store import (
+    FINAL_STATUSES,
+    Begin,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    KeyClaim,
+    NoStore,
+    poll_for_final,
+)
 from ._typing import input_type, output_type
 from ._worker import Outcome, OutcomeKind, Worker
 
@@ -75,6 +84,7 @@ __all__ = [
     "KeyClaim",
     "Middleware",
     "Migration",
+    "NoStore",
     "Outcome",
     "OutcomeKind",
     "PayloadError",
@@ -97,6 +107,7 @@ __all__ = [
     "Worker",
     "create_app",
     "define_task",
+    "gather",
     "input_type",
     "make_converter",
     "output_type",

@@ -332,8 +332,6 @@ class App:
         """The worker that runs this app's jobs (one per app, created on first use)."""
         with self._lock:
             if self._worker is None:
-                if self.store is None:
-                    raise TaskhopError("a worker needs a job store: pass store= to create_app()")
                 self._worker = Worker(self)
             return self._worker
 
@@ -409,7 +407,8 @@ def create_app(
 
     With neither ``queue`` nor ``store``, the app runs embedded: an in-process queue, store
     and worker thread (``backends.memory``), so dispatch-and-wait works with no AWS account.
-    With a ``queue`` only, the app is a pure producer and cannot read results.
+    With a ``queue`` only, the app cannot read results, and as a worker it keeps no state
+    (``NoStore``: no results, no deduplication, ends go to the dead-letter queue).
 
     Args:
         queue: the transport jobs are sent through (SQS, HTTP, memory, ...).

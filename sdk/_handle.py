@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._converter import structure
@@ -13,7 +14,7 @@ from ._store import JobRecord, JobStatus, JobStore
 if TYPE_CHECKING:
     from ._app import App
 
-__all__ = ["ResultHandle"]
+__all__ = ["ResultHandle", "gather"]
 
 O = TypeVar("O")
 
@@ -95,3 +96,41 @@ class ResultHandle(Generic[O]):
         if record.status is JobStatus.REJECTED:
             raise TaskRejected(self.id, self.task, error)
         raise TaskFailed(self.id, self.task, error)
+
+
+def gather(
+    handles: Sequence[ResultHandle[O]], timeout: float | None = 30.0, *, cap: float = 1.0
+) -> list[O]:
+    """Wait for many jobs at once and return their outputs in order.
+
+    Reads the unfinished ones in batches (``JobStore.get_many``: one BatchGetItem per 100
+    jobs on DynamoDB) with capped backoff, instead of one poll loop per handle.
+
+    Raises:
+        TaskFailed: the first job, in order, that failed or was rejected.
+        ResultTimeout: some jobs were not final after ``timeout`` seconds.
+
+    """
+    if not handles:
+        return []
+    store = handles[0]._store()  # pyright: ignore[reportPrivateUsage]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished: dict[str, JobRecord] = {}
+    interval = 0.02
+    while True:
+        waiting = [h.id for h in handles if h.id not in finished]
+        if not waiting:
+            break
+        finished.update(
+            (job_id, record)
+            for job_id, record in store.get_many(waiting).items()
+            if record.status.is_final
+        )
+        if len(finished) == len({h.id for h in handles}):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            left = len({h.id for h in handles}) - len(finished)
+            raise ResultTimeout(f"{left} of {len(handles)} jobs did not finish within {timeout}s")
+        time.sleep(interval)
+        interval = min(interval * 2, cap)
+    return [h._outcome(finished[h.id], timeout) for h in handles]  # pyright: ignore[reportPrivateUsage]

@@ -32,6 +32,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "KeyClaim",
+    "NoStore",
     "poll_for_final",
 ]
 
@@ -184,6 +185,67 @@ class JobStore(Protocol):
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Block until the job is final and return its record; None after ``timeout``."""
         ...
+
+
+class NoStore:
+    """The store of a worker that keeps no state (``create_app`` without ``store=``).
+
+    Every job runs as delivered: no results are kept (``result()`` is unavailable), duplicate
+    deliveries may run twice, and idempotency keys are not enforced. Rejected and failed jobs
+    go to the dead-letter queue instead of a record, so nothing is lost. It costs no request
+    per job beyond the queue's own.
+    """
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """Nothing is recorded, so always None."""
+        return None
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """Nothing is recorded, so always empty."""
+        return {}
+
+    def begin(
+        self,
+        job_id: str,
+        *,
+        task: str,
+        attempt: int,
+        lease_until: float,
+        idempotency_key: str | None = None,
+    ) -> Begin:
+        """Every delivery starts."""
+        return Begin(
+            "started",
+            JobRecord(
+                id=job_id,
+                task=task,
+                status=JobStatus.RUNNING,
+                attempt=attempt,
+                lease_until=lease_until,
+            ),
+        )
+
+    def complete(self, record: JobRecord) -> bool:
+        """Accept every outcome (there is nothing to compare it with)."""
+        return True
+
+    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
+        """Every job holds its key: without state there is no deduplication."""
+        return KeyClaim("acquired", job_id, lease_until=lease_until)
+
+    def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
+        """Nothing to keep."""
+
+    def release_key(self, key: str, job_id: str) -> None:
+        """Nothing to release."""
+
+    def increment(self, counter: str, amount: int = 1) -> int:
+        """Counters need state: refused."""
+        raise NotImplementedError("counters need a job store: pass store= to create_app()")
+
+    def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        """Nothing will ever be recorded, so there is nothing to wait for."""
+        return None
 
 
 def poll_for_final(

@@ -38,7 +38,7 @@ from ._errors import (
     UnknownTaskError,
     ValidationError,
 )
-from ._store import JobRecord, JobStatus, JobStore
+from ._store import JobRecord, JobStatus, JobStore, NoStore
 
 if TYPE_CHECKING:
     from ._app import App, Registered
@@ -119,13 +119,16 @@ class Worker:
         self._local = threading.local()  # one event loop per host thread, kept across jobs
         self._runners: list[asyncio.Runner] = []
         self._runners_lock = threading.Lock()
+        self._stateless = NoStore()
 
     @property
     def _store(self) -> JobStore:
-        store = self.app.store
-        if store is None:
-            raise TaskhopError("a worker needs a job store: pass store= to create_app()")
-        return store
+        return self.app.store or self._stateless
+
+    @property
+    def keeps_state(self) -> bool:
+        """False for a worker without a job store (see ``NoStore``)."""
+        return self.app.store is not None
 
     # -- the two entry points -------------------------------------------------------------
 
@@ -457,9 +460,13 @@ class Worker:
         reason: str | None = None,
         dead_letter: bool = False,
     ) -> Outcome:
-        """Record a failed or rejected end; a stale attempt records (and dead-letters) nothing."""
+        """Record a failed or rejected end; a stale attempt records (and dead-letters) nothing.
+
+        Without a job store nothing records the end, so the job is dead-lettered instead.
+        """
         if not self._store.complete(_record(envelope, status, error=info)):
             return _stale(envelope)
+        dead_letter = dead_letter or not self.keeps_state
         if status is JobStatus.REJECTED:
             _log.info(
                 "job rejected: %s",

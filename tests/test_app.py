@@ -158,9 +158,23 @@ def test_create_app_wiring_errors_are_explicit() -> None:
     handle = producer.register(send_email).dispatch({"to": "a", "subject": "b"})
     with pytest.raises(TaskhopError, match="no job store"):
         handle.result(0)
-    with pytest.raises(TaskhopError, match="a worker needs a job store"):
-        producer.worker()
     producer.close()
+
+
+def test_a_worker_without_a_store_keeps_no_state_and_loses_nothing() -> None:
+    """No store: jobs run as delivered, nothing is recorded, and ends are dead-lettered."""
+    from sdk import Envelope, OutcomeKind
+
+    stateless = create_app(queue=MemoryQueue())
+    stateless.implement(send_email, handler)
+    worker = stateless.worker()
+    assert not worker.keeps_state
+    body = Envelope(task="send-email", input={"to": "a", "subject": "s"}).encode()
+    assert worker.process(body).result == {"message_id": "a"}
+    assert worker.process(body).kind is OutcomeKind.SUCCEEDED  # a duplicate runs again
+    rejected = worker.process(Envelope(task="send-email", input={"to": 1}).encode())
+    assert (rejected.kind, rejected.dead_letter) == (OutcomeKind.REJECTED, True)
+    stateless.close()
 
 
 def test_app_works_as_a_context_manager() -> None:

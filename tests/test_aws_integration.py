@@ -110,6 +110,19 @@ def test_requests_per_job_on_the_happy_path(stack: Stack) -> None:
     assert sdk_calls(stack.calls) == Counter({"SendMessage": 1, "UpdateItem": 2})
 
 
+def test_requests_per_job_without_results_kept(server_session: Any) -> None:
+    """A worker without a job store costs the queue's requests only: one SendMessage."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    admin = server_session.client("sqs")
+    url = admin.create_queue(QueueName=name)["QueueUrl"]
+    session, calls = counting_session(server_session)
+    app = create_app(queue=SqsQueue(url, session=session))
+    app.implement(greet, lambda d, c: Greeting("ok")).dispatch({"name": "a"})
+    SqsPoller(app, url, admin).drain()
+    assert sdk_calls(calls) == Counter({"SendMessage": 1})
+    app.close()
+
+
 def test_requests_per_job_with_an_idempotency_key(stack: Stack) -> None:
     """A key adds its claim and its completion: four writes in all."""
     bound = stack.app.implement(greet, lambda d, c: Greeting("ok"))

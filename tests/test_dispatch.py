@@ -283,3 +283,31 @@ def test_aresult_times_out(app: App) -> None:
 
     with pytest.raises(ResultTimeout):
         asyncio.run(wait())
+
+
+def test_gather_waits_for_many_jobs_in_batches(app: App) -> None:
+    """``gather`` returns every output in order, reading unfinished jobs in batches."""
+    from sdk import gather
+
+    bound = app.implement(send_email, send)
+    handles = bound.dispatch_many([{"to": str(n), "subject": "s"} for n in range(12)])
+    assert gather(handles, timeout=10) == [EmailSent(f"m-{n}") for n in range(12)]
+    assert gather([], timeout=0) == []
+
+
+def test_gather_raises_the_first_failure_and_times_out(app: App) -> None:
+    """A failed job raises TaskFailed; unfinished ones raise ResultTimeout."""
+    from sdk import gather
+
+    def refuse(data: SendEmail, ctx: JobContext) -> EmailSent:
+        if data["to"] == "bad":
+            raise PermanentError("no")
+        return EmailSent("ok")
+
+    bound = app.implement(send_email, refuse)
+    handles = bound.dispatch_many([{"to": "ok", "subject": "s"}, {"to": "bad", "subject": "s"}])
+    with pytest.raises(TaskFailed, match="PermanentError: no"):
+        gather(handles, timeout=10)
+    late = bound.dispatch({"to": "ok", "subject": "s"}, delay=5)
+    with pytest.raises(ResultTimeout, match="1 of 1 jobs did not finish"):
+        gather([late], timeout=0.1)

@@ -23,6 +23,7 @@ from sdk import (
     TaskContract,
     create_app,
     define_task,
+    gather,
     input_type,
     output_type,
     static_contract,
@@ -71,6 +72,7 @@ handle = bound.dispatch({"to": "a@example.com", "subject": "hi"})
 assert_type(handle, ResultHandle[EmailSent])
 assert_type(handle.result(timeout=5), EmailSent)
 assert_type(bound.dispatch_many([{"to": "a", "subject": "b"}]), list[ResultHandle[EmailSent]])
+assert_type(gather([handle, handle]), list[EmailSent])
 
 
 async def producer_in_an_event_loop() -> None:
