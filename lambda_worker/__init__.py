@@ -1,5 +1,25 @@
-"""The AWS Lambda worker runtime (SQS batches, HTTP events, direct invoke, schedules).
+"""The AWS Lambda runtime for taskhop workers.
 
-Not built yet: the runtime arrives with its own issue. The worker path it will host is
-``sdk.Worker.process``, which already decodes, validates, runs and records every job.
+In your worker module::
+
+    from lambda_worker import make_handler
+    from myapp.worker import app
+
+    handler = make_handler(app)  # Lambda handler string: "mymodule.handler"
+
+It serves SQS batches (with partial batch responses), direct invocations and EventBridge
+schedules, and leaves a seam for HTTP events. ``LocalEventSourceMapping`` runs the same
+handler against a real (or moto) queue, the way Lambda's event source mapping does.
 """
+
+from ._handler import LambdaContext, LambdaHandler, UnrecognisedEvent, make_handler
+from ._local import LocalContext, LocalEventSourceMapping
+
+__all__ = [
+    "LambdaContext",
+    "LambdaHandler",
+    "LocalContext",
+    "LocalEventSourceMapping",
+    "UnrecognisedEvent",
+    "make_handler",
+]

@@ -44,6 +44,7 @@ from ._errors import (
 from ._handle import ResultHandle, gather
 from ._implementation import Handler, Implementation, ImplementOptions, Migration
 from ._middleware import Middleware
+from ._schedule import Schedule
 from ._store import (
     FINAL_STATUSES,
     Begin,
@@ -93,6 +94,7 @@ __all__ = [
     "ResultHandle",
     "ResultTimeout",
     "Retry",
+    "Schedule",
     "RetryPolicy",
     "StaticContract",
     "StoreError",

@@ -35,6 +35,7 @@ from ._converter import make_converter
 from ._errors import AlreadyImplementedError, TaskhopError, UnknownTaskError
 from ._implementation import Handler, Implementation, ImplementOptions, Migration
 from ._middleware import Middleware
+from ._schedule import Schedule
 from ._store import JobStore
 from ._worker import Worker
 
@@ -81,6 +82,7 @@ class App:
         self._implemented: dict[str, Registered] = {}
         self._lock = threading.RLock()
         self._worker: Worker | None = None
+        self._schedules: dict[str, Schedule] = {}
 
     def __repr__(self) -> str:
         return f"<App tasks={sorted(self._tasks)} transport={type(self.transport).__name__}>"
@@ -325,6 +327,35 @@ class App:
         if handler is not None:
             return build(handler)
         return build
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedule(
+        self, expression: str, contract: StaticContract[I, O], input: I, *, name: str | None = None
+    ) -> Schedule:
+        """Run ``contract`` with ``input`` on an EventBridge schedule.
+
+        ``expression`` is ``rate(5 minutes)`` or ``cron(0 12 * * ? *)``. ``name`` is the
+        EventBridge rule that triggers it (default: the task name); the Lambda runtime runs
+        the job when that rule's scheduled event arrives. The input is validated now.
+        """
+        bound = self.register(contract)
+        schedule = Schedule(
+            name=name or contract.name,
+            expression=expression,
+            contract=contract,
+            input=bound.envelope(input).input,
+        )
+        with self._lock:
+            if schedule.name in self._schedules:
+                raise ContractError(f"schedule {schedule.name!r} is already declared")
+            self._schedules[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """Declared schedules by rule name."""
+        return dict(self._schedules)
 
     # -- running ----------------------------------------------------------------------------
 

@@ -1,0 +1,159 @@
+"""Lambda's SQS event source mapping, emulated: run a worker locally against a real queue.
+
+``LocalEventSourceMapping`` polls the way the managed poller does: long polling, a batch size
+and a batching window, the queue's visibility timeout, events built record for record like
+Lambda's, the same handler function called with a Lambda-like context, partial batch
+responses (records not reported failed are deleted), and redrive to the DLQ after
+``maxReceiveCount``, which SQS itself applies from the queue's redrive policy. SIGTERM and
+SIGINT finish the batch in flight, then stop polling.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LocalContext", "LocalEventSourceMapping"]
+
+
+@dataclass
+class LocalContext:
+    """A Lambda-like context: the remaining time counts down from ``timeout`` seconds."""
+
+    timeout: float = 30.0
+    function_name: str = "taskhop-local-worker"
+    memory_limit_in_mb: int = 128
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before this invocation's timeout."""
+        return max(0, int((self.timeout - (time.monotonic() - self.started)) * 1000))
+
+
+class LocalEventSourceMapping:
+    """Poll ``queue_url`` and feed batches to ``handler`` as Lambda would.
+
+    Args:
+        handler: the Lambda handler (``make_handler(app)``).
+        queue_url: the queue to poll.
+        client: a boto3 SQS client.
+        batch_size: records per invocation (Lambda: 1-10 for standard polling).
+        batching_window: seconds to keep gathering records before invoking (Lambda's
+            MaximumBatchingWindowInSeconds).
+        wait_time: long-poll seconds per ReceiveMessage (20 at most, as on AWS).
+        function_timeout: the remaining time the context starts with.
+
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[dict[str, Any], Any], Any],
+        queue_url: str,
+        client: Any,
+        *,
+        batch_size: int = 10,
+        batching_window: float = 0.0,
+        wait_time: int = 1,
+        function_timeout: float = 30.0,
+    ) -> None:
+        if not 1 <= batch_size <= 10:
+            raise ValueError(f"batch_size: 1..10, got {batch_size}")
+        self.handler = handler
+        self.queue_url = queue_url
+        self.client = client
+        self.batch_size = batch_size
+        self.batching_window = batching_window
+        self.wait_time = min(20, max(0, wait_time))
+        self.function_timeout = function_timeout
+        self.invocations = 0
+        self._stop = threading.Event()
+        attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        self.queue_arn = attrs["Attributes"]["QueueArn"]
+        self.region = self.queue_arn.split(":")[3]
+
+    def stop(self) -> None:
+        """Stop after the batch in flight."""
+        self._stop.set()
+
+    def run(self, *, install_signals: bool = True, idle_exit: float | None = None) -> None:
+        """Poll until ``stop()`` (or a signal, or ``idle_exit`` seconds with nothing to do)."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: Any) -> None:
+                self.stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, on_signal)
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if self.poll_once():
+                idle_since = time.monotonic()
+            elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                return
+
+    def poll_once(self) -> int:
+        """Gather one batch and invoke the handler with it; return how many records."""
+        messages = self._gather()
+        if not messages:
+            return 0
+        event = {"Records": [self._record(m) for m in messages]}
+        self.invocations += 1
+        answer = self.handler(event, LocalContext(timeout=self.function_timeout))
+        response: dict[str, Any] = answer or {}
+        reported: list[dict[str, str]] = response.get("batchItemFailures", [])
+        failed = {f["itemIdentifier"] for f in reported}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            entries: Any = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(done[start : start + 10])
+            ]
+            self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        return len(messages)
+
+    def _gather(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        window_ends = time.monotonic() + self.batching_window
+        while len(messages) < self.batch_size and not self._stop.is_set():
+            answer = self.client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.batch_size - len(messages),
+                WaitTimeSeconds=0 if messages else self.wait_time,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            got = answer.get("Messages", [])
+            messages += got
+            if not got and (not messages or time.monotonic() >= window_ends):
+                break
+            if messages and time.monotonic() >= window_ends:
+                break
+        return messages
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        """One record shaped like Lambda's SQS event record."""
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {
+                name: {
+                    "stringValue": value.get("StringValue"),
+                    "dataType": value.get("DataType"),
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                }
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message.get("MD5OfBody"),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": self.region,
+        }
