@@ -10,6 +10,7 @@ SIGINT finish the batch in flight, then stop polling.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["LocalContext", "LocalEventSourceMapping"]
+
+_log = logging.getLogger("taskhop.local")
 
 
 @dataclass
@@ -114,7 +117,9 @@ class LocalEventSourceMapping:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                 for i, m in enumerate(done[start : start + 10])
             ]
-            self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            answer = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            for failure in answer.get("Failed", []):  # it will be delivered again: harmless
+                _log.warning("could not delete message: %s", failure.get("Message"))
         return len(messages)
 
     def _gather(self) -> list[dict[str, Any]]:
@@ -129,7 +134,8 @@ class LocalEventSourceMapping:
                 MessageAttributeNames=["All"],
             )
             got = answer.get("Messages", [])
-            messages += got
+            known = {m["MessageId"] for m in messages}
+            messages += [m for m in got if m["MessageId"] not in known]  # visibility 0 repeats
             if not got and (not messages or time.monotonic() >= window_ends):
                 break
             if messages and time.monotonic() >= window_ends:

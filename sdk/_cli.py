@@ -8,7 +8,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from ._app import App
 
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = commands.add_parser("tasks", help="list an app's tasks and their contracts as JSON")
     tasks.add_argument("--app", required=True, help="module:attribute of the App")
     tasks.set_defaults(run=_tasks)
+    for plugin in entry_points(group="taskhop.cli"):  # e.g. `worker`, from lambda_worker
+        plugin.load()(commands)
     args = parser.parse_args(argv)
     sys.path.insert(0, "")
     return int(args.run(args))

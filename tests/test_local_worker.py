@@ -1,0 +1,197 @@
+"""The local event source mapping and ``taskhop worker --local``, over the moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import EmailSent, SendEmail
+
+from backends.dynamodb import DynamoStore
+from backends.sqs import SqsQueue
+from lambda_worker import LocalEventSourceMapping, make_handler
+from sdk import JobContext, JobStatus, TaskRejected, create_app, gather, static_contract
+
+contract = static_contract(
+    "mail", input=SendEmail, output=EmailSent, retry={"attempts": 2, "delay": 0, "jitter": False}
+)
+
+
+def queues(session: Any, *, max_receive: int = 5, visibility: int = 0) -> tuple[str, str, str]:
+    """A queue with a redrive policy to its DLQ, as the infra templates create them."""
+    sqs = session.client("sqs")
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive})
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={"RedrivePolicy": policy, "VisibilityTimeout": str(visibility)},
+    )["QueueUrl"]
+    return name, url, dlq
+
+
+def test_jobs_run_end_to_end_through_the_local_event_source_mapping(server_session: Any) -> None:
+    """Good, invalid, flaky and poison messages each end where they should; nothing is lost."""
+    name, url, dlq = queues(server_session, visibility=30)
+    sqs = server_session.client("sqs")
+    store = DynamoStore(name, session=server_session)
+    store.create_table()
+    app = create_app(queue=SqsQueue(url, session=server_session), store=store)
+    seen: dict[str, int] = {}
+
+    def handler(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen[data["to"]] = seen.get(data["to"], 0) + 1
+        if data["to"] == "flaky" and ctx.attempt == 1:
+            raise ConnectionError("blip")
+        return EmailSent(f"sent to {data['to']}")
+
+    bound = app.implement(contract, handler)
+    good = bound.dispatch_many([{"to": f"user{n}", "subject": "hi"} for n in range(20)])
+    flaky = bound.dispatch({"to": "flaky", "subject": "hi"})
+    invalid = bound.dispatch({"to": 7, "subject": "hi"})  # type: ignore[typeddict-item]
+    sqs.send_message(QueueUrl=url, MessageBody="definitely not json")
+    handler = make_handler(app, sqs_client=sqs, dlq_url=dlq)
+    esm = LocalEventSourceMapping(
+        handler, url, sqs, batch_size=10, wait_time=0, batching_window=0.05
+    )
+    esm.run(install_signals=False, idle_exit=6)
+    assert gather([*good, flaky], timeout=5)[-1] == EmailSent("sent to flaky")
+    assert seen["flaky"] == 2
+    with pytest.raises(TaskRejected):
+        invalid.result(5)
+    record = flaky.record()
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.attempt == 2  # ApproximateReceiveCount, as on Lambda
+    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+    assert [m["Body"] for m in dead] == ["definitely not json"]
+    outcomes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert outcomes["ApproximateNumberOfMessages"] == "0"
+    assert outcomes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    app.close()
+
+
+def test_poison_without_a_dlq_url_is_redriven_by_the_queue(server_session: Any) -> None:
+    """Reported failed each time, a poison message reaches the DLQ after maxReceiveCount."""
+    _, url, dlq = queues(server_session, max_receive=2, visibility=1)
+    sqs = server_session.client("sqs")
+    app = create_app(queue=SqsQueue(url, session=server_session))
+    sqs.send_message(QueueUrl=url, MessageBody='{"taskhop": 9}')
+    esm = LocalEventSourceMapping(make_handler(app, sqs_client=sqs), url, sqs, wait_time=1)
+    esm.run(install_signals=False, idle_exit=3)
+    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+    assert [m["Body"] for m in dead] == ['{"taskhop": 9}']
+    assert esm.invocations == 2
+    app.close()
+
+
+def test_the_local_mapping_respects_batch_size(server_session: Any) -> None:
+    """Invocations never carry more records than the batch size."""
+    _, url, _ = queues(server_session)
+    sqs = server_session.client("sqs")
+    sizes: list[int] = []
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        sizes.append(len(event["Records"]))
+        assert context.get_remaining_time_in_millis() > 0
+        assert event["Records"][0]["eventSource"] == "aws:sqs"
+        return {"batchItemFailures": []}
+
+    for n in range(7):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    esm = LocalEventSourceMapping(lambda_handler, url, sqs, batch_size=3, wait_time=0)
+    esm.run(install_signals=False, idle_exit=0.5)
+    assert sum(sizes) == 7
+    assert max(sizes) <= 3
+    with pytest.raises(ValueError, match="batch_size"):
+        LocalEventSourceMapping(lambda_handler, url, sqs, batch_size=11)
+
+
+def test_taskhop_worker_local_stops_cleanly_on_sigterm(
+    server_session: Any, moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI worker runs a job, then SIGTERM finishes the batch and exits 0."""
+    name, url, _ = queues(server_session)
+    (tmp_path / "worker_app.py").write_text(
+        textwrap.dedent(
+            f"""
+            from typing import TypedDict
+            from backends.dynamodb import DynamoStore
+            from backends.sqs import SqsQueue
+            from sdk import create_app, static_contract
+
+            class In(TypedDict):
+                n: int
+
+            store = DynamoStore("{name}")
+            store.create_table()
+            app = create_app(queue=SqsQueue("{url}"), store=store)
+            double = app.implement(
+                static_contract("double", input=In, output=int), lambda d, c: d["n"] * 2
+            )
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONPATH": str(tmp_path),
+    }
+    exe = Path(sys.executable).with_name("taskhop")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "worker",
+            "--local",
+            "--app",
+            "worker_app:app",
+            "--queue-url",
+            url,
+            "--wait-time",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "polling" in proc.stderr.readline()
+        for key in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        ):
+            monkeypatch.setenv(key, env[key])
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import worker_app  # type: ignore[import-not-found]
+
+        handle = worker_app.double.dispatch({"n": 21})
+        assert handle.result(timeout=20) == 42
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped after" in err
+    assert '"outcome":"succeeded"' in out
