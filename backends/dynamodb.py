@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ class DynamoStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, read with strong consistency."""
-        with aws_errors(StoreError, f"get job {job_id}"):
+        with aws_errors(StoreError, f"get job {job_id} from table {self.table}"):
             answer = self.client.get_item(
                 TableName=self.table, Key=_key("job", job_id), ConsistentRead=True
             )
@@ -140,7 +141,7 @@ class DynamoStore:
             keys = [_key("job", i) for i in unique[start : start + _BATCH_GET]]
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
             for attempt in range(8):  # UnprocessedKeys: throttled part of a batch, try again
-                with aws_errors(StoreError, "batch get jobs"):
+                with aws_errors(StoreError, f"batch get jobs from table {self.table}"):
                     answer = self.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
                     record = self._record(item)
@@ -179,14 +180,17 @@ class DynamoStore:
         }  # fmt: skip
         update = "SET #s = :run, #t = :t, #a = :a, #l = :l, #u = :now, #e = :e, "
         update += "#c = if_not_exists(#c, :now)"
+        names.update({"#err": "error", "#res": "result", "#ref": "result_ref", "#dup": "dup"})
+        remove = " REMOVE #err, #res, #ref, #dup"  # an earlier attempt's outcome is not ours
         if idempotency_key is not None:
             names["#i"] = "idem"
             values[":i"] = {"S": idempotency_key}
             update += ", #i = :i"
+        update += remove
         condition = (
             "attribute_not_exists(pk) OR #s IN (:q, :r) OR (#s = :run AND (#l < :now OR #a < :a))"
         )
-        with aws_errors(StoreError, f"begin job {job_id}"):
+        with aws_errors(StoreError, f"begin job {job_id} in table {self.table}"):
             try:
                 answer = self.client.update_item(
                     TableName=self.table, Key=_key("job", job_id), UpdateExpression=update,
@@ -219,13 +223,18 @@ class DynamoStore:
             "#e = :e",
             "#c = if_not_exists(#c, :now)",
         ]
-        for attr, value in self._outcome_attributes(record).items():
+        outcome = self._outcome_attributes(record)
+        for attr, value in outcome.items():
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
-        update = "SET " + ", ".join(sets) + " REMOVE #l"
+        stale = [a for a in ("error", "result", "result_ref", "dup") if a not in outcome]
+        names.update({f"#{a}": a for a in stale})
+        update = (
+            "SET " + ", ".join(sets) + " REMOVE " + ", ".join(["#l"] + [f"#{a}" for a in stale])
+        )
         condition = "attribute_not_exists(pk) OR (NOT #s IN (:f1, :f2, :f3) AND #a <= :a)"
-        with aws_errors(StoreError, f"complete job {record.id}"):
+        with aws_errors(StoreError, f"complete job {record.id} in table {self.table}"):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
@@ -235,6 +244,7 @@ class DynamoStore:
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
+                self._discard_offloaded(outcome)  # a newer outcome won: our upload is garbage
                 return False
         return True
 
@@ -248,7 +258,7 @@ class DynamoStore:
             ":now": _n(time.time()), ":e": _n(lease_until + self.retention),
         }  # fmt: skip
         condition = "attribute_not_exists(pk) OR (#st = :ip AND (#h = :j OR #l < :now))"
-        with aws_errors(StoreError, f"claim idempotency key {key}"):
+        with aws_errors(StoreError, f"claim idempotency key {key} in table {self.table}"):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
@@ -277,7 +287,7 @@ class DynamoStore:
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
-        with aws_errors(StoreError, f"complete idempotency key {key}"):
+        with aws_errors(StoreError, f"complete idempotency key {key} in table {self.table}"):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
@@ -287,11 +297,15 @@ class DynamoStore:
                 )  # fmt: skip
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
-                    raise  # another job took the key over after our lease ran out: theirs now
+                    raise
+                # Another job took the key over after our lease ran out: the key is theirs.
+                self._discard_offloaded(
+                    {a: values[f":{a}"] for a in ("result_ref",) if f":{a}" in values}
+                )
 
     def release_key(self, key: str, job_id: str) -> None:
         """Free ``key`` if ``job_id`` holds it and has not completed."""
-        with aws_errors(StoreError, f"release idempotency key {key}"):
+        with aws_errors(StoreError, f"release idempotency key {key} in table {self.table}"):
             try:
                 self.client.delete_item(
                     TableName=self.table, Key=_key("key", key),
@@ -305,7 +319,7 @@ class DynamoStore:
 
     def increment(self, counter: str, amount: int = 1) -> int:
         """Atomic ``ADD`` on a counter item; returns the value after the update."""
-        with aws_errors(StoreError, f"increment counter {counter}"):
+        with aws_errors(StoreError, f"increment counter {counter} in table {self.table}"):
             answer = self.client.update_item(
                 TableName=self.table, Key=_key("counter", counter),
                 UpdateExpression="ADD #v :n", ExpressionAttributeNames={"#v": "value"},
@@ -338,11 +352,20 @@ class DynamoStore:
                 f" DynamoDB item ({ITEM_LIMIT} bytes at most): pass s3_bucket= to DynamoStore",
                 retryable=False,
             )
-        key = f"taskhop/results/{name}.json"
+        # A fresh key per write: a stale worker's upload can never replace the winner's.
+        key = f"taskhop/results/{name}/{uuid.uuid4().hex}.json"
         with aws_errors(StoreError, f"offload result to s3://{self.s3_bucket}/{key}"):
             self._s3_client().put_object(Bucket=self.s3_bucket, Key=key, Body=text,
                                          ContentType="application/json")  # fmt: skip
         return {"result_ref": {"S": f"s3://{self.s3_bucket}/{key}"}}
+
+    def _discard_offloaded(self, attributes: dict[str, Any]) -> None:
+        ref = attributes.get("result_ref", {}).get("S")
+        if ref is None:
+            return
+        bucket, _, key = ref.removeprefix("s3://").partition("/")
+        with aws_errors(StoreError, f"delete unused result {ref}"):
+            self._s3_client().delete_object(Bucket=bucket, Key=key)
 
     def _result(self, item: dict[str, Any]) -> JsonValue:
         if "result" in item:

@@ -106,10 +106,22 @@ class SqsQueue:
         """Send envelopes in batches of up to 10 (and 1 MiB); raise listing any not accepted."""
         failed: list[str] = []
         reasons: list[str] = []
-        for batch in self._batches(envelopes):
-            not_sent, why = self._send_batch(batch)
-            failed += not_sent
-            reasons += why
+        sent = 0
+        try:
+            for batch in self._batches(envelopes):
+                not_sent, why = self._send_batch(batch)
+                failed += not_sent
+                reasons += why
+                sent += len(batch)
+        except TransportError as exc:  # a whole request failed: it and every later batch
+            failed += [e.id for e in envelopes[sent:]]
+            reasons.append(str(exc))
+            raise TransportError(
+                f"{len(failed)} of {len(envelopes)} envelopes were not accepted by {self.url}: "
+                + "; ".join(sorted(set(reasons))),
+                job_ids=tuple(failed),
+                retryable=exc.retryable,
+            ) from exc
         if failed:
             raise TransportError(
                 f"{len(failed)} of {len(envelopes)} envelopes were not accepted by {self.url}: "

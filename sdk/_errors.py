@@ -67,6 +67,12 @@ __all__ = [
 ]
 
 
+MAX_ERROR_MESSAGE = 4096
+"""Characters of an error message kept in a job record."""
+MAX_ERROR_FIELDS = 100
+"""Field errors kept in a job record (the first ones, in path order)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     """One failing field: ``path`` like ``input.address.city`` and what is wrong with it."""
@@ -90,6 +96,15 @@ class ErrorInfo:
     message: str
     fields: tuple[FieldError, ...] = field(default=())
     retryable: bool = False
+
+    def __post_init__(self) -> None:
+        # An error is stored in a job record (DynamoDB items: 400 KB at most) and logged:
+        # keep it bounded whatever a handler put in its exception.
+        if len(self.message) > MAX_ERROR_MESSAGE:
+            clipped = self.message[:MAX_ERROR_MESSAGE] + " ... (truncated)"
+            object.__setattr__(self, "message", clipped)
+        if len(self.fields) > MAX_ERROR_FIELDS:
+            object.__setattr__(self, "fields", self.fields[:MAX_ERROR_FIELDS])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON data for the job store."""

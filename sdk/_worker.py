@@ -245,6 +245,9 @@ class Worker:
         )
         if begin.state == "finished":  # at-least-once delivery of a job that is done
             record = begin.record
+            if envelope.idempotency_key is not None and record.status is JobStatus.SUCCEEDED:
+                # The job and its key are two writes: if we stopped between them, finish now.
+                self._store.complete_key(envelope.idempotency_key, envelope.id, record.result)
             raise _Stop(
                 Outcome(
                     OutcomeKind.SKIPPED,

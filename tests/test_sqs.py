@@ -173,19 +173,21 @@ def test_entries_that_keep_failing_are_raised_with_their_job_ids(sqs: Any, queue
     assert [Envelope.decode(m["Body"]).id for m in receive_all(sqs, queue_url)] == [sent[2].id]
 
 
-def throttle(client: Any, times: int, status: int = 400) -> list[int]:
-    """Answer the client's next ``times`` requests with a throttling error (or a 5xx)."""
+def throttle(
+    client: Any, times: int, status: int = 400, code: str = "ThrottlingException"
+) -> list[int]:
+    """Answer the client's next ``times`` requests with an error (throttling by default)."""
     failed: list[int] = []
 
     class Body:
         def stream(self, **_: Any) -> Iterator[bytes]:
-            yield b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+            yield json.dumps({"__type": code, "message": "Rate exceeded"}).encode()
 
     def answer(request: Any, **_: Any) -> AWSResponse | None:
         if len(failed) >= times:
             return None
         failed.append(1)
-        headers = {"x-amzn-query-error": "ThrottlingException;Sender",
+        headers = {"x-amzn-query-error": f"{code};Sender",
                    "content-type": "application/x-amz-json-1.0"}  # fmt: skip
         return AWSResponse(request.url, status, headers, Body())
 
@@ -219,7 +221,7 @@ def test_exhausted_retries_raise_a_retryable_transport_error(
 
     config = Config(retries={"mode": "standard", "max_attempts": 2})
     queue = SqsQueue(server_queue_url, session=server_session, config=config)
-    throttle(queue.client, 10, status=503)
+    throttle(queue.client, 10, status=503, code="ServiceUnavailableNow")  # retryable by status
     sent = envelope()
     with pytest.raises(TransportError, match=r"send to .*throttled") as caught:
         queue.send(sent)
@@ -239,3 +241,27 @@ def test_bad_urls_are_refused_at_construction() -> None:
     """A queue name instead of a URL is caught before any request."""
     with pytest.raises(ValueError, match="expected an SQS queue URL"):
         SqsQueue("jobs")
+
+
+def test_a_failed_request_reports_every_job_not_sent(sqs: Any, queue_url: str) -> None:
+    """When a whole batch request fails, its jobs and every later batch's are listed."""
+    from botocore.exceptions import ClientError
+
+    real = sqs.send_message_batch
+    calls: list[int] = []
+
+    def second_fails(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "SendMessageBatch"
+            )
+        return real(**kwargs)
+
+    sqs.send_message_batch = second_fails
+    sent = [envelope(n) for n in range(25)]
+    with pytest.raises(TransportError, match="15 of 25 envelopes were not accepted") as caught:
+        SqsQueue(queue_url, client=sqs).send_many(sent)
+    assert caught.value.job_ids == tuple(e.id for e in sent[10:])
+    assert caught.value.retryable
+    assert len(calls) == 2  # stopped at the failed request

@@ -169,3 +169,16 @@ def test_records_round_trip_through_dicts() -> None:
         error=ErrorInfo("ValidationError", "bad", (FieldError("input.a", "x"),)),
     )
     assert JobRecord.from_dict(record.to_dict()) == record
+
+
+def test_a_new_attempt_and_its_outcome_replace_the_last_ones_fields(store: JobStore) -> None:
+    """An error from attempt 1 does not survive into attempt 2 or its success."""
+    error = ErrorInfo("ConnectionError", "blip", retryable=True)
+    store.begin("j", task="t", attempt=1, lease_until=time.time() + 60)
+    store.complete(JobRecord(id="j", task="t", status=JobStatus.RETRYING, attempt=1, error=error))
+    running = store.begin("j", task="t", attempt=2, lease_until=time.time() + 60).record
+    assert running.error is None
+    assert store.complete(final("j", attempt=2))
+    record = store.get("j")
+    assert record is not None
+    assert (record.error, record.result, record.lease_until) == (None, {"ok": True}, None)

@@ -611,3 +611,49 @@ def test_an_offloaded_input_without_a_payload_store_is_retried_not_run(app: App)
     assert outcome.error.type == "PayloadUnavailable"
     assert "pass payloads= to create_app()" in outcome.error.message
     assert runs == []
+
+
+def test_huge_error_messages_are_clipped_before_they_are_stored(app: App) -> None:
+    """A handler's giant exception text cannot overflow a job record."""
+
+    def shout(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise PermanentError("x" * 500_000)
+
+    app.implement(send_email, shout)
+    outcome = app.worker().process(envelope_for("send-email", email()))
+    assert outcome.error is not None
+    assert len(outcome.error.message) < 4200
+    assert outcome.error.message.endswith("(truncated)")
+
+
+def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If completing the key failed after the job completed, the redelivery completes it."""
+    from sdk import StoreError
+
+    runs: list[str] = []
+
+    def once(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(ctx.job_id)
+        return EmailSent("first")
+
+    app.implement(send_email, once)
+    assert app.store is not None
+    real = app.store.complete_key
+    broken = [True]
+
+    def flaky(key: str, job_id: str, result: Any) -> None:
+        if broken.pop() if broken else False:
+            raise StoreError("lost connection")
+        real(key, job_id, result)
+
+    monkeypatch.setattr(app.store, "complete_key", flaky)
+    body = envelope_for("send-email", email(), idempotency_key="K")
+    with pytest.raises(StoreError):
+        app.worker().process(body)
+    assert app.worker().process(body).kind is OutcomeKind.SKIPPED  # redelivery repairs the key
+    duplicate = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    assert duplicate.reason == "duplicate_key"
+    assert duplicate.result == {"message_id": "first"}
+    assert len(runs) == 1
