@@ -275,7 +275,8 @@ def test_dynamodb_throttling_is_retried_then_surfaces_as_store_error(
         name, session=server_session, config=Config(retries={"mode": "standard", "max_attempts": 2})
     )
     throttle(impatient.client, 5)
-    with pytest.raises(StoreError, match=r"increment counter c in table t-\w+: ThrottlingException") as caught:
+    message = r"increment counter c in table t-\w+: ThrottlingException"
+    with pytest.raises(StoreError, match=message) as caught:
         impatient.increment("c")
     assert caught.value.retryable
     assert store.increment("c", 0) == 1  # the throttled call changed nothing
