@@ -3,7 +3,9 @@
 - Standard and FIFO queues (a ``.fifo`` URL). FIFO messages get ``MessageGroupId`` from
   ``message_group`` (default: the envelope's ``group`` header, else the task name) and
   ``MessageDeduplicationId`` from the idempotency key, else the job id: never a random value,
-  so SQS's 5-minute deduplication works for retries of the same dispatch.
+  so SQS's 5-minute deduplication works for retries of the same dispatch. (A second job
+  with the same key inside those 5 minutes is dropped by SQS itself, so its handle never
+  gets a record; on standard queues the worker's key claim answers it instead.)
 - ``send_many`` uses SendMessageBatch in groups of at most 10 entries and at most
   ``max_message_bytes`` per request (SQS limits both). Entries reported in ``Failed`` are
   retried with capped exponential backoff; entries still failing raise ``TransportError``
@@ -13,6 +15,8 @@
   what it can, and a worker that receives a job early defers it again (re-enqueues it for the
   rest of the wait) in hops of up to 900 s, without using an attempt: the deferral is a new
   message, so SQS's receive count (the attempt number) does not grow while a job waits.
+  FIFO queues cannot take a delayed copy; there the worker extends the message's visibility
+  instead (up to 12 hours), which holds its group in order but counts as a receive.
 - Inputs too large for a message go to ``payloads`` (S3) and the envelope carries
   ``input_ref`` instead; without a payload store they are refused by job id.
 - Trace propagation: the envelope's ``trace["xray"]`` (or the Lambda environment's
