@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python docs/examples/quickstart.py
+	$(BIN)/python docs/examples/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

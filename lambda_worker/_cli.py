@@ -56,6 +56,26 @@ def register(commands: Any) -> None:
     )
     worker.set_defaults(run=run_worker)
 
+    dev = commands.add_parser(
+        "dev", help="start a local AWS (moto) with the queue, DLQ and table, and run the worker"
+    )
+    dev.add_argument("--app", required=True, help="module:attribute of the App")
+    dev.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long with nothing to do",
+    )
+    dev.set_defaults(run=run_dev_command)
+
+
+def run_dev_command(args: argparse.Namespace) -> int:
+    """``taskhop dev``: see ``lambda_worker._dev``."""
+    from ._dev import run_dev
+
+    return run_dev(args.app, idle_exit=args.idle_exit)
+
 
 def run_worker(args: argparse.Namespace) -> int:
     """Poll until SIGTERM/SIGINT (the batch in flight finishes first)."""

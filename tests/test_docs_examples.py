@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def readme_quick_start() -> str:
 
 
 def test_quickstart_example_runs_and_narrates_each_step() -> None:
-    """``docs/examples/quickstart.py`` (``make demo``) exits 0 and shows every step."""
+    """``docs/examples/quickstart.py`` (the in-process tour) exits 0 and shows every step."""
     done = run_python(["-W", "error", str(QUICKSTART)])
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -54,3 +55,20 @@ def test_readme_quick_start_runs() -> None:
     done = run_python(["-W", "error", "-c", code])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("EmailSent(message_id='msg-")
+
+
+def test_make_demo_runs_the_real_flow_and_accounts_for_every_job() -> None:
+    """``make demo``: dev stack, static-contract producer, summary, and nothing left running."""
+    env = {**os.environ, "DEMO_JOBS": "40"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "examples" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every job accounted for: True" in done.stdout
+    assert "dev stack stopped" in done.stdout

@@ -1,0 +1,173 @@
+"""`make demo`: the real flow on this machine, no AWS account.
+
+1. `taskhop dev` starts a local AWS (a moto server on 127.0.0.1) with a queue, its DLQ and a
+   job table, and runs the worker exactly as Lambda's event source mapping would.
+2. A producer that imports only the static contracts (standard library) and the SQS
+   transport dispatches a few hundred jobs: most valid, some invalid, some that fail once and
+   are retried, some that fail every time, and a few bodies that are not jobs at all.
+3. Progress is shown while the worker drains the queue; then a summary table: where every
+   job ended, and the latency from dispatch to result.
+Everything started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from demo_contracts import ResizeImage, resize_image
+
+from backends.sqs import SqsQueue
+from static_contracts import Producer
+
+HERE = Path(__file__).resolve().parent
+JOBS = int(os.environ.get("DEMO_JOBS", "300"))
+
+
+def start_stack() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("AWS_ENDPOINT_URL", None)
+    taskhop = Path(sys.executable).with_name("taskhop")
+    proc = subprocess.Popen(
+        [str(taskhop), "dev", "--app", "demo_worker:app"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith('{"taskhop_dev"'):
+            # Keep reading the worker's JSON log lines (into DEMO_LOG, if set) so its
+            # output pipe never fills up and blocks it.
+            log = os.environ.get("DEMO_LOG")
+            threading.Thread(target=drain, args=(proc.stdout, log), daemon=True).start()
+            return proc, json.loads(line)["taskhop_dev"]
+    raise SystemExit("taskhop dev did not start")
+
+
+def drain(stream: IO[str], path: str | None) -> None:
+    with open(path or os.devnull, "w") as sink:
+        for line in stream:
+            sink.write(line)
+
+
+def payloads(rng: random.Random) -> list[tuple[str, ResizeImage]]:
+    """(kind, payload) pairs: the mix of jobs the demo sends."""
+    jobs: list[tuple[str, ResizeImage]] = []
+    for n in range(JOBS):
+        roll = rng.random()
+        kind = (
+            "invalid"
+            if roll < 0.08
+            else "flaky"
+            if roll < 0.23
+            else "broken"
+            if roll < 0.27
+            else "ok"
+        )
+        width: object = "wide" if kind == "invalid" else rng.choice([64, 128, 256, 512])
+        payload = {
+            "url": f"https://img.example.com/{n}.png",
+            "width": width,
+            "flaky": kind == "flaky",
+            "broken": kind == "broken",
+        }
+        jobs.append((kind, payload))  # type: ignore[arg-type]  # invalid ones on purpose
+    return jobs
+
+
+def main() -> int:
+    print("starting the dev stack (moto on 127.0.0.1 + local worker)...")
+    proc, stack = start_stack()
+    try:
+        os.environ["AWS_ENDPOINT_URL"] = stack["endpoint"]
+        fake = {"AWS_ACCESS_KEY_ID": "dev", "AWS_SECRET_ACCESS_KEY": "dev"}
+        for key, value in {**fake, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            os.environ.setdefault(key, value)
+        print(f"  queue {stack['queue_url']}\n  table {stack['table']}")
+        queue = SqsQueue(stack["queue_url"])
+        task = Producer(queue).register(resize_image)
+        jobs = payloads(random.Random(7))
+        sent_at = time.time()
+        ids = task.dispatch_many([p for _, p in jobs])
+        kinds = dict(zip(ids, (k for k, _ in jobs), strict=True))
+        for body in ("not json at all", '{"hello": "from another producer"}'):
+            queue.client.send_message(QueueUrl=stack["queue_url"], MessageBody=body)
+        print(f"dispatched {len(ids)} jobs and 2 poison messages in {time.time() - sent_at:.2f}s")
+        return summarize(stack, ids, kinds, sent_at)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print("dev stack stopped")
+
+
+def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent_at: float) -> int:
+    from backends.dynamodb import DynamoStore  # reading results needs the sdk; producing did not
+
+    store = DynamoStore(stack["table"])
+    sqs = SqsQueue(stack["dlq_url"]).client
+    deadline = time.monotonic() + 120
+    records = {}
+    shown = ""
+    while time.monotonic() < deadline:
+        records = {i: r for i, r in store.get_many(ids).items() if r.status.is_final}
+        depth = sqs.get_queue_attributes(
+            QueueUrl=stack["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        dead = int(depth["Attributes"]["ApproximateNumberOfMessages"])
+        done = len(records)
+        bar = "#" * (30 * done // len(ids))
+        line = f"  [{bar:<30}] {done}/{len(ids)} jobs final, {dead} in the DLQ"
+        if line != shown:  # a fresh line each step when the output is not a terminal
+            print(("\r" if sys.stdout.isatty() else "\n") + line, end="", flush=True)
+            shown = line
+        if done == len(ids) and dead >= 2 + sum(k == "broken" for k in kinds.values()):
+            break
+        time.sleep(0.25)
+    print()
+    statuses: dict[str, int] = {}
+    for record in records.values():
+        statuses[record.status.value] = statuses.get(record.status.value, 0) + 1
+    retried = sum(1 for r in records.values() if r.status.value == "succeeded" and r.attempt > 1)
+    latencies = sorted(
+        r.updated_at - sent_at for r in records.values() if r.status.value == "succeeded"
+    )
+    p50 = statistics.median(latencies) if latencies else 0.0
+    p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else 0.0
+    rows = [
+        ("succeeded", statuses.get("succeeded", 0), "of which retried first", retried),
+        ("rejected (invalid input)", statuses.get("rejected", 0), "never retried", ""),
+        ("failed (attempts exhausted)", statuses.get("failed", 0), "also in the DLQ", ""),
+        ("dead-lettered", dead, "failed jobs + poison bodies", ""),
+        ("not final", len(ids) - len(records), "", ""),
+    ]
+    print("\n  outcome                       jobs   note")
+    print("  " + "-" * 64)
+    for name, count, note, extra in rows:
+        print(f"  {name:<28} {count:>5}   {note} {extra}".rstrip())
+    print(f"\n  latency dispatch -> result: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    expected = {"ok": "succeeded", "flaky": "succeeded", "invalid": "rejected", "broken": "failed"}
+    wrong = [i for i in ids if i in records and records[i].status.value != expected[kinds[i]]]
+    lost = len(ids) - len(records)
+    print(f"  every job accounted for: {not wrong and not lost}")
+    return 0 if not wrong and not lost else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

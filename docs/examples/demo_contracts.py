@@ -1,0 +1,28 @@
+"""The demo's contracts: types only, so the producer imports nothing but the standard library."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from static_contracts import static_contract
+
+
+class ResizeImage(TypedDict):
+    url: str
+    width: int
+    flaky: bool  # the demo worker fails the first attempt of these
+    broken: bool  # ... and every attempt of these
+
+
+class Resized(TypedDict):
+    key: str
+    width: int
+
+
+resize_image = static_contract(
+    "resize-image",
+    input=ResizeImage,
+    output=Resized,
+    retry={"attempts": 3, "delay": 0.2, "jitter": False},
+    timeout="10s",
+)

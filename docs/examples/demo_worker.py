@@ -1,0 +1,28 @@
+"""The demo's worker: the app ``taskhop dev`` runs. Resources come from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from demo_contracts import Resized, ResizeImage, resize_image
+
+from backends.dynamodb import DynamoStore
+from backends.sqs import SqsQueue
+from sdk import JobContext, create_app
+
+app = create_app(
+    queue=SqsQueue(os.environ["TASKHOP_QUEUE_URL"]),
+    store=DynamoStore(os.environ["TASKHOP_TABLE"]),
+)
+
+
+@app.implement(resize_image)
+def resize(data: ResizeImage, ctx: JobContext) -> Resized:
+    if data["broken"]:
+        raise RuntimeError("the image service is down for this one")
+    if data["flaky"] and ctx.attempt == 1:
+        raise ConnectionError("connection reset, try again")
+    return {
+        "key": f"thumbs/{data['width']}/{data['url'].rsplit('/', 1)[-1]}",
+        "width": data["width"],
+    }
