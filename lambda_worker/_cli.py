@@ -7,6 +7,7 @@ sdk never imports this package.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -68,6 +69,67 @@ def register(commands: Any) -> None:
         help="stop after this long with nothing to do",
     )
     dev.set_defaults(run=run_dev_command)
+    register_dlq(commands)
+
+
+def register_dlq(commands: Any) -> None:
+    """Add ``dlq list`` and ``dlq redrive``."""
+    dlq = commands.add_parser("dlq", help="look at and redrive a dead-letter queue")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = actions.add_parser("list", help="show dead letters (job, task, why)")
+    listing.add_argument("--dlq-url", default=os.environ.get("TASKHOP_DLQ_URL"))
+    listing.add_argument("--max", type=int, default=100, help="show at most this many")
+    listing.set_defaults(run=dlq_list)
+    redrive = actions.add_parser("redrive", help="send dead letters back to the queue")
+    redrive.add_argument("--dlq-url", default=os.environ.get("TASKHOP_DLQ_URL"))
+    redrive.add_argument("--queue-url", default=os.environ.get("TASKHOP_QUEUE_URL"))
+    redrive.add_argument("--task", help="only jobs of this task")
+    redrive.add_argument("--dry-run", action="store_true", help="count, move nothing")
+    redrive.set_defaults(run=dlq_redrive)
+
+
+def dlq_list(args: argparse.Namespace) -> int:
+    """Print the dead letters without taking them off the queue."""
+    from ._dlq import peek
+
+    for letter in peek(_sqs(), _required(args.dlq_url, "--dlq-url"), limit=args.max):
+        print(json.dumps(letter))
+    return 0
+
+
+def dlq_redrive(args: argparse.Namespace) -> int:
+    """Move dead letters (of one task, if given) back to the queue, with progress."""
+    from ._dlq import redrive
+
+    moved = redrive(
+        _sqs(),
+        _required(args.dlq_url, "--dlq-url"),
+        _required(args.queue_url, "--queue-url"),
+        task=args.task,
+        dry_run=args.dry_run,
+        progress=lambda n: print(
+            f"\r  {'would redrive' if args.dry_run else 'redriven'}: {n}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        ),
+    )
+    print(file=sys.stderr)
+    print(json.dumps({"redriven" if not args.dry_run else "would_redrive": moved}))
+    return 0
+
+
+def _sqs() -> Any:
+    import boto3
+
+    factory: Any = boto3
+    return factory.client("sqs")
+
+
+def _required(value: str | None, option: str) -> str:
+    if not value:
+        raise SystemExit(f"{option} is required (or set its environment variable)")
+    return value
 
 
 def run_dev_command(args: argparse.Namespace) -> int:

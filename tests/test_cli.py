@@ -30,6 +30,11 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
                 static_contract("double", input=In, output=int), lambda d, c: d["n"] * 2
             )
             app.register(static_contract("remote", input=In, output=int))
+
+            def boom(data, ctx):
+                raise RuntimeError("kaboom")
+
+            app.implement(static_contract("boom", input=In, output=int), boom)
             not_an_app = 3
             """
         )
@@ -42,8 +47,12 @@ def test_tasks_lists_contracts_as_json(app_module: str, capsys: pytest.CaptureFi
     """``taskhop tasks --app module:app`` prints each contract and whether it is implemented."""
     assert main(["tasks", "--app", f"{app_module}:app"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["name"], r["implemented"]) for r in rows] == [("double", True), ("remote", False)]
-    assert rows[0]["input"] == "cli_app:In"
+    assert [(r["name"], r["implemented"]) for r in rows] == [
+        ("boom", True),
+        ("double", True),
+        ("remote", False),
+    ]
+    assert rows[1]["input"] == "cli_app:In"
 
 
 @pytest.mark.parametrize(
@@ -66,3 +75,83 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("taskhop")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0.1.0.dev0"
+
+
+def test_run_executes_a_handler_on_json_input(
+    app_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``taskhop run NAME --input JSON`` validates, runs and prints the output."""
+    assert main(["run", "double", "--input", '{"n": 21}', "--app", f"{app_module}:app"]) == 0
+    assert json.loads(capsys.readouterr().out) == 42
+    assert (
+        main(["run", "double", "--input", '{"n": 2}', "--app", f"{app_module}:app", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "result": 4}
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "code", "expected"),
+    [
+        ("double", '{"n": "x"}', 2, "input.n: expected integer, got string"),
+        ("double", "{not json", 2, "--input is not JSON"),
+        ("tripple", '{"n": 1}', 2, "unknown task 'tripple'"),
+        ("boom", '{"n": 1}', 1, "RuntimeError: kaboom"),
+    ],
+)
+def test_run_reports_bad_input_with_exit_codes(
+    app_module: str,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    data: str,
+    code: int,
+    expected: str,
+) -> None:
+    """Invalid input and unknown tasks exit 2 with field paths; handler errors exit 1."""
+    assert main(["run", name, "--input", data, "--app", f"{app_module}:app"]) == code
+    assert expected in capsys.readouterr().err
+    assert main(["run", name, "--input", data, "--app", f"{app_module}:app", "--json"]) == code
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["ok"] is False
+    assert expected.split(": ")[-1] in json.dumps(answer["error"])
+
+
+def test_jobs_status_prints_the_record(app_module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``taskhop jobs status ID`` prints the stored record; an unknown id exits 1."""
+    import importlib
+
+    module = importlib.import_module(app_module)
+    handle = module.double.dispatch({"n": 5})
+    assert handle.result(5) == 10
+    assert main(["jobs", "status", handle.id, "--app", f"{app_module}:app"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["status"], record["result"]) == ("succeeded", 10)
+    assert main(["jobs", "status", "nope", "--app", f"{app_module}:app"]) == 1
+
+
+def test_dlq_list_and_redrive(mocked_aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """``taskhop dlq list`` shows why letters died; ``redrive`` moves them back by task."""
+    import boto3
+
+    from static_contracts import Envelope
+
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+    dlq = sqs.create_queue(QueueName="q-dlq")["QueueUrl"]
+    reason = {"taskhop-reason": {"DataType": "String", "StringValue": "retries_exhausted"}}
+    for task in ("a", "a", "b"):
+        body = Envelope(task=task, input={}).encode().decode()
+        sqs.send_message(QueueUrl=dlq, MessageBody=body, MessageAttributes=reason)
+    sqs.send_message(QueueUrl=dlq, MessageBody="garbage")
+    assert main(["dlq", "list", "--dlq-url", dlq]) == 0
+    letters = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(str(x["task"]) for x in letters) == ["None", "a", "a", "b"]
+    assert {x["reason"] for x in letters} == {"retries_exhausted", "not a taskhop job"}
+    assert (
+        main(["dlq", "redrive", "--dlq-url", dlq, "--queue-url", queue, "--task", "a", "--dry-run"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"would_redrive": 2}
+    assert main(["dlq", "redrive", "--dlq-url", dlq, "--queue-url", queue, "--task", "a"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"redriven": 2}
+    moved = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(json.loads(m["Body"])["task"] for m in moved) == ["a", "a"]
