@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -154,6 +153,8 @@ class BoundTask(Generic[I, O]):
         headers: Mapping[str, str] | None = None,
     ) -> ResultHandle[O]:
         """``dispatch`` for async code: the send never blocks the event loop."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
         envelope = self.envelope(
             payload,
             skip_validation=skip_validation,
@@ -186,6 +187,8 @@ class BoundTask(Generic[I, O]):
         self, payloads: Iterable[I], *, skip_validation: bool = False
     ) -> list[ResultHandle[O]]:
         """``dispatch_many`` for async code."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
         envelopes = [self.envelope(p, skip_validation=skip_validation) for p in payloads]
         transport: Any = self.app.transport
         if isinstance(transport, AsyncTransport):

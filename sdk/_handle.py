@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -59,11 +58,15 @@ class ResultHandle(Generic[O]):
 
     async def astatus(self) -> JobStatus:
         """``status()`` without blocking the event loop."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
         record = await asyncio.to_thread(self._store().get, self.id)
         return JobStatus.QUEUED if record is None else record.status
 
     async def aresult(self, timeout: float | None = 30.0, *, poll: float = 0.02) -> O:
         """``result()`` without blocking the event loop: polls with capped backoff."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
         store = self._store()
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll

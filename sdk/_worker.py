@@ -13,7 +13,6 @@ Bytes that are not an envelope become a POISON outcome for the host to dead-lett
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import json
 import logging
@@ -41,6 +40,8 @@ from ._errors import (
 from ._store import JobRecord, JobStatus, JobStore, NoStore
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._app import App, Registered
 
 __all__ = ["Outcome", "OutcomeKind", "Worker"]
@@ -169,6 +170,8 @@ class Worker:
         deadline: float | None = None,
     ) -> Outcome:
         """``process`` inside an event loop: store calls and sync handlers go to threads."""
+        import asyncio  # lazy import: sync workers never pay for asyncio
+
         step = await asyncio.to_thread(self._prepare, body, attempt, deadline)
         if isinstance(step, Outcome):
             return step
@@ -371,6 +374,8 @@ class Worker:
         return box.get("value")
 
     async def _await_handler(self, step: _Prepared) -> Any:
+        import asyncio
+
         coro = step.entry.implementation.handler(step.data, step.ctx)
         if step.timeout is None:
             return await coro
@@ -384,6 +389,8 @@ class Worker:
         # stay bound to a live loop between Lambda invocations, and threads never share one.
         runner: asyncio.Runner | None = getattr(self._local, "runner", None)
         if runner is None:
+            import asyncio
+
             runner = asyncio.Runner()
             self._local.runner = runner
             with self._runners_lock:

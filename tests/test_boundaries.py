@@ -44,6 +44,7 @@ def test_importing_sdk_loads_no_backend_and_no_aws_or_http_client() -> None:
     """``import sdk`` pays for attrs and cattrs only: no boto3, httpx or backend."""
     loaded = loaded_after("import sdk")
     assert not loaded & HEAVY
+    assert "asyncio" not in loaded  # loaded on first async use: Lambda init does not pay for it
     assert "backends" not in loaded
     assert "lambda_worker" not in loaded
 

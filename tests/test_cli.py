@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sdk._cli import load_app, main
 
 
 @pytest.fixture
-def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A module on sys.path defining an app with one implemented and one registered task."""
     (tmp_path / "cli_app.py").write_text(
         textwrap.dedent(
@@ -40,7 +41,10 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "cli_app"
+    yield "cli_app"
+    module = sys.modules.pop("cli_app", None)
+    if module is not None:
+        module.app.close()
 
 
 def test_tasks_lists_contracts_as_json(app_module: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import EmailSent, SendEmail, send_email
@@ -97,9 +98,11 @@ def test_close_stops_the_threads_and_refuses_new_messages() -> None:
     bound = app.implement(send_email, lambda d, c: EmailSent("ok"))
     queue.serve(app)
     bound.dispatch({"to": "a", "subject": "s"}, delay=60)
+    threads = list(queue._threads)
+    assert threads
     queue.close()
     assert queue.pending == 1
-    assert not [t for t in threading.enumerate() if t.name.startswith("taskhop-memory")]
+    assert not [t for t in threads if t.is_alive()]
     with pytest.raises(TransportError, match="closed") as caught:
         bound.dispatch({"to": "b", "subject": "s"})
     assert len(caught.value.job_ids) == 1
@@ -111,8 +114,10 @@ def test_lazy_serving_starts_on_the_first_send() -> None:
     """The embedded default starts its worker thread only when a job is sent."""
     app = create_app()
     bound = app.implement(send_email, lambda d, c: EmailSent("ok"))
-    assert not [t for t in threading.enumerate() if t.name.startswith("taskhop-memory")]
+    queue: Any = app.transport
+    assert queue._threads == []
     assert bound.dispatch({"to": "a", "subject": "s"}).result(5) == EmailSent("ok")
+    assert len(queue._threads) == 1
     app.close()
 
 
