@@ -42,10 +42,18 @@ sqs = boto3.client("sqs"); ddb = boto3.client("dynamodb")
 
 
 def cold_starts(rounds: int = 11) -> dict[str, float]:
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "x"}
-    scripts = {"bare_python": "pass", "boto3_two_clients": BOTO3, "taskhop_worker": TASKHOP,
-               "powertools_batch_parser": POWERTOOLS}
+    env = {
+        **os.environ,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+    }
+    scripts = {
+        "bare_python": "pass",
+        "boto3_two_clients": BOTO3,
+        "taskhop_worker": TASKHOP,
+        "powertools_batch_parser": POWERTOOLS,
+    }
     samples: dict[str, list[float]] = {k: [] for k in scripts}
     for _ in range(rounds):
         for name, code in scripts.items():
