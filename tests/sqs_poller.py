@@ -87,8 +87,8 @@ class SqsPoller:
         if self._thread is not None:
             self._thread.join(10)
 
-    def idle(self) -> bool:
-        """No message queued, delayed or in flight, and the poller between batches."""
+    def empty(self) -> bool:
+        """No message queued, delayed or in flight."""
         attrs = self.client.get_queue_attributes(
             QueueUrl=self.url,
             AttributeNames=[
@@ -97,7 +97,11 @@ class SqsPoller:
                 "ApproximateNumberOfMessagesDelayed",
             ],
         )["Attributes"]
-        return not any(int(v) for v in attrs.values()) and not self._busy.is_set()
+        return not any(int(v) for v in attrs.values())
+
+    def idle(self) -> bool:
+        """The queue is empty and the poller is between batches."""
+        return self.empty() and not self._busy.is_set()
 
     def join(self, timeout: float = 20.0) -> None:
         """Wait until the background poller has drained the queue."""
@@ -112,15 +116,7 @@ class SqsPoller:
         while time.monotonic() < deadline:
             if self.run_once():
                 continue
-            attrs = self.client.get_queue_attributes(
-                QueueUrl=self.url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            if not any(int(v) for v in attrs.values()):
+            if self.empty():
                 return
             time.sleep(0.05)
         raise TimeoutError(f"queue {self.url} not drained after {timeout}s")
