@@ -12,8 +12,22 @@ schedules, and leaves a seam for HTTP events. ``LocalEventSourceMapping`` runs t
 handler against a real (or moto) queue, the way Lambda's event source mapping does.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._handler import LambdaContext, LambdaHandler, UnrecognisedEvent, make_handler
-from ._local import LocalContext, LocalEventSourceMapping
+
+if TYPE_CHECKING:
+    from ._local import LocalContext, LocalEventSourceMapping
+
+
+def __getattr__(name: str) -> Any:
+    # The local event source mapping is for laptops and tests: a Lambda's init never loads it.
+    if name in ("LocalContext", "LocalEventSourceMapping"):
+        from . import _local
+
+        return getattr(_local, name)
+    raise AttributeError(f"module 'lambda_worker' has no attribute {name!r}")
+
 
 __all__ = [
     "LambdaContext",

@@ -89,6 +89,23 @@ def test_backends_do_not_import_each_other() -> None:
                 )
 
 
+def test_a_lambda_worker_init_loads_only_what_it_runs() -> None:
+    """The handler module's imports leave out asyncio, httpx and the local poller."""
+    loaded = loaded_after("import lambda_worker, backends.sqs, backends.dynamodb")
+    assert not loaded & {"asyncio", "httpx", "moto"}
+    modules = loaded_after_full("import lambda_worker")
+    assert "lambda_worker._local" not in modules
+
+
+def loaded_after_full(code: str) -> set[str]:
+    """Every module name imported by ``code`` in a fresh interpreter."""
+    script = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [

@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "backends.sqs",
     "backends.dynamodb",
     "backends.s3",
+    "lambda_worker",
 ]
 
 
