@@ -150,12 +150,13 @@ app.register(static_contract("greet", input=Greet, output=dict)).dispatch({{"nam
 """
 
 
-def cold_start(endpoint: str, rounds: int = 9) -> dict[str, float]:
+def cold_start(endpoint: str, rounds: int = 15) -> dict[str, float]:
     import boto3
 
     from bench.lambda_cold import precompile
 
     precompile()  # as a wheel install would (see there)
+    os.environ.update(ENV)
     url = boto3.client("sqs", endpoint_url=endpoint).create_queue(QueueName="cold")["QueueUrl"]
     env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
     scripts = {
