@@ -21,6 +21,14 @@ from ._ids import new_job_id
 from ._json import JsonValue, dumps, to_json_value
 from ._policy import Backoff, RetryPolicy, RetrySpec
 from ._producer import AsyncProducer, Producer, ProducerTask, make_envelope
+from ._signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureError,
+    Verifier,
+    sign,
+    signed_headers,
+)
 from ._transport import AsyncTransport, PayloadStore, Transport
 
 __all__ = [
@@ -39,17 +47,23 @@ __all__ = [
     "ProducerTask",
     "RetryPolicy",
     "RetrySpec",
+    "SIGNATURE_HEADER",
+    "SignatureError",
     "StaticContract",
+    "TIMESTAMP_HEADER",
     "TaskhopError",
     "Transport",
     "TransportError",
     "UnsupportedProtocolError",
+    "Verifier",
     "dumps",
     "format_timestamp",
     "make_envelope",
     "new_job_id",
     "parse_duration",
     "parse_timestamp",
+    "sign",
+    "signed_headers",
     "static_contract",
     "to_json_value",
     "type_ref",
