@@ -15,6 +15,7 @@ handler against a real (or moto) queue, the way Lambda's event source mapping do
 from typing import TYPE_CHECKING, Any
 
 from ._handler import LambdaContext, LambdaHandler, UnrecognisedEvent, make_handler
+from ._http import HttpEndpoint
 
 if TYPE_CHECKING:
     from ._local import LocalContext, LocalEventSourceMapping
@@ -30,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "HttpEndpoint",
     "LambdaContext",
     "LambdaHandler",
     "LocalContext",
