@@ -1,0 +1,185 @@
+"""SQS over httpx, without boto3: for producers where boto3 is too heavy or unavailable.
+
+Requests use SQS's JSON protocol (``X-Amz-Target: AmazonSQS.SendMessage``) signed with
+Signature Version 4 by a small standard-library signer (``backends._sigv4``) whose tests
+cross-check botocore's. Credentials come from the standard environment variables, session
+tokens included; the region from the queue URL (``sqs.<region>.amazonaws.com``) or
+``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+
+Same behaviour as ``backends.sqs.SqsQueue`` where it matters: batches of 10, entries SQS
+failed on its side sent again, delays up to 900 s, FIFO group and deduplication ids, and
+``TransportError`` naming every job not accepted. Throttling and 5xx are retried with capped,
+jittered backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from static_contracts import Envelope, TransportError
+
+from ._sigv4 import Credentials, sign_request
+
+__all__ = ["SqsHttpQueue"]
+
+MAX_DELAY = 900
+MAX_BATCH = 10
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+RETRYABLE_CODES = (
+    "Throttling",
+    "RequestThrottled",
+    "ThrottlingException",
+    "ServiceUnavailable",
+    "InternalError",
+)
+
+
+class SqsHttpQueue:
+    """A ``Transport`` to one SQS queue over httpx with SigV4 signing.
+
+    Args:
+        url: the queue URL.
+        region: the AWS region (default: from the URL, else the environment).
+        credentials: keys to sign with (default: the standard environment variables).
+        client: an ``httpx.Client`` to use; ``transport`` builds the default one.
+        retries: retries of throttled or 5xx requests.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        region: str | None = None,
+        credentials: Credentials | None = None,
+        client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"url: expected an SQS queue URL, got {url!r}")
+        self.url = url
+        self.fifo = url.endswith(".fifo")
+        self.endpoint = f"{parts.scheme}://{parts.netloc}/"
+        host = parts.hostname or ""
+        region = region or (host.split(".")[1] if host.startswith("sqs.") else None)
+        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise TransportError(f"SQS queue {url}: no region (set AWS_REGION)", retryable=False)
+        self.region = region
+        try:
+            self.credentials = credentials or Credentials.from_env()
+        except LookupError as exc:
+            raise TransportError(f"SQS queue {url}: {exc}", retryable=False) from None
+        self.client = client or httpx.Client(transport=transport, timeout=timeout)
+        self.retries = retries
+
+    def send(self, envelope: Envelope) -> None:
+        """Send one envelope (SendMessage)."""
+        entry = self._entry(envelope)
+        self._call("SendMessage", {"QueueUrl": self.url, **entry}, (envelope.id,))
+
+    def send_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Send in batches of 10; raise listing every job not accepted."""
+        failed: list[str] = []
+        reasons: list[str] = []
+        for start in range(0, len(envelopes), MAX_BATCH):
+            batch = list(envelopes[start : start + MAX_BATCH])
+            pending = {str(i): e for i, e in enumerate(batch)}
+            for attempt in range(self.retries + 1):
+                entries = [{"Id": i, **self._entry(e)} for i, e in pending.items()]
+                ids = tuple(e.id for e in pending.values())
+                answer = self._call(
+                    "SendMessageBatch", {"QueueUrl": self.url, "Entries": entries}, ids
+                )
+                retry: dict[str, Envelope] = {}
+                for failure in answer.get("Failed", []):
+                    reasons.append(f"{failure.get('Code')}: {failure.get('Message', '')}")
+                    if failure.get("SenderFault"):
+                        failed.append(pending[failure["Id"]].id)
+                    else:
+                        retry[failure["Id"]] = pending[failure["Id"]]
+                pending = retry
+                if not pending:
+                    break
+                time.sleep(_backoff(attempt + 1))
+            failed += [e.id for e in pending.values()]
+        if failed:
+            raise TransportError(
+                f"{len(failed)} of {len(envelopes)} envelopes were not accepted by {self.url}: "
+                + "; ".join(sorted(set(reasons))),
+                job_ids=tuple(failed),
+            )
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.client.close()
+
+    def _entry(self, envelope: Envelope) -> dict[str, Any]:
+        entry: dict[str, Any] = {"MessageBody": envelope.encode().decode()}
+        if self.fifo:
+            entry["MessageGroupId"] = (envelope.headers or {}).get("group") or envelope.task
+            key = envelope.idempotency_key or envelope.id
+            entry["MessageDeduplicationId"] = hashlib.sha256(key.encode()).hexdigest()
+        else:
+            delay = min(MAX_DELAY, math.ceil(envelope.delay_seconds()))
+            if delay > 0:
+                entry["DelaySeconds"] = delay
+        return entry
+
+    def _call(
+        self, action: str, payload: dict[str, Any], job_ids: tuple[str, ...]
+    ) -> dict[str, Any]:
+        body = json.dumps(payload).encode()
+        what = f"{action} to {self.url}"
+        for attempt in range(self.retries + 1):
+            headers = sign_request(
+                method="POST",
+                url=self.endpoint,
+                body=body,
+                service="sqs",
+                region=self.region,
+                credentials=self.credentials,
+                headers={
+                    "content-type": "application/x-amz-json-1.0",
+                    "x-amz-target": f"AmazonSQS.{action}",
+                },
+            )
+            try:
+                response = self.client.post(self.endpoint, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise TransportError(f"{what}: {exc}", job_ids=job_ids) from exc
+                time.sleep(_backoff(attempt + 1))
+                continue
+            data: dict[str, Any] = response.json() if response.content else {}
+            if response.is_success:
+                return data
+            code = str(data.get("__type", "")).rsplit("#", 1)[-1]
+            transient = response.status_code in RETRYABLE_STATUS or code in RETRYABLE_CODES
+            if not transient or attempt == self.retries:
+                message = data.get("message") or data.get("Message") or response.reason_phrase
+                raise TransportError(
+                    f"{what}: {code or response.status_code}: {message}",
+                    job_ids=job_ids,
+                    retryable=transient,
+                )
+            time.sleep(_backoff(attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _backoff(attempt: int) -> float:
+    base = min(5.0, 0.05 * 2.0**attempt)
+    return float(base / 2 + random.uniform(0, base / 2))
