@@ -97,6 +97,24 @@ def _report(args: argparse.Namespace, code: int, error: dict[str, Any]) -> int:
     return code
 
 
+def _contracts_export(args: argparse.Namespace) -> int:
+    """Print every contract with JSON Schemas for its input and output."""
+    from ._schema import json_schema
+
+    app = load_app(args.app)
+    rows = [
+        {
+            "name": bound.name,
+            "version": bound.contract.version,
+            "input": json_schema(bound.contract.input, title=f"{bound.name} input"),
+            "output": json_schema(bound.contract.output, title=f"{bound.name} output"),
+        }
+        for bound in sorted(app, key=lambda b: b.name)
+    ]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def _job_status(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     if app.store is None:
@@ -128,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--app", **APP_OPTION)
     run.add_argument("--json", action="store_true", help="answer as one JSON object (for CI)")
     run.set_defaults(run=_run)
+    contracts = commands.add_parser("contracts", help="contracts for other languages")
+    contract_commands = contracts.add_subparsers(dest="contracts_command", required=True)
+    export = contract_commands.add_parser(
+        "export", help="print JSON Schema for every contract's input and output"
+    )
+    export.add_argument("--app", **APP_OPTION)
+    export.set_defaults(run=_contracts_export)
     jobs = commands.add_parser("jobs", help="read job records from the app's store")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True)
     status = job_commands.add_parser("status", help="print a job's record as JSON")
