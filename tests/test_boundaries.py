@@ -112,6 +112,9 @@ def loaded_after_full(code: str) -> set[str]:
         ("backends.sqs", {"httpx", "attrs", "cattrs", "sdk"}),
         ("backends.dynamodb", {"httpx"}),
         ("backends.memory", {"boto3", "botocore", "httpx"}),
+        ("backends.http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
+        ("backends.sqs_http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
+        ("backends.api", {"boto3", "botocore"}),
     ],
 )
 def test_each_backend_loads_only_what_it_needs(module: str, forbidden: set[str]) -> None:

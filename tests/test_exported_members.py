@@ -15,6 +15,9 @@ PUBLIC_MODULES = [
     "backends.sqs",
     "backends.dynamodb",
     "backends.s3",
+    "backends.http",
+    "backends.sqs_http",
+    "backends.api",
     "lambda_worker",
 ]
 
