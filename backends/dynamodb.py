@@ -144,8 +144,9 @@ class DynamoStore:
                 with aws_errors(StoreError, f"batch get jobs from table {self.table}"):
                     answer = self.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
-                    record = self._record(item)
-                    found[record.id] = record
+                    if "status" in item:  # see get(): no status, no job yet
+                        record = self._record(item)
+                        found[record.id] = record
                 request = dict(answer.get("UnprocessedKeys") or {})
                 if not request:
                     break

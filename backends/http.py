@@ -16,7 +16,6 @@ heavier (no boto3, attrs or cattrs; a test proves it in a fresh interpreter).
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Sequence
@@ -165,6 +164,8 @@ class AsyncHttpTransport:
 
     async def apost(self, envelope: Envelope) -> dict[str, Any]:
         """Send one envelope and return the endpoint's JSON answer."""
+        import asyncio  # lazy import: a sync producer never pays for asyncio
+
         settings = self._settings
         body, headers = settings.request(envelope)
         for attempt in range(1, settings.retries + 2):
@@ -188,6 +189,8 @@ class AsyncHttpTransport:
 
     async def asend_many(self, envelopes: Sequence[Envelope]) -> None:
         """Deliver the envelopes concurrently; raise listing every job not accepted."""
+        import asyncio
+
         results = await asyncio.gather(*(self.apost(e) for e in envelopes), return_exceptions=True)
         _collect(list(results), len(envelopes), self._settings.url)
 

@@ -1,4 +1,8 @@
-"""SQS over httpx, without boto3: for producers where boto3 is too heavy or unavailable.
+"""SQS without boto3: for producers where boto3 is too heavy or unavailable.
+
+By default requests go through the standard library's ``http.client`` (one kept-alive
+connection): importing httpx alone costs about 95 ms here, more than the rest of such a
+producer together. Pass ``client=httpx.Client(...)`` for httpx's pooling, proxies or HTTP/2.
 
 Requests use SQS's JSON protocol (``X-Amz-Target: AmazonSQS.SendMessage``) signed with
 Signature Version 4 by a small standard-library signer (``backends._sigv4``) whose tests
@@ -15,20 +19,22 @@ jittered backoff.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import math
 import os
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from static_contracts import Envelope, TransportError
 
 from ._sigv4 import Credentials, sign_request
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SqsHttpQueue"]
 
@@ -51,7 +57,8 @@ class SqsHttpQueue:
         url: the queue URL.
         region: the AWS region (default: from the URL, else the environment).
         credentials: keys to sign with (default: the standard environment variables).
-        client: an ``httpx.Client`` to use; ``transport`` builds the default one.
+        client: an ``httpx.Client`` to send with (default: the standard library's http.client).
+        timeout: seconds per request.
         retries: retries of throttled or 5xx requests.
 
     """
@@ -63,7 +70,6 @@ class SqsHttpQueue:
         region: str | None = None,
         credentials: Credentials | None = None,
         client: httpx.Client | None = None,
-        transport: httpx.BaseTransport | None = None,
         timeout: float = 10.0,
         retries: int = 4,
     ) -> None:
@@ -83,8 +89,11 @@ class SqsHttpQueue:
             self.credentials = credentials or Credentials.from_env()
         except LookupError as exc:
             raise TransportError(f"SQS queue {url}: {exc}", retryable=False) from None
-        self.client = client or httpx.Client(transport=transport, timeout=timeout)
+        self.client = client
+        self.timeout = timeout
         self.retries = retries
+        self._parts = parts
+        self._connection: http.client.HTTPConnection | None = None
 
     def send(self, envelope: Envelope) -> None:
         """Send one envelope (SendMessage)."""
@@ -124,8 +133,12 @@ class SqsHttpQueue:
             )
 
     def close(self) -> None:
-        """Close the HTTP client."""
-        self.client.close()
+        """Close the connection (or the httpx client)."""
+        if self.client is not None:
+            self.client.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _entry(self, envelope: Envelope) -> dict[str, Any]:
         entry: dict[str, Any] = {"MessageBody": envelope.encode().decode()}
@@ -138,6 +151,27 @@ class SqsHttpQueue:
             if delay > 0:
                 entry["DelaySeconds"] = delay
         return entry
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        """POST to the endpoint; (status, reason, body). Network trouble raises OSError."""
+        if self.client is not None:
+            import httpx
+
+            try:
+                response = self.client.post(self.endpoint, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise OSError(str(exc)) from exc
+            return response.status_code, response.reason_phrase, response.content
+        if self._connection is None:
+            self._connection = _connect(self._parts.scheme, self._parts.netloc, self.timeout)
+        try:
+            self._connection.request("POST", "/", body=body, headers=headers)
+            answer = self._connection.getresponse()
+            return answer.status, answer.reason, answer.read()
+        except (OSError, http.client.HTTPException):
+            self._connection.close()  # a broken keep-alive connection: reconnect next time
+            self._connection = None
+            raise
 
     def _call(
         self, action: str, payload: dict[str, Any], job_ids: tuple[str, ...]
@@ -158,26 +192,32 @@ class SqsHttpQueue:
                 },
             )
             try:
-                response = self.client.post(self.endpoint, content=body, headers=headers)
-            except httpx.TransportError as exc:
+                status, reason, content = self._post(body, headers)
+            except (OSError, http.client.HTTPException) as exc:
                 if attempt == self.retries:
                     raise TransportError(f"{what}: {exc}", job_ids=job_ids) from exc
                 time.sleep(_backoff(attempt + 1))
                 continue
-            data: dict[str, Any] = response.json() if response.content else {}
-            if response.is_success:
+            data: dict[str, Any] = json.loads(content) if content else {}
+            if 200 <= status < 300:
                 return data
             code = str(data.get("__type", "")).rsplit("#", 1)[-1]
-            transient = response.status_code in RETRYABLE_STATUS or code in RETRYABLE_CODES
+            transient = status in RETRYABLE_STATUS or code in RETRYABLE_CODES
             if not transient or attempt == self.retries:
-                message = data.get("message") or data.get("Message") or response.reason_phrase
+                message = data.get("message") or data.get("Message") or reason
                 raise TransportError(
-                    f"{what}: {code or response.status_code}: {message}",
+                    f"{what}: {code or status}: {message}",
                     job_ids=job_ids,
                     retryable=transient,
                 )
             time.sleep(_backoff(attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connect(scheme: str, netloc: str, timeout: float) -> http.client.HTTPConnection:
+    if scheme == "https":
+        return http.client.HTTPSConnection(netloc, timeout=timeout)
+    return http.client.HTTPConnection(netloc, timeout=timeout)
 
 
 def _backoff(attempt: int) -> float:

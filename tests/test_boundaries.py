@@ -113,7 +113,7 @@ def loaded_after_full(code: str) -> set[str]:
         ("backends.dynamodb", {"httpx"}),
         ("backends.memory", {"boto3", "botocore", "httpx"}),
         ("backends.http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
-        ("backends.sqs_http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
+        ("backends.sqs_http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk", "httpx"}),
         ("backends.api", {"boto3", "botocore"}),
     ],
 )

@@ -89,6 +89,13 @@ def test_send_and_send_many_reach_the_queue(
     ids = sorted(Envelope.decode(m["Body"]).id for m in received(server_session, queue_url))
     assert ids == sorted([one.id, *(e.id for e in many)])
     queue.close()
+    import httpx
+
+    over_httpx = SqsHttpQueue(queue_url, client=httpx.Client())
+    two = Envelope(task="t", input={"n": 2})
+    over_httpx.send(two)
+    assert [Envelope.decode(m["Body"]).id for m in received(server_session, queue_url)] == [two.id]
+    over_httpx.close()
 
 
 def test_fifo_and_errors(server_session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +123,7 @@ def test_fifo_and_errors(server_session: Any, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_boto3_free_producer_loads_no_boto3(queue_url: str) -> None:
-    """static_contracts + SqsHttpQueue import neither boto3, botocore, attrs nor cattrs."""
+    """static_contracts + SqsHttpQueue import no boto3, botocore, attrs, cattrs, nor httpx."""
     code = (
         "import os\n"
         "os.environ.update(AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x')\n"
@@ -128,4 +135,4 @@ def test_a_boto3_free_producer_loads_no_boto3(queue_url: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}
+    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk", "httpx"}
