@@ -16,15 +16,19 @@ heavier (no boto3, attrs or cattrs; a test proves it in a fresh interpreter).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 
 from static_contracts import Envelope, TransportError, signed_headers
+
+from ._sigv4 import Credentials, sign_request
 
 __all__ = ["AsyncHttpTransport", "HttpTransport"]
 
@@ -34,10 +38,16 @@ MAX_RETRY_AFTER = 60.0
 
 
 class _Settings:
-    """What both twins share: the endpoint, the secret and the retry policy."""
+    """What both twins share: the endpoint, the secret, IAM signing and the retry policy."""
 
     def __init__(
-        self, url: str, secret: str | bytes, retries: int, backoff: float, max_backoff: float
+        self,
+        url: str,
+        secret: str | bytes,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+        aws_iam: bool | Credentials = False,
     ) -> None:
         if not url.startswith(("https://", "http://")):
             raise ValueError(f"url: expected an http(s) URL, got {url!r}")
@@ -48,10 +58,35 @@ class _Settings:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.iam: Credentials | None = None
+        if aws_iam:
+            self.iam = aws_iam if isinstance(aws_iam, Credentials) else Credentials.from_env()
+            host = urlsplit(url).hostname or ""
+            # Function URLs: <id>.lambda-url.<region>.on.aws
+            parts = host.split(".")
+            self.region = (
+                parts[2]
+                if len(parts) > 3 and parts[1] == "lambda-url"
+                else (
+                    os.environ.get("AWS_REGION")
+                    or os.environ.get("AWS_DEFAULT_REGION")
+                    or "us-east-1"
+                )
+            )
 
     def request(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
         body = envelope.encode()
         headers = {"content-type": "application/json", **signed_headers(self.secret, body)}
+        if self.iam is not None:  # AWS_IAM auth on a Function URL: SigV4 for service "lambda"
+            headers = sign_request(
+                method="POST",
+                url=self.url,
+                headers=headers,
+                body=body,
+                service="lambda",
+                region=self.region,
+                credentials=self.iam,
+            )
         return body, headers
 
     def wait(self, attempt: int, response: httpx.Response | None) -> float:
@@ -108,8 +143,9 @@ class HttpTransport:
         retries: int = 4,
         backoff: float = 0.2,
         max_backoff: float = 10.0,
+        aws_iam: bool | Credentials = False,
     ) -> None:
-        self._settings = _Settings(url, secret, retries, backoff, max_backoff)
+        self._settings = _Settings(url, secret, retries, backoff, max_backoff, aws_iam)
         self.client = client or httpx.Client(transport=transport, timeout=timeout)
 
     def post(self, envelope: Envelope) -> dict[str, Any]:
@@ -158,8 +194,9 @@ class AsyncHttpTransport:
         retries: int = 4,
         backoff: float = 0.2,
         max_backoff: float = 10.0,
+        aws_iam: bool | Credentials = False,
     ) -> None:
-        self._settings = _Settings(url, secret, retries, backoff, max_backoff)
+        self._settings = _Settings(url, secret, retries, backoff, max_backoff, aws_iam)
         self.client = client or httpx.AsyncClient(transport=transport, timeout=timeout)
 
     async def apost(self, envelope: Envelope) -> dict[str, Any]:

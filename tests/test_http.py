@@ -338,3 +338,27 @@ def test_an_http_producer_loads_no_boto3_attrs_or_cattrs() -> None:
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}
     assert "httpx" in loaded
+
+
+def test_aws_iam_function_urls_get_a_sigv4_signature_too() -> None:
+    """With aws_iam, requests carry SigV4 for service "lambda" in the URL's region."""
+    from backends._sigv4 import Credentials
+
+    seen: list[httpx.Request] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, json={"job_id": "j"})
+
+    url = "https://abc123.lambda-url.eu-west-1.on.aws/jobs"
+    transport = HttpTransport(
+        url,
+        secret=SECRET,
+        transport=httpx.MockTransport(respond),
+        aws_iam=Credentials("AKID", "secret", "token"),
+    )
+    transport.send(Envelope(task="t", input={}))
+    headers = seen[0].headers
+    assert "/eu-west-1/lambda/aws4_request" in headers["authorization"]
+    assert headers["x-amz-security-token"] == "token"
+    Verifier([SECRET]).verify(dict(headers), seen[0].content)  # the HMAC is still there
