@@ -70,6 +70,30 @@ def register(commands: Any) -> None:
     )
     dev.set_defaults(run=run_dev_command)
     register_dlq(commands)
+    infra = commands.add_parser("infra", help="deployment parameters that follow from an app")
+    infra_commands = infra.add_subparsers(dest="infra_command", required=True)
+    render = infra_commands.add_parser("render", help="print SAM parameters or CDK context")
+    render.add_argument("--app", required=True, help="module:attribute of the App")
+    render.add_argument("--format", choices=["sam", "cdk-json"], default="sam")
+    render.set_defaults(run=infra_render)
+
+
+def infra_render(args: argparse.Namespace) -> int:
+    """``taskhop infra render``: see ``lambda_worker._infra``."""
+    from sdk._cli import load_app
+
+    from ._infra import GuardrailError, render
+
+    try:
+        rendered = render(load_app(args.app))
+    except GuardrailError as exc:
+        raise SystemExit(f"guardrail: {exc}") from None
+    if args.format == "sam":
+        overrides = " ".join(f"{k}={v}" for k, v in rendered["parameters"].items())
+        print(json.dumps({**rendered, "parameter_overrides": overrides}, indent=2))
+    else:
+        print(json.dumps({"context": {"taskhop": rendered}}, indent=2))
+    return 0
 
 
 def register_dlq(commands: Any) -> None:
