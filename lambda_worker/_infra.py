@@ -9,12 +9,16 @@ context). The numbers come from the contracts:
 - the queue visibility timeout: 6x the function timeout (AWS's advice for SQS-triggered
   functions, so a slow batch is not delivered twice while it runs);
 - ``maxReceiveCount``: the most retry attempts any task allows, and at least 5;
-- one queue per contract ``queue`` name, and an EventBridge rule per schedule.
+- the contracts' ``queue`` names (one worker serves one queue: deploy one stack per name),
+  and an EventBridge rule per schedule (``sam_events``, to merge into the function's
+  ``Events``; the CDK construct takes ``schedules=``).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +51,35 @@ def render(app: App) -> dict[str, Any]:
         {"name": s.name, "expression": s.expression, "task": s.contract.name}
         for s in app.schedules.values()
     ]
-    return {"parameters": parameters, "queues": queues, "schedules": schedules}
+    return {
+        "parameters": parameters,
+        "queues": queues,
+        "schedules": schedules,
+        "sam_events": sam_schedule_events(schedules),
+    }
+
+
+def sam_schedule_events(schedules: list[dict[str, str]]) -> dict[str, Any]:
+    """SAM ``Events`` for the worker function, one EventBridge rule per schedule.
+
+    The rule's input names the schedule, which is how the Lambda runtime finds it.
+    """
+    events: dict[str, Any] = {}
+    for schedule in schedules:
+        key = "Schedule" + "".join(part.capitalize() for part in _words(schedule["name"]))
+        events[key] = {
+            "Type": "Schedule",
+            "Properties": {
+                "Schedule": schedule["expression"],
+                "Name": schedule["name"],
+                "Input": json.dumps({"taskhop_schedule": schedule["name"]}),
+            },
+        }
+    return events
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^A-Za-z0-9]+", name) if w]
 
 
 def check_parameters(parameters: Mapping[str, Any]) -> None:

@@ -186,16 +186,31 @@ def test_infra_render_follows_the_contracts(capsys: pytest.CaptureFixture[str]) 
         check_parameters({"FunctionTimeout": 10, "VisibilityTimeout": 60, "MaxReceiveCount": 3})
 
 
-def test_rendered_parameters_lint_and_transform() -> None:
-    """A template with rendered parameters as defaults still passes cfn-lint."""
+def test_rendered_templates_lint_and_transform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template with rendered parameters and schedule events passes cfn-lint and SAM."""
     from cfnlint.api import lint_all
+    from samtranslator.translator.transform import transform
 
-    text = (
-        SAM.read_text()
-        .replace("    Default: 30\n", "    Default: 123\n", 1)
-        .replace("    Default: 180\n", "    Default: 738\n", 1)
-    )
-    assert [m for m in lint_all(text) if m.rule.id[0] in "EW"] == []
+    from lambda_worker._infra import sam_schedule_events
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    template = cfn_yaml(SAM)
+    for key, value in {"FunctionTimeout": 123, "VisibilityTimeout": 738}.items():
+        template["Parameters"][key]["Default"] = value
+    schedule = {"name": "hourly-digest", "expression": "rate(1 hour)", "task": "t"}
+    template["Resources"]["Worker"]["Properties"]["Events"].update(sam_schedule_events([schedule]))
+    assert [m for m in lint_all(json.dumps(template)) if m.rule.id[0] in "EW"] == []
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    template["Resources"]["Worker"]["Properties"]["CodeUri"] = "s3://artifacts/worker.zip"
+    output = transform(template, {}, NoManagedPolicies())
+    [rule] = [r for r in output["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    target_input = json.loads(rule["Properties"]["Targets"][0]["Input"])
+    assert target_input == {"taskhop_schedule": "hourly-digest"}
 
 
 # -- CDK ------------------------------------------------------------------------------------
@@ -232,6 +247,7 @@ def test_cdk_construct_has_the_same_resources(cdk_template: Any) -> None:
         "AWS::Lambda::EventSourceMapping": 1,
         "AWS::S3::Bucket": 1,
         "AWS::CloudWatch::Alarm": 3,
+        "AWS::Events::Rule": 1,
     }
     for kind, count in counts.items():
         cdk_template.resource_count_is(kind, count)

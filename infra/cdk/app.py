@@ -20,6 +20,7 @@ def build(app: cdk.App, code_path: str = "../../build/worker") -> cdk.Stack:
         ),
         max_receive_count=int(app.node.try_get_context("MaxReceiveCount") or 5),
         payload_bucket=True,
+        schedules=[("hourly-digest", "rate(1 hour)")],
     )
     cdk.CfnOutput(stack, "QueueUrl", value=worker.queue.queue_url)
     cdk.CfnOutput(stack, "JobTableName", value=worker.table.table_name)

@@ -7,11 +7,14 @@ actions and resources (no wildcards).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -36,6 +39,8 @@ class TaskhopWorker(Construct):
         payload_bucket: an S3 bucket for payloads and results too large for SQS / DynamoDB.
         http_endpoint: ``"enqueue"`` or ``"run"`` adds a Function URL for signed HTTP delivery.
         signing_secret: the HMAC secret (required with ``http_endpoint``).
+        schedules: ``(name, expression)`` pairs from ``taskhop infra render``: one
+            EventBridge rule each, invoking the worker with ``{"taskhop_schedule": name}``.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class TaskhopWorker(Construct):
         payload_bucket: bool = False,
         http_endpoint: str | None = None,
         signing_secret: secretsmanager.ISecret | None = None,
+        schedules: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         function_timeout = function_timeout or Duration.seconds(30)
@@ -138,6 +144,19 @@ class TaskhopWorker(Construct):
         self.url: lambda_.FunctionUrl | None = None
         if http_endpoint is not None:
             self.url = self.function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)
+        for name, expression in schedules:  # (rule name, "rate(...)" or "cron(...)")
+            events.Rule(
+                self,
+                f"Schedule-{name}",
+                rule_name=name,
+                schedule=events.Schedule.expression(expression),
+                targets=[
+                    targets.LambdaFunction(
+                        self.function,
+                        event=events.RuleTargetInput.from_object({"taskhop_schedule": name}),
+                    )
+                ],
+            )
         self._alarms()
 
     def _grant_least_privilege(self, secret: secretsmanager.ISecret | None) -> None:
