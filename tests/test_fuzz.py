@@ -73,16 +73,13 @@ FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCh
 @given(bodies)
 def test_the_decoder_classifies_every_malformed_body(body: bytes) -> None:
     """Envelope.decode returns an envelope or raises EnvelopeError with a reason."""
+    reasons = {"not_json", "not_object", "not_envelope", "unsupported_version", "invalid_field"}
+    reason = None
     try:
         Envelope.decode(body)
     except EnvelopeError as exc:
-        assert exc.reason in {
-            "not_json",
-            "not_object",
-            "not_envelope",
-            "unsupported_version",
-            "invalid_field",
-        }
+        reason = exc.reason
+    assert reason is None or reason in reasons
 
 
 @FUZZ
