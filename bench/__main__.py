@@ -124,10 +124,12 @@ def main() -> None:
     ]:
         figures[name] = {k: round(v, 3) for k, v in bench().items()}
         print(name, json.dumps(figures[name]))
-    from bench import aws, edge, lambda_cold, worker_cpu
+    from bench import aws, cost, edge, lambda_cold, worker_cpu
 
     figures["lambda_worker_init"] = {k: round(v, 3) for k, v in lambda_cold.cold_starts().items()}
     print("lambda_worker_init", json.dumps(figures["lambda_worker_init"]))
+    figures["cost"] = cost.run()
+    print("cost", json.dumps(figures["cost"]))
     figures["worker_cpu"] = {k: round(v, 3) for k, v in worker_cpu.run().items()}
     print("worker_cpu", json.dumps(figures["worker_cpu"]))
     figures["edge_producers"] = {k: round(v, 3) for k, v in edge.run().items()}
