@@ -9,13 +9,13 @@ retry policy then decides, as for any handler error.
 
 from __future__ import annotations
 
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from sdk import PermanentError, Retry
+
+from ._retry_after import retry_after
 
 __all__ = ["ApiClient", "AsyncApiClient", "raise_for_retry"]
 
@@ -32,7 +32,7 @@ def raise_for_retry(response: httpx.Response) -> httpx.Response:
     detail = response.text[:200].strip()
     message = f"{what}: {detail}" if detail else what
     if status in RETRYABLE or (status >= 500 and status not in PERMANENT):
-        raise Retry(message, after=_retry_after(response))
+        raise Retry(message, after=retry_after(response))
     raise PermanentError(message)
 
 
@@ -117,16 +117,3 @@ class AsyncApiClient:
     async def aclose(self) -> None:
         """Close the client."""
         await self.client.aclose()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

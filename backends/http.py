@@ -20,7 +20,6 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ import httpx
 
 from static_contracts import Envelope, TransportError, signed_headers
 
+from ._retry_after import retry_after
 from ._sigv4 import Credentials, sign_request
 
 __all__ = ["AsyncHttpTransport", "HttpTransport"]
@@ -91,7 +91,7 @@ class _Settings:
 
     def wait(self, attempt: int, response: httpx.Response | None) -> float:
         """Seconds before retry number ``attempt`` (1-based): Retry-After, else backoff."""
-        after = _retry_after(response) if response is not None else None
+        after = retry_after(response) if response is not None else None
         if after is not None:
             return min(after, MAX_RETRY_AFTER)
         base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
@@ -256,16 +256,3 @@ def _collect(results: list[Any], total: int, url: str) -> None:
         job_ids=tuple(failed),
         retryable=all(isinstance(e, TransportError) and e.retryable for e in errors),
     )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
