@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from bench._fresh import median_ms
+
 ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -153,9 +155,6 @@ app.register(static_contract("greet", input=Greet, output=dict)).dispatch({{"nam
 def cold_start(endpoint: str, rounds: int = 15) -> dict[str, float]:
     import boto3
 
-    from bench.lambda_cold import precompile
-
-    precompile()  # as a wheel install would (see there)
     os.environ.update(ENV)
     url = boto3.client("sqs", endpoint_url=endpoint).create_queue(QueueName="cold")["QueueUrl"]
     env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
@@ -164,13 +163,7 @@ def cold_start(endpoint: str, rounds: int = 15) -> dict[str, float]:
         "static_producer": STATIC.format(url=url),
         "sdk_app": SDK.format(url=url),
     }
-    samples: dict[str, list[float]] = {k: [] for k in scripts}
-    for _ in range(rounds):
-        for name, code in scripts.items():
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, env=env)
-            samples[name].append((time.perf_counter() - started) * 1000)
-    out = {f"{k}_ms": statistics.median(v) for k, v in samples.items()}
+    out = median_ms(scripts, rounds=rounds, env=env)
     out["static_producer_over_raw"] = out["static_producer_ms"] / out["raw_boto3_ms"]
     out["sdk_app_over_raw"] = out["sdk_app_ms"] / out["raw_boto3_ms"]
     return out

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from bench._fresh import median_ms
 from bench.aws import ENV, moto_server
-from bench.lambda_cold import precompile
 
 SERVER = """
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,7 +85,6 @@ def loopback_endpoint() -> Iterator[str]:
 def run(rounds: int = 15) -> dict[str, float]:
     import boto3
 
-    precompile()
     os.environ.update(ENV)
     with loopback_endpoint() as url, moto_server() as endpoint:
         queue = boto3.client("sqs", endpoint_url=endpoint).create_queue(QueueName="edge")[
@@ -99,13 +97,7 @@ def run(rounds: int = 15) -> dict[str, float]:
             "static_sqs_http": STATIC_SQS_HTTP.format(queue=queue),
             "raw_boto3": RAW_BOTO3.format(endpoint=endpoint, queue=queue),
         }
-        samples: dict[str, list[float]] = {k: [] for k in scripts}
-        for _ in range(rounds):
-            for name, code in scripts.items():
-                started = time.perf_counter()
-                subprocess.run([sys.executable, "-c", code], check=True, env=env)
-                samples[name].append((time.perf_counter() - started) * 1000)
-    out = {f"{k}_ms": statistics.median(v) for k, v in samples.items()}
+        out = median_ms(scripts, rounds=rounds, env=env)
     out["static_http_over_bare_httpx"] = out["static_http_ms"] / out["bare_httpx_ms"]
     out["static_sqs_http_over_raw_boto3"] = out["static_sqs_http_ms"] / out["raw_boto3_ms"]
     return out

@@ -8,10 +8,8 @@ interleaved rounds; the figure that matters is the difference to boto3-with-two-
 from __future__ import annotations
 
 import os
-import statistics
-import subprocess
-import sys
-import time
+
+from bench._fresh import median_ms
 
 BOTO3 = """
 import boto3
@@ -41,22 +39,6 @@ sqs = boto3.client("sqs"); ddb = boto3.client("dynamodb")
 """
 
 
-def precompile() -> None:
-    """Write .pyc files for taskhop's packages, as installing the wheel would.
-
-    boto3 and Powertools come from site-packages, where pip compiled them at install time; an
-    editable install of taskhop has no .pyc (and PYTHONDONTWRITEBYTECODE may keep it so),
-    which would charge taskhop ~25 ms of compilation the others do not pay. On Lambda, ship
-    compiled files too (``python -m compileall`` in the build): /var/task is read-only.
-    """
-    import compileall
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    for package in ("static_contracts", "sdk", "backends", "lambda_worker"):
-        compileall.compile_dir(root / package, quiet=1)
-
-
 def cold_starts(rounds: int = 11) -> dict[str, float]:
     env = {
         **os.environ,
@@ -70,14 +52,7 @@ def cold_starts(rounds: int = 11) -> dict[str, float]:
         "taskhop_worker": TASKHOP,
         "powertools_batch_parser": POWERTOOLS,
     }
-    precompile()
-    samples: dict[str, list[float]] = {k: [] for k in scripts}
-    for _ in range(rounds):
-        for name, code in scripts.items():
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, env=env)
-            samples[name].append((time.perf_counter() - started) * 1000)
-    out = {f"{k}_ms": statistics.median(v) for k, v in samples.items()}
+    out = median_ms(scripts, rounds=rounds, env=env)
     out["taskhop_over_boto3_ms"] = out["taskhop_worker_ms"] - out["boto3_two_clients_ms"]
     boto3_ms = out["boto3_two_clients_ms"]
     out["powertools_over_boto3_ms"] = out["powertools_batch_parser_ms"] - boto3_ms

@@ -213,37 +213,24 @@ class TaskhopWorker(Construct):
             )
 
     def _alarms(self) -> None:
-        cloudwatch.Alarm(
-            self,
-            "DeadLetters",
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=0,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="Jobs are in the dead-letter queue",
-        )
-        cloudwatch.Alarm(
-            self,
-            "OldestMessage",
-            metric=self.queue.metric_approximate_age_of_oldest_message(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=900,
-            evaluation_periods=5,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="Jobs wait in the queue longer than 15 minutes",
-        )
-        cloudwatch.Alarm(
-            self,
-            "FunctionErrors",
-            metric=self.function.metric_errors(period=Duration.minutes(5)),
-            threshold=0,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description="The worker function itself fails",
-        )
+        minute = Duration.minutes(1)
+        dead = self.dead_letter_queue.metric_approximate_number_of_messages_visible
+        oldest = self.queue.metric_approximate_age_of_oldest_message
+        for name, metric, threshold, periods, description in [
+            ("DeadLetters", dead(period=minute, statistic="Maximum"), 0, 1,
+             "Jobs are in the dead-letter queue"),
+            ("OldestMessage", oldest(period=minute, statistic="Maximum"), 900, 5,
+             "Jobs wait in the queue longer than 15 minutes"),
+            ("FunctionErrors", self.function.metric_errors(period=Duration.minutes(5)), 0, 1,
+             "The worker function itself fails"),
+        ]:  # fmt: skip
+            cloudwatch.Alarm(
+                self,
+                name,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=periods,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=description,
+            )

@@ -1,0 +1,43 @@
+"""Timing scripts in fresh interpreters, interleaved: how every cold-start bench measures."""
+
+from __future__ import annotations
+
+import compileall
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["median_ms", "precompile"]
+
+
+def precompile() -> None:
+    """Write .pyc files for taskhop's packages, as installing the wheel would.
+
+    boto3 and Powertools come from site-packages, where pip compiled them at install time; an
+    editable install of taskhop has no .pyc (and PYTHONDONTWRITEBYTECODE may keep it so),
+    which would charge taskhop ~25 ms of compilation the others do not pay. On Lambda, ship
+    compiled files too (``python -m compileall`` in the build): /var/task is read-only.
+    """
+    root = Path(__file__).resolve().parent.parent
+    for package in ("static_contracts", "sdk", "backends", "lambda_worker"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
+def median_ms(
+    scripts: Mapping[str, str], *, rounds: int, env: Mapping[str, str]
+) -> dict[str, float]:
+    """``{name}_ms``: the median wall time of each script in a fresh interpreter.
+
+    Rounds are interleaved, so drift in the machine's load hits every script alike.
+    """
+    precompile()
+    samples: dict[str, list[float]] = {name: [] for name in scripts}
+    for _ in range(rounds):
+        for name, code in scripts.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=dict(env))
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {f"{name}_ms": statistics.median(values) for name, values in samples.items()}
