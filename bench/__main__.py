@@ -8,6 +8,7 @@ same run (bare interpreter start, calling the handler directly), as a ratio.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -15,11 +16,27 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict
 
 RESULTS = Path(__file__).parent / "results" / "core.json"
 SUMMARY = Path(__file__).parent / "results.md"
+# taskhop, its dependencies and the peers it is measured against: figures move with these.
+PACKAGES = (
+    "taskhop", "boto3", "botocore", "httpx", "attrs", "cattrs", "moto",
+    "aws-lambda-powertools", "pydantic", "celery", "kombu",
+)  # fmt: skip
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7) -> float:
@@ -113,7 +130,12 @@ def bench_memory_end_to_end(n: int = 2_000) -> dict[str, float]:
 
 def main() -> None:
     figures: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "versions": versions(),
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     for name, bench in [
@@ -124,10 +146,12 @@ def main() -> None:
     ]:
         figures[name] = {k: round(v, 3) for k, v in bench().items()}
         print(name, json.dumps(figures[name]))
-    from bench import aws, cost, edge, lambda_cold, worker_cpu
+    from bench import aws, cost, edge, lambda_cold, rss, worker_cpu
 
     figures["lambda_worker_init"] = {k: round(v, 3) for k, v in lambda_cold.cold_starts().items()}
     print("lambda_worker_init", json.dumps(figures["lambda_worker_init"]))
+    figures["worker_rss"] = {k: round(v, 3) for k, v in rss.run().items()}
+    print("worker_rss", json.dumps(figures["worker_rss"]))
     figures["cost"] = cost.run()
     print("cost", json.dumps(figures["cost"]))
     figures["worker_cpu"] = {k: round(v, 3) for k, v in worker_cpu.run().items()}
@@ -151,17 +175,24 @@ GOALS = {
     "taskhop_over_powertools": "<= 0.85 (cpu); well under 1 (init)",
     "static_http_over_bare_httpx": "<= 1.1",
     "static_sqs_http_over_raw_boto3": "<= 0.45",
+    "dispatch_over_celery_send_task": ">= 8",
+    "dispatch_many_over_celery_send_task": ">= 8",
+    "taskhop_init_over_boto3_two_clients_mb": "<= 15",
+    "taskhop_growth_1k_to_10k_mb": "<= 2 (noise)",
 }
 
 
 def summary(figures: dict[str, Any]) -> str:
     """The figures as a Markdown page, one table per benchmark, goals beside ratios."""
+    machine = figures["machine"]
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` on {figures['when']} ({figures['machine']['platform']},"
-        f" Python {figures['machine']['python']}). A shared, noisy 2-core machine: medians of"
-        " interleaved rounds; compare ratios, not absolute numbers.",
+        f"Written by `make bench` on {figures['when']} ({machine['platform']},"
+        f" {machine['cpus']} CPUs, Python {machine['python']}). A shared, noisy machine: medians"
+        " of interleaved rounds; compare ratios, not absolute numbers.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".",
     ]
     for name, values in figures.items():
         if name in ("machine", "when"):

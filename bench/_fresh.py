@@ -12,6 +12,10 @@ from pathlib import Path
 
 __all__ = ["median_ms", "precompile"]
 
+# Appended to every script: how many modules its cold start loaded (``sys`` is always loaded,
+# so importing it again adds none). The count goes to stdout's last line.
+COUNT_MODULES = "\nimport sys as _sys\nprint(len(_sys.modules))\n"
+
 
 def precompile() -> None:
     """Write .pyc files for taskhop's packages, as installing the wheel would.
@@ -31,13 +35,23 @@ def median_ms(
 ) -> dict[str, float]:
     """``{name}_ms``: the median wall time of each script in a fresh interpreter.
 
+    Also ``{name}_modules``: ``len(sys.modules)`` when the script ends (the same every round).
     Rounds are interleaved, so drift in the machine's load hits every script alike.
     """
     precompile()
     samples: dict[str, list[float]] = {name: [] for name in scripts}
+    modules: dict[str, int] = {}
     for _ in range(rounds):
         for name, code in scripts.items():
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, env=dict(env))
+            done = subprocess.run(
+                [sys.executable, "-c", code + COUNT_MODULES],
+                check=True,
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             samples[name].append((time.perf_counter() - started) * 1000)
-    return {f"{name}_ms": statistics.median(values) for name, values in samples.items()}
+            modules[name] = int(done.stdout.split()[-1])
+    out = {f"{name}_ms": statistics.median(values) for name, values in samples.items()}
+    return out | {f"{name}_modules": modules[name] for name in scripts}

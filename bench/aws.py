@@ -1,9 +1,13 @@
-"""SQS producer benchmarks against a moto server on 127.0.0.1: taskhop vs raw boto3.
+"""SQS producer benchmarks against a moto server on 127.0.0.1: taskhop vs raw boto3 and Celery.
 
 Same server, same run, interleaved rounds; figures are medians and ratios (this machine is
 shared and noisy). Throughput compares ``send_message`` with ``dispatch`` and
-``send_message_batch`` with ``dispatch_many``; cold start compares a fresh interpreter that
-imports, builds a client and sends one message.
+``send_message_batch`` with ``dispatch_many``, and both with Celery's ``send_task``; cold
+start compares a fresh interpreter that imports, builds a client and sends one message.
+
+moto (5.2) computes every queue attribute on each SendMessage, so sends slow down as a queue
+fills: each measurement sends ``messages_per_queue`` messages to a queue of its own, which
+starts empty (depth 0 to ``messages_per_queue``, the same for every contender).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from bench import celery_peer
 from bench._fresh import median_ms
 
 ENV = {
@@ -64,13 +69,13 @@ def moto_server() -> Iterator[str]:
         proc.wait(10)
 
 
-def per_second(fn: Callable[[], int], rounds: int) -> list[float]:
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        count = fn()
-        rates.append(count / (time.perf_counter() - started))
-    return rates
+def measure(fn: Callable[[], int]) -> tuple[float, float]:
+    """Messages per second, and this process's CPU microseconds per message (the client's
+    own cost: the moto server runs in another process)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    count = fn()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return count / elapsed, cpu / count * 1e6
 
 
 def throughput(endpoint: str, n: int = 200, rounds: int = 5) -> dict[str, float]:
@@ -113,17 +118,33 @@ def throughput(endpoint: str, n: int = 200, rounds: int = 5) -> dict[str, float]
         bound.dispatch_many([{"name": "ada"}] * n)
         return n
 
-    figures: dict[str, list[float]] = {
-        k: [] for k in ("raw_send", "dispatch", "raw_batch", "dispatch_many")
+    contenders = {
+        "raw_send": raw_single,
+        "dispatch": ours_single,
+        "raw_batch": raw_batch,
+        "dispatch_many": ours_batch,
+        "celery_send_task": celery_peer.send_task_runner(endpoint, n),
     }
-    for _ in range(rounds):  # interleaved, so drift in the machine's load hits both sides
-        figures["raw_send"] += per_second(raw_single, 1)
-        figures["dispatch"] += per_second(ours_single, 1)
-        figures["raw_batch"] += per_second(raw_batch, 1)
-        figures["dispatch_many"] += per_second(ours_batch, 1)
-    out = {f"{k}_per_s": statistics.median(v) for k, v in figures.items()}
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    cpu: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):  # interleaved, so drift in the machine's load hits every side
+        for name, fn in contenders.items():
+            rate, cpu_us = measure(fn)
+            rates[name].append(rate)
+            cpu[name].append(cpu_us)
+    out: dict[str, float] = {"messages_per_queue": n}
+    out |= {f"{k}_per_s": statistics.median(v) for k, v in rates.items()}
+    out |= {f"{k}_client_cpu_us": statistics.median(v) for k, v in cpu.items()}
     out["dispatch_over_raw_send"] = out["dispatch_per_s"] / out["raw_send_per_s"]
     out["dispatch_many_over_raw_batch"] = out["dispatch_many_per_s"] / out["raw_batch_per_s"]
+    celery = out["celery_send_task_per_s"]
+    out["dispatch_over_celery_send_task"] = out["dispatch_per_s"] / celery
+    out["dispatch_many_over_celery_send_task"] = out["dispatch_many_per_s"] / celery
+    # The server's cost aside (moto's is most of the wall time here), how much more CPU Celery's
+    # producer spends per message: the throughput ratio a CPU-bound client would see.
+    celery_cpu = out["celery_send_task_client_cpu_us"]
+    out["celery_send_task_cpu_over_dispatch"] = celery_cpu / out["dispatch_client_cpu_us"]
+    out["celery_send_task_cpu_over_dispatch_many"] = celery_cpu / out["dispatch_many_client_cpu_us"]
     return out
 
 
@@ -162,10 +183,16 @@ def cold_start(endpoint: str, rounds: int = 15) -> dict[str, float]:
         "raw_boto3": RAW.format(endpoint=endpoint, url=url),
         "static_producer": STATIC.format(url=url),
         "sdk_app": SDK.format(url=url),
+        "celery_send_task": celery_peer.COLD_START.format(
+            host=endpoint.removeprefix("http://"), url=url
+        ),
     }
     out = median_ms(scripts, rounds=rounds, env=env)
     out["static_producer_over_raw"] = out["static_producer_ms"] / out["raw_boto3_ms"]
     out["sdk_app_over_raw"] = out["sdk_app_ms"] / out["raw_boto3_ms"]
+    celery = out["celery_send_task_ms"]
+    out["static_producer_over_celery"] = out["static_producer_ms"] / celery
+    out["sdk_app_over_celery"] = out["sdk_app_ms"] / celery
     return out
 
 

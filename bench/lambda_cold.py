@@ -3,6 +3,7 @@
 Each contender runs in a fresh interpreter, as a Lambda init does: import the handler module
 and build what it needs at module level (two boto3 clients, SQS and DynamoDB). Medians of
 interleaved rounds; the figure that matters is the difference to boto3-with-two-clients.
+``{name}_modules`` is how many modules each init left in ``sys.modules``.
 """
 
 from __future__ import annotations
