@@ -19,6 +19,8 @@ from sdk import Outcome
 __all__ = ["emit_job", "emit_metrics"]
 
 NAMESPACE = "taskhop"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+"""One encoder for every line: ``json.dumps`` with options builds a new one per call."""
 
 
 def emit_job(
@@ -77,5 +79,5 @@ def emit_metrics(outcomes: Iterable[Outcome], *, out: TextIO | None = None) -> N
 
 def _write(line: dict[str, Any], out: TextIO | None) -> None:
     stream = out or sys.stdout
-    stream.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+    stream.write(_ENCODER.encode(line) + "\n")
     stream.flush()

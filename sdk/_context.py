@@ -24,7 +24,6 @@ class JobContext:
         max_attempts: the retry policy's total; ``attempt == max_attempts`` is the last try.
         deadline: ``time.monotonic()`` value by which the handler must finish, or None.
         envelope: the job as it arrived (trace context, headers, idempotency key).
-        log: a logger whose records carry the job id and task name.
 
     """
 
@@ -34,9 +33,18 @@ class JobContext:
     max_attempts: int = 1
     deadline: float | None = None
     envelope: Envelope | None = None
-    log: logging.LoggerAdapter[logging.Logger] = field(
-        default_factory=lambda: logging.LoggerAdapter(_log, {})
+    _adapter: logging.LoggerAdapter[logging.Logger] | None = field(
+        default=None, init=False, repr=False, compare=False
     )
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the job id and task name (made on first use)."""
+        adapter = self._adapter
+        if adapter is None:
+            adapter = logging.LoggerAdapter(_log, {"job_id": self.job_id, "task": self.task})
+            object.__setattr__(self, "_adapter", adapter)  # a cache, not state: still frozen
+        return adapter
 
     @property
     def is_last_attempt(self) -> bool:

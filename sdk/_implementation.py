@@ -57,8 +57,8 @@ class Implementation(Generic[I, O]):
 
     handler: Handler[I, O]
     options: ImplementOptions = field(default_factory=ImplementOptions)
+    is_async: bool = field(init=False, repr=False, compare=False)
+    """Whether the handler is an ``async def`` (checked once here, not per job)."""
 
-    @property
-    def is_async(self) -> bool:
-        """Whether the handler is an ``async def`` (checked once, not per job)."""
-        return inspect.iscoroutinefunction(self.handler)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))

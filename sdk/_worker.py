@@ -53,8 +53,6 @@ DEFAULT_LEASE = 900.0
 LEASE_MARGIN = 30.0
 """Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
 
-_job_log = logging.getLogger("taskhop.job")
-
 
 class OutcomeKind(StrEnum):
     """What happened to one message."""
@@ -215,7 +213,6 @@ class Worker:
                 max_attempts=entry.policy.attempts,
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 envelope=envelope,
-                log=logging.LoggerAdapter(_job_log, {"job_id": envelope.id, "task": envelope.task}),
             )
             step = _Prepared(envelope, entry, data, ctx, timeout, started)
             self._claim_key(step, lease)
@@ -413,7 +410,13 @@ class Worker:
         if envelope.idempotency_key is not None:
             self._store.complete_key(envelope.idempotency_key, envelope.id, result)
         self._discard_input(envelope)
-        outcome = Outcome(OutcomeKind.SUCCEEDED, envelope, envelope.attempt, result=result)
+        outcome = Outcome(
+            OutcomeKind.SUCCEEDED,
+            envelope,
+            envelope.attempt,
+            result=result,
+            duration_ms=_ms(step.started),
+        )
         return self._finish(step, outcome)
 
     def _failed(self, step: _Prepared, exc: Exception, *, kind: str | None = None) -> Outcome:

@@ -159,7 +159,11 @@ class Envelope:
             )
         if obj["taskhop"] != PROTOCOL_VERSION or isinstance(obj["taskhop"], bool):
             raise UnsupportedProtocolError(obj["taskhop"])
-        unknown = sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
+        unknown = (
+            []
+            if _KEYS.issuperset(obj)
+            else sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
+        )
         if unknown:
             raise EnvelopeError(
                 f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without them;"
@@ -170,21 +174,29 @@ class Envelope:
         if "input" not in obj:
             raise _field_error("input", "is required")
         not_before = obj.get("not_before")
-        return cls(
-            id=_text(obj, "id", _MAX_ID),
-            task=_text(obj, "task", _MAX_NAME),
-            version=_positive_int(obj, "version"),
-            input=obj["input"],
-            attempt=_positive_int(obj, "attempt"),
-            dispatched_at=_timestamp(obj.get("dispatched_at"), "dispatched_at"),
-            not_before=None if not_before is None else _timestamp(not_before, "not_before"),
-            idempotency_key=_optional_text(obj, "idempotency_key", _MAX_NAME),
-            trace=_str_map(obj, "trace"),
-            headers=_str_map(obj, "headers"),
-            continuation=obj.get("continuation"),
-            input_ref=_optional_text(obj, "input_ref", _MAX_REF),
-            extensions={k: v for k, v in obj.items() if k.startswith("x-")} or None,
-        )
+        input_ref = _optional_text(obj, "input_ref", _MAX_REF)
+        if input_ref is not None and obj["input"] is not None:
+            raise _field_error("input", "must be null when input_ref points to the input")
+        # Every field is checked above, so __post_init__'s checks would only repeat them: the
+        # worker decodes each message once, and this is its hottest constructor.
+        envelope = object.__new__(cls)
+        for name, value in (
+            ("id", _text(obj, "id", _MAX_ID)),
+            ("task", _text(obj, "task", _MAX_NAME)),
+            ("version", _positive_int(obj, "version")),
+            ("input", obj["input"]),
+            ("attempt", _positive_int(obj, "attempt")),
+            ("dispatched_at", _timestamp(obj.get("dispatched_at"), "dispatched_at")),
+            ("not_before", None if not_before is None else _timestamp(not_before, "not_before")),
+            ("idempotency_key", _optional_text(obj, "idempotency_key", _MAX_NAME)),
+            ("trace", _str_map(obj, "trace")),
+            ("headers", _str_map(obj, "headers")),
+            ("continuation", obj.get("continuation")),
+            ("input_ref", input_ref),
+            ("extensions", {k: v for k, v in obj.items() if k.startswith("x-")} or None),
+        ):
+            object.__setattr__(envelope, name, value)
+        return envelope
 
     def replace(self, **changes: Any) -> Envelope:
         """A copy with ``changes`` (middleware uses it to add trace context or headers)."""

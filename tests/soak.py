@@ -76,7 +76,6 @@ class Plan:
     kinds: dict[str, str] = field(default_factory=dict)
     poison: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # bodies sent a second time
-    key_pairs: list[tuple[str, str]] = field(default_factory=list)  # (charge, charge-again)
 
 
 def plan(jobs: int, seed: int) -> Plan:
@@ -115,7 +114,6 @@ def plan(jobs: int, seed: int) -> Plan:
             first = rng.choice(charges)
             again = make_envelope(charge, first.input, idempotency_key=first.idempotency_key)
             add(again, "charge-again")
-            result.key_pairs.append((first.id, again.id))
         else:
             add(make_envelope(work, job), "ok")
     for i in range(max(1, jobs // 100)):
@@ -387,10 +385,19 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     if once != len(charges) or len(effects) != len(charges):
         twice = {k: v for k, v in effects.items() if v != 1}
         problems.append(f"charge effects: {once}/{len(charges)} exactly once; others {twice}")
-    for first, again in the_plan.key_pairs:
-        holders = {records[i].duplicate_of for i in (first, again) if i in records}
-        if not holders & {first, again}:
-            problems.append(f"charge-again {again}: not recorded as a duplicate of {first}")
+    holders: dict[str, list[str]] = collections.defaultdict(list)  # key -> jobs holding it
+    for envelope in the_plan.envelopes:
+        record = records.get(envelope.id)
+        if envelope.idempotency_key and record and not record.duplicate_of:
+            holders[envelope.idempotency_key].append(envelope.id)
+    for envelope in the_plan.envelopes:
+        key, record = envelope.idempotency_key, records.get(envelope.id)
+        if key and record and record.duplicate_of and holders[key] != [record.duplicate_of]:
+            problems.append(
+                f"{envelope.id}: duplicate of {record.duplicate_of}, not {holders[key]}"
+            )
+    if any(len(jobs) != 1 for jobs in holders.values()):
+        problems.append("an idempotency key ran the handler for more than one job")
     depth = queue_depth(sqs, stack.queue_url)
     if depth:
         problems.append(f"queue: {depth} messages left")
