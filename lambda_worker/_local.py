@@ -4,8 +4,9 @@
 and a batching window, the queue's visibility timeout, events built record for record like
 Lambda's, the same handler function called with a Lambda-like context, partial batch
 responses (records not reported failed are deleted), and redrive to the DLQ after
-``maxReceiveCount``, which SQS itself applies from the queue's redrive policy. SIGTERM and
-SIGINT finish the batch in flight, then stop polling.
+``maxReceiveCount``, which SQS itself applies from the queue's redrive policy. A failed poll
+(SQS unreachable, throttled past botocore's retries) is logged and retried with backoff, as
+the managed poller does. SIGTERM and SIGINT finish the batch in flight, then stop polling.
 """
 
 from __future__ import annotations
@@ -94,8 +95,17 @@ class LocalEventSourceMapping:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, on_signal)
         idle_since = time.monotonic()
+        failures = 0
         while not self._stop.is_set():
-            if self.poll_once():
+            try:
+                got = self.poll_once()
+            except Exception:  # SQS unreachable or throttled past botocore's retries
+                failures += 1
+                _log.exception("polling failed; trying again (%d in a row)", failures)
+                self._stop.wait(min(20.0, 0.5 * 2 ** min(failures, 6)))
+                continue  # the messages of a failed poll come back after their visibility
+            failures = 0
+            if got:
                 idle_since = time.monotonic()
             elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                 return

@@ -97,6 +97,42 @@ def test_poison_without_a_dlq_url_is_redriven_by_the_queue(server_session: Any) 
     app.close()
 
 
+class FirstReceiveFails:
+    """An SQS client whose first ReceiveMessage fails as if SQS were unreachable."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.receives = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        self.receives += 1
+        if self.receives == 1:
+            raise ConnectionError("SQS unreachable")
+        return self.client.receive_message(**kwargs)
+
+
+def test_a_failed_poll_is_logged_and_retried_not_fatal(
+    server_session: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SQS error past botocore's retries must not stop the local worker."""
+    url, _, _ = queues(server_session)
+    sqs = server_session.client("sqs")
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    seen: list[int] = []
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.append(len(event["Records"]))
+        return {"batchItemFailures": []}
+
+    esm = LocalEventSourceMapping(lambda_handler, url, FirstReceiveFails(sqs), wait_time=0)
+    esm.run(install_signals=False, idle_exit=0.2)
+    assert seen == [1]
+    assert "polling failed" in caplog.text
+
+
 def test_the_local_mapping_respects_batch_size(server_session: Any) -> None:
     """Invocations never carry more records than the batch size."""
     _, url, _ = queues(server_session)
