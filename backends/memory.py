@@ -279,7 +279,21 @@ class MemoryStore:
             ):
                 return False
             created = current.created_at if current else record.created_at
-            self._records[record.id] = record.evolve(created_at=created, lease_until=None)
+            if record.created_at != created or record.lease_until is not None:
+                record = JobRecord(  # direct, not evolve(): once per job on the worker's path
+                    id=record.id,
+                    task=record.task,
+                    status=record.status,
+                    attempt=record.attempt,
+                    result=record.result,
+                    error=record.error,
+                    idempotency_key=record.idempotency_key,
+                    duplicate_of=record.duplicate_of,
+                    lease_until=None,
+                    created_at=created,
+                    updated_at=record.updated_at,
+                )
+            self._records[record.id] = record
             self._cond.notify_all()
             return True
 

@@ -1,16 +1,16 @@
 """Worker CPU per message, no I/O: taskhop's Lambda handler vs Powertools BatchProcessor.
 
-Both get the same SQS event of valid messages and run a trivial handler: taskhop decodes the
-envelope, validates (cattrs), routes, runs, and records the outcome in the memory store;
-Powertools parses each record with pydantic (``SqsRecordModel`` with a typed JSON body) and
-calls the handler. Job log lines go to /dev/null for both (Lambda ships stdout for free).
+Both get the same SQS event, whose bodies are taskhop envelopes, and run a trivial handler:
+taskhop decodes the envelope, validates (cattrs), routes, runs, records the outcome in the
+memory store and writes its job log line; Powertools parses each record with pydantic
+(``SqsRecordModel`` with the envelope as a typed JSON body, unknown keys forbidden as
+taskhop's decoder does) and calls the handler. Log lines go to a StringIO.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import statistics
 import time
 from typing import Any, TypedDict
@@ -45,11 +45,19 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
     }
 
 
+def envelopes(n: int) -> list[str]:
+    """Message bodies: one fresh job each (taskhop records every job id it sees)."""
+    from static_contracts import Envelope
+
+    return [
+        Envelope(task="greet", input={"name": "a", "times": 2}).encode().decode() for _ in range(n)
+    ]
+
+
 def taskhop_runner(n: int) -> Any:
     from backends.memory import MemoryQueue, MemoryStore
     from lambda_worker import make_handler
     from sdk import JobContext, create_app, static_contract
-    from static_contracts import Envelope
 
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
 
@@ -60,11 +68,7 @@ def taskhop_runner(n: int) -> Any:
     handler = make_handler(app, sqs_client=object())
 
     def run() -> None:
-        bodies = [
-            Envelope(task="greet", input={"name": "a", "times": 2}).encode().decode()
-            for _ in range(n)
-        ]
-        event = sqs_event(bodies)
+        event = sqs_event(envelopes(n))
         with contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()
             answer = handler(event, None)
@@ -76,6 +80,9 @@ def taskhop_runner(n: int) -> Any:
 
 
 def powertools_runner(n: int) -> Any:
+    from datetime import datetime
+    from typing import Literal
+
     from aws_lambda_powertools.utilities.batch import (
         BatchProcessor,
         EventType,
@@ -83,23 +90,33 @@ def powertools_runner(n: int) -> Any:
     )
     from aws_lambda_powertools.utilities.parser import BaseModel
     from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-    from pydantic import Json
+    from pydantic import ConfigDict, Json
 
     class GreetModel(BaseModel):
+        model_config = ConfigDict(extra="forbid")
         name: str
         times: int
 
+    class EnvelopeModel(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        taskhop: Literal[1]
+        id: str
+        task: str
+        version: int
+        input: GreetModel
+        attempt: int
+        dispatched_at: datetime
+
     class Record(SqsRecordModel):
-        body: Json[GreetModel]  # type: ignore[assignment]
+        body: Json[EnvelopeModel]  # type: ignore[assignment]
 
     processor = BatchProcessor(event_type=EventType.SQS, model=Record)
 
     def greet(record: Record) -> str:
-        return record.body.name * record.body.times
+        return record.body.input.name * record.body.input.times
 
     def run() -> None:
-        bodies = [json.dumps({"name": "a", "times": 2}) for _ in range(n)]
-        event = sqs_event(bodies)
+        event = sqs_event(envelopes(n))
         started = time.perf_counter()
         answer = process_partial_response(
             event=event, record_handler=greet, processor=processor, context=None

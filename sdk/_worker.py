@@ -101,6 +101,7 @@ class _Prepared:
     ctx: JobContext
     timeout: float | None
     started: float
+    created_at: float  # as the store recorded it: passing it on spares the store a copy
 
 
 class _Stop(Exception):
@@ -204,7 +205,7 @@ class Worker:
             entry = self._find(envelope, started)
             timeout = _bounded(entry.timeout, deadline)
             lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
-            self._begin(envelope, lease)
+            created_at = self._begin(envelope, lease)
             data = self._validated_input(envelope, entry, started)
             ctx = JobContext(
                 job_id=envelope.id,
@@ -214,7 +215,7 @@ class Worker:
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 envelope=envelope,
             )
-            step = _Prepared(envelope, entry, data, ctx, timeout, started)
+            step = _Prepared(envelope, entry, data, ctx, timeout, started, created_at)
             self._claim_key(step, lease)
         except _Stop as stop:
             return stop.outcome
@@ -235,7 +236,8 @@ class Worker:
             )
         return entry
 
-    def _begin(self, envelope: Envelope, lease: float) -> None:
+    def _begin(self, envelope: Envelope, lease: float) -> float:
+        """Start the attempt in the store; return the job's creation time there."""
         begin = self._store.begin(
             envelope.id,
             task=envelope.task,
@@ -269,6 +271,7 @@ class Worker:
                     reason="attempt_in_progress",
                 )
             )
+        return begin.record.created_at
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
         data = (
@@ -405,7 +408,8 @@ class Worker:
         except PayloadError as exc:
             bad = PermanentError(f"handler returned a bad output: {exc}")
             return self._failed(step, bad, kind="OutputError")
-        if not self._store.complete(_record(envelope, JobStatus.SUCCEEDED, result=result)):
+        record = _record(envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at)
+        if not self._store.complete(record):
             return self._finish(step, _stale(envelope))
         if envelope.idempotency_key is not None:
             self._store.complete_key(envelope.idempotency_key, envelope.id, result)
