@@ -4,7 +4,8 @@ Both get the same SQS event, whose bodies are taskhop envelopes, and run a trivi
 taskhop decodes the envelope, validates (cattrs), routes, runs, records the outcome in the
 memory store and writes its job log line; Powertools parses each record with pydantic
 (``SqsRecordModel`` with the envelope as a typed JSON body, unknown keys forbidden as
-taskhop's decoder does) and calls the handler. Log lines go to a StringIO.
+taskhop's decoder does) and calls the handler. Log lines go to a StringIO. taskhop gets a
+Lambda-like context, as on AWS, so each handler runs under the invocation's deadline.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def envelopes(n: int) -> list[str]:
 
 def taskhop_runner(n: int) -> Any:
     from backends.memory import MemoryQueue, MemoryStore
-    from lambda_worker import make_handler
+    from lambda_worker import LocalContext, make_handler
     from sdk import JobContext, create_app, static_contract
 
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
@@ -71,7 +72,8 @@ def taskhop_runner(n: int) -> Any:
         event = sqs_event(envelopes(n))
         with contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()
-            answer = handler(event, None)
+            # A Lambda-like context, as on AWS: every job then runs under a deadline.
+            answer = handler(event, LocalContext(timeout=900))
             elapsed = time.perf_counter() - started
         assert answer == {"batchItemFailures": []}
         return elapsed

@@ -13,7 +13,6 @@ Bytes that are not an envelope become a POISON outcome for the host to dead-lett
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import threading
@@ -38,6 +37,7 @@ from ._errors import (
     ValidationError,
 )
 from ._store import JobRecord, JobStatus, JobStore, NoStore
+from ._timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     import asyncio
@@ -353,25 +353,7 @@ class Worker:
         handler: Callable[..., Any] = step.entry.implementation.handler
         if step.timeout is None:
             return handler(step.data, step.ctx)
-        # A thread cannot be killed: on timeout we record the outcome before the host's own
-        # deadline (Lambda freezes or kills the sandbox) and leave the thread to end alone.
-        box: dict[str, Any] = {}
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                box["value"] = context.run(handler, step.data, step.ctx)
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=run, name=f"taskhop-{step.ctx.job_id}", daemon=True)
-        thread.start()
-        thread.join(step.timeout)
-        if thread.is_alive():
-            raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return call_with_timeout(handler, (step.data, step.ctx), step.timeout)
 
     async def _await_handler(self, step: _Prepared) -> Any:
         import asyncio
