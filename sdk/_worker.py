@@ -261,7 +261,7 @@ class Worker:
                 )
             )
         if begin.state == "busy":  # the same attempt runs elsewhere: look again after its lease
-            after = _until(begin.record.lease_until)
+            after = _recheck_after(begin.record.lease_until)
             raise _Stop(
                 Outcome(
                     OutcomeKind.RETRY,
@@ -342,7 +342,7 @@ class Worker:
         if claim.state == "in_progress":
             held = DuplicateJobInProgress(key, claim.holder)
             info = ErrorInfo(type(held).__name__, str(held), retryable=True)
-            after = _until(claim.lease_until)
+            after = _recheck_after(claim.lease_until)
             raise _Stop(
                 self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
             )
@@ -551,9 +551,19 @@ def _stale(envelope: Envelope) -> Outcome:
     return Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt")
 
 
-def _until(moment: float | None) -> float:
-    """Seconds until ``moment`` (a Unix time), at least one."""
-    return max(1.0, (moment or time.time()) - time.time())
+def _recheck_after(lease_until: float | None) -> float:
+    """When to look again at a job another worker holds: when its handler must be done.
+
+    A lease is the holder's deadline plus ``LEASE_MARGIN``; the holder has almost always
+    finished by its deadline, so waiting for the whole lease would only add latency. If it
+    is still held then (the holder crashed, or is recording its outcome), the next look
+    waits for the lease to run out. At least one second either way.
+    """
+    now = time.time()
+    if lease_until is None:
+        return 1.0
+    deadline = lease_until - LEASE_MARGIN
+    return max(1.0, (deadline if deadline > now else lease_until) - now + 1.0)
 
 
 def _bounded(timeout: float | None, deadline: float | None) -> float | None:
