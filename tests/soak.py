@@ -259,8 +259,13 @@ class Workers:
                 proc.kill()
 
 
-def produce(stack: Stack, the_plan: Plan, throttle: float, rng: random.Random) -> None:
-    """Send every job, the duplicates and the poison, interleaved, with throttling injected."""
+def produce(
+    stack: Stack, the_plan: Plan, throttle: float, rng: random.Random, deadline: float
+) -> None:
+    """Send every job, the duplicates and the poison, interleaved, with throttling injected.
+
+    Past ``deadline`` it stops sending: what was not sent shows in the account as not final.
+    """
     import boto3
     from soak_faults import inject_throttling
 
@@ -275,6 +280,8 @@ def produce(stack: Stack, the_plan: Plan, throttle: float, rng: random.Random) -
     for i in range(0, len(the_plan.envelopes), 100):
         while queue_depth(queue.client, stack.queue_url) > 200:  # a steady producer:
             time.sleep(0.2)  # moto's SendMessage slows down as the queue grows (O(depth))
+            if time.monotonic() > deadline:
+                return
         queue.send_many(the_plan.envelopes[i : i + 100])
         for body in raw[i // step : (i + 100) // step]:
             queue.client.send_message(QueueUrl=stack.queue_url, MessageBody=body)
@@ -452,9 +459,14 @@ def _scan(dynamodb: Any, table: str) -> Iterator[dict[str, Any]]:
 
 
 def run_soak(jobs: int, *, seed: int = 7, throttle: float = 0.02, workers: int = 2,
-             timeout: float = 900, progress: bool = False) -> Account:  # fmt: skip
-    """Run the whole soak and return its account."""
+             timeout: float | None = None, progress: bool = False) -> Account:  # fmt: skip
+    """Run the whole soak and return its account.
+
+    ``timeout`` bounds the whole run (default: 300 s plus 0.25 s a job, about 4x what moto
+    needs on two shared cores); a run that hits it is reported, never hangs.
+    """
     the_plan = plan(jobs, seed)
+    timeout = 300 + 0.25 * jobs if timeout is None else timeout
     with ExitStack() as stack_:
         directory = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         endpoint = stack_.enter_context(moto_server())
@@ -462,7 +474,7 @@ def run_soak(jobs: int, *, seed: int = 7, throttle: float = 0.02, workers: int =
         pool = Workers(stack, workers, throttle)
         try:
             started = time.monotonic()
-            produce(stack, the_plan, throttle, random.Random(seed))
+            produce(stack, the_plan, throttle, random.Random(seed), started + timeout)
             print(f"  dispatched in {time.monotonic() - started:.1f} s", file=sys.stderr)
             wait_until_settled(stack, the_plan, started + timeout, progress)
             elapsed = time.monotonic() - started

@@ -6,7 +6,7 @@ import pytest
 from soak import run_soak
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_soak_accounts_for_every_job_exactly() -> None:
     account = run_soak(1_000, seed=11)
     print(account.table())
