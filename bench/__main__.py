@@ -68,16 +68,22 @@ def greet(data: Greet, ctx: Any) -> Greeting:
 
 
 def bench_imports() -> dict[str, float]:
-    bare = import_ms("pass")
-    figures = {
-        "python_startup_ms": bare,
-        "import_static_contracts_ms": import_ms("import static_contracts"),
-        "import_sdk_ms": import_ms("import sdk"),
-        "import_attrs_cattrs_ms": import_ms("import attrs, cattrs.preconf.json"),
-    }
-    for key in ("import_static_contracts_ms", "import_sdk_ms", "import_attrs_cattrs_ms"):
-        figures[key.replace("_ms", "_over_startup_ms")] = figures[key] - bare
-    return figures
+    """Fresh interpreters, interleaved: wall time and modules imported, over a bare start."""
+    from bench._fresh import median_ms
+
+    out = median_ms(
+        {
+            "python_startup": "pass",
+            "import_static_contracts": "import static_contracts",
+            "import_sdk": "import sdk",
+            "import_attrs_cattrs": "import attrs, cattrs.preconf.json",
+        },
+        rounds=9,
+        env=os.environ,
+    )
+    for name in ("import_static_contracts", "import_sdk", "import_attrs_cattrs"):
+        out[f"{name}_over_startup_ms"] = out[f"{name}_ms"] - out["python_startup_ms"]
+    return out
 
 
 def bench_envelope(n: int = 20_000) -> dict[str, float]:

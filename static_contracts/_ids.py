@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 
 __all__ = ["new_job_id"]
 
@@ -34,4 +33,7 @@ def new_job_id() -> str:
         counter = _counter
     rand_b = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    # Formatted here, not with uuid.UUID: importing uuid (and the platform module it pulls in)
+    # is ~5 ms of a producer's cold start, and the string is all we need.
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

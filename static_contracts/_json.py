@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from datetime import date, datetime, time
 from enum import Enum
 from typing import Any
-from uuid import UUID
 
 from ._errors import PayloadError
 
@@ -57,7 +57,8 @@ def to_json_value(obj: object, path: str = "input") -> JsonValue:
         return to_json_value(obj.value, path)
     if isinstance(obj, datetime | date | time):
         return obj.isoformat()
-    if isinstance(obj, UUID):
+    uuid = sys.modules.get("uuid")  # no UUID can exist unless its module was imported
+    if uuid is not None and isinstance(obj, uuid.UUID):
         return str(obj)
     raise PayloadError(f"{type(obj).__name__} is not JSON-serializable", path=path)
 
