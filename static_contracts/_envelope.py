@@ -159,43 +159,49 @@ class Envelope:
             )
         if obj["taskhop"] != PROTOCOL_VERSION or isinstance(obj["taskhop"], bool):
             raise UnsupportedProtocolError(obj["taskhop"])
-        unknown = (
-            []
-            if _KEYS.issuperset(obj)
-            else sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
-        )
-        if unknown:
-            raise EnvelopeError(
-                f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without them;"
-                " upgrade the worker or drop the key (extensions must start with 'x-')",
-                reason="invalid_field",
-                field=unknown[0],
-            )
+        plain = _KEYS.issuperset(obj)  # the common case: no extensions, nothing unknown
+        if not plain:
+            unknown = sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
+            if unknown:
+                raise EnvelopeError(
+                    f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without"
+                    " them; upgrade the worker or drop the key (extensions must start with"
+                    " 'x-')",
+                    reason="invalid_field",
+                    field=unknown[0],
+                )
         if "input" not in obj:
             raise _field_error("input", "is required")
-        not_before = obj.get("not_before")
+        data_input = obj["input"]
         input_ref = _optional_text(obj, "input_ref", _MAX_REF)
-        if input_ref is not None and obj["input"] is not None:
+        if input_ref is not None and data_input is not None:
             raise _field_error("input", "must be null when input_ref points to the input")
-        # Every field is checked above, so __post_init__'s checks would only repeat them: the
+        not_before = obj.get("not_before")
+        # Every field is checked here, so __post_init__'s checks would only repeat them: the
         # worker decodes each message once, and this is its hottest constructor.
         envelope = object.__new__(cls)
-        for name, value in (
-            ("id", _text(obj, "id", _MAX_ID)),
-            ("task", _text(obj, "task", _MAX_NAME)),
-            ("version", _positive_int(obj, "version")),
-            ("input", obj["input"]),
-            ("attempt", _positive_int(obj, "attempt")),
-            ("dispatched_at", _timestamp(obj.get("dispatched_at"), "dispatched_at")),
-            ("not_before", None if not_before is None else _timestamp(not_before, "not_before")),
-            ("idempotency_key", _optional_text(obj, "idempotency_key", _MAX_NAME)),
-            ("trace", _str_map(obj, "trace")),
-            ("headers", _str_map(obj, "headers")),
-            ("continuation", obj.get("continuation")),
-            ("input_ref", input_ref),
-            ("extensions", {k: v for k, v in obj.items() if k.startswith("x-")} or None),
-        ):
-            object.__setattr__(envelope, name, value)
+        setattr_ = object.__setattr__
+        setattr_(envelope, "id", _text(obj, "id", _MAX_ID))
+        setattr_(envelope, "task", _text(obj, "task", _MAX_NAME))
+        setattr_(envelope, "version", _positive_int(obj, "version"))
+        setattr_(envelope, "input", data_input)
+        setattr_(envelope, "attempt", _positive_int(obj, "attempt"))
+        setattr_(envelope, "dispatched_at", _timestamp(obj.get("dispatched_at"), "dispatched_at"))
+        setattr_(
+            envelope,
+            "not_before",
+            None if not_before is None else _timestamp(not_before, "not_before"),
+        )
+        setattr_(envelope, "idempotency_key", _optional_text(obj, "idempotency_key", _MAX_NAME))
+        setattr_(envelope, "trace", _str_map(obj, "trace"))
+        setattr_(envelope, "headers", _str_map(obj, "headers"))
+        setattr_(envelope, "continuation", obj.get("continuation"))
+        setattr_(envelope, "input_ref", input_ref)
+        setattr_(
+            envelope,
+            "extensions",
+            None if plain else {k: v for k, v in obj.items() if k.startswith("x-")} or None,
+        )
         return envelope
 
     def replace(self, **changes: Any) -> Envelope:
@@ -230,6 +236,8 @@ def format_timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str) -> datetime:
     """Parse an RFC 3339 timestamp with an offset (``Z`` or ``+hh:mm``) into UTC."""
     moment = datetime.fromisoformat(text)
+    if moment.tzinfo is UTC:  # a "Z" timestamp, as taskhop writes them: nothing to convert
+        return moment
     if moment.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
     try:

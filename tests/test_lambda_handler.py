@@ -6,6 +6,7 @@ exactly as Lambda's event source mapping shapes them.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,20 @@ from conftest import FAST_RETRY, EmailSent, SendEmail, send_email
 
 from backends.memory import MemoryQueue, MemoryStore
 from lambda_worker import LocalContext, LocalEventSourceMapping, UnrecognisedEvent, make_handler
-from sdk import App, Envelope, JobContext, JobStatus, PermanentError, create_app, static_contract
+from lambda_worker._logs import emit_job
+from sdk import (
+    App,
+    Envelope,
+    ErrorInfo,
+    FieldError,
+    JobContext,
+    JobStatus,
+    Outcome,
+    OutcomeKind,
+    PermanentError,
+    create_app,
+    static_contract,
+)
 
 
 @dataclass
@@ -339,3 +353,56 @@ def test_logs_are_json_lines_with_metrics_and_no_payloads(
     assert metrics["jobs_succeeded"] == 1
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "taskhop"
     assert "secret@example.com" not in json.dumps(lines)
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(
+            OutcomeKind.SUCCEEDED,
+            Envelope(task='odd "task"\\ é \u2028', input=None, id="id\n\t\x00"),
+            2,
+            duration_ms=1.25,
+        ),
+        Outcome(
+            OutcomeKind.REJECTED,
+            Envelope(task="t", input=None),
+            1,
+            error=ErrorInfo(
+                "ValidationError", 'bad "x"\n' * 100, (FieldError("input.a[0]", "wrong"),)
+            ),
+            reason="invalid_input",
+            retry_after=0.0004,
+        ),
+        Outcome(OutcomeKind.POISON, error=ErrorInfo("EnvelopeError", "not JSON"), reason="x"),
+    ],
+)
+def test_job_line_is_the_json_the_fields_say(outcome: Outcome) -> None:
+    """The hand-formatted job line parses, and escapes whatever a task name or error holds."""
+    out = io.StringIO()
+    emit_job(outcome, source="sqs", message_id='m"1', out=out)
+    text = out.getvalue()
+    assert text.endswith("\n")
+    assert text.count("\n") == 1
+    assert text.isascii()
+    expected: dict[str, Any] = {
+        "level": "ERROR" if outcome.kind in ("failed", "poison") else "INFO",
+        "event": "job",
+        "source": "sqs",
+        "outcome": outcome.kind.value,
+        "job_id": outcome.job_id,
+        "task": None if outcome.envelope is None else outcome.envelope.task,
+        "attempt": outcome.attempt or None,
+        "duration_ms": outcome.duration_ms,
+        "message_id": 'm"1',
+    }
+    if outcome.reason:
+        expected["reason"] = outcome.reason
+    if outcome.error is not None:
+        expected["error_type"] = outcome.error.type
+        expected["error"] = outcome.error.message[:500]
+        if outcome.error.fields:
+            expected["fields"] = [f.path for f in outcome.error.fields]
+    if outcome.retry_after is not None:
+        expected["retry_after_s"] = round(outcome.retry_after, 3)
+    assert json.loads(text) == expected
