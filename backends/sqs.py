@@ -101,7 +101,7 @@ class SqsQueue:
 
     def send(self, envelope: Envelope) -> None:
         """Send one envelope with SendMessage."""
-        entry = self._entry(envelope, "0")
+        entry, _ = self._entry(envelope, "0", os.environ.get("_X_AMZN_TRACE_ID"))
         del entry["Id"]
         with aws_errors(TransportError, f"send to {self.url}", job_ids=(envelope.id,)):
             self.client.send_message(QueueUrl=self.url, **entry)
@@ -144,9 +144,9 @@ class SqsQueue:
     ) -> Iterator[list[tuple[Envelope, dict[str, Any]]]]:
         batch: list[tuple[Envelope, dict[str, Any]]] = []
         size = 0
+        lambda_trace = os.environ.get("_X_AMZN_TRACE_ID")  # once: it is per invocation
         for envelope in envelopes:
-            entry = self._entry(envelope, str(len(batch)))
-            entry_size = _size(entry)
+            entry, entry_size = self._entry(envelope, str(len(batch)), lambda_trace)
             if batch and (len(batch) == MAX_BATCH or size + entry_size > self.max_message_bytes):
                 yield batch
                 batch, size = [], 0
@@ -185,7 +185,10 @@ class SqsQueue:
 
     # -- one message ------------------------------------------------------------------------
 
-    def _entry(self, envelope: Envelope, entry_id: str) -> dict[str, Any]:
+    def _entry(
+        self, envelope: Envelope, entry_id: str, lambda_trace: str | None
+    ) -> tuple[dict[str, Any], int]:
+        """The SendMessage(Batch) entry, and the bytes it counts against the request limit."""
         body = envelope.encode()
         if len(body) > self.max_message_bytes:
             body = self._offload(envelope, len(body))
@@ -199,12 +202,14 @@ class SqsQueue:
             delay = min(MAX_DELAY, math.ceil(envelope.delay_seconds()))  # never early
             if delay > 0:
                 entry["DelaySeconds"] = delay
-        trace = (envelope.trace or {}).get("xray") or os.environ.get("_X_AMZN_TRACE_ID")
+        size = len(body)
+        trace = (envelope.trace or {}).get("xray") or lambda_trace
         if trace:
             entry["MessageSystemAttributes"] = {
                 "AWSTraceHeader": {"DataType": "String", "StringValue": trace}
             }
-        return entry
+            size += len(trace.encode())
+        return entry, size
 
     def _offload(self, envelope: Envelope, size: int) -> bytes:
         """Put the input in the payload store; return the slim envelope pointing to it."""
@@ -230,11 +235,3 @@ class SqsQueue:
         if callable(self.message_group):
             return self.message_group(envelope)
         return self.message_group or (envelope.headers or {}).get("group") or envelope.task
-
-
-def _size(entry: dict[str, Any]) -> int:
-    """Bytes an entry counts against the request limit (body plus attribute values)."""
-    size = len(entry["MessageBody"].encode())
-    for attribute in entry.get("MessageSystemAttributes", {}).values():
-        size += len(attribute["StringValue"].encode())
-    return size

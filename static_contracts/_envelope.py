@@ -230,6 +230,8 @@ def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
+    if moment.tzinfo is UTC:  # the usual case: drop the "+00:00" isoformat writes
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

@@ -63,12 +63,17 @@ def to_json_value(obj: object, path: str = "input") -> JsonValue:
     raise PayloadError(f"{type(obj).__name__} is not JSON-serializable", path=path)
 
 
+# Built once: json.dumps with any option set builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: JsonValue) -> bytes:
     """Compact UTF-8 JSON, refusing NaN and infinities (they are not JSON)."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _COMPACT.encode(value)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate ("\ud800", legal as a JSON escape) has no UTF-8 form: write the
         # escapes again, as received, so whatever decode accepted can be encoded.
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        return _COMPACT_ASCII.encode(value).encode()

@@ -324,6 +324,9 @@ def test_timestamps_are_written_in_utc_with_microseconds_and_z() -> None:
     assert format_timestamp(datetime(2025, 3, 14, 11, 0, tzinfo=plus_two)) == (
         "2025-03-14T09:00:00.000000Z"
     )
+    assert format_timestamp(datetime(2025, 3, 14, 9, 0, 0, 5, tzinfo=UTC)) == (
+        "2025-03-14T09:00:00.000005Z"
+    )
     assert parse_timestamp("2025-03-14T11:00:00+02:00") == datetime(2025, 3, 14, 9, tzinfo=UTC)
     assert parse_timestamp(STAMP).tzinfo is UTC
 

@@ -137,6 +137,24 @@ def test_xray_trace_header_is_propagated(sqs: Any, queue_url: str) -> None:
     assert message["Attributes"]["AWSTraceHeader"] == header
 
 
+def test_lambda_trace_header_is_propagated_unless_the_envelope_has_one(
+    sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside Lambda (``_X_AMZN_TRACE_ID``) batches carry the invocation's trace header."""
+    ambient = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    own = "Root=1-5759e988-000000000000000000000001;Parent=53995c3f42cd8ad9;Sampled=0"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", ambient)
+    sent: list[dict[str, Any]] = []  # moto keeps system attributes of SendMessage only
+    sqs.meta.events.register(
+        "provide-client-params.sqs.SendMessageBatch",
+        lambda params, **_: sent.extend(params["Entries"]),
+    )
+    SqsQueue(queue_url, client=sqs).send_many([envelope(1), envelope(2, trace={"xray": own})])
+    headers = [e["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] for e in sent]
+    assert headers == [ambient, own]
+    assert len(receive_all(sqs, queue_url)) == 2
+
+
 def failing_batches(sqs: Any, plan: list[dict[str, bool]]) -> None:
     """Make SendMessageBatch report entries failed: each dict maps entry index -> SenderFault."""
     real = sqs.send_message_batch
