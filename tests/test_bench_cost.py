@@ -1,0 +1,66 @@
+"""The cost benchmark counts real requests: its counts are the ones this checks exactly."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from conftest import AWS_ENV
+
+from bench.cost import CASES, PRICES, price, run_case
+
+JOBS = 20  # two batches of ten
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("with_results", {"SendMessage": 20, "UpdateItem": 40, "GetItem": 20}),
+        ("with_idempotency_key", {"SendMessage": 20, "UpdateItem": 80, "GetItem": 20}),
+        ("without_store", {"SendMessage": 20}),
+        # jobs 0 and 10 ask for a retry: a visibility change each (on the queue URL the worker
+        # looks up once per process), then a second attempt (begin and complete again),
+        # received in a batch of its own
+        (
+            "with_one_retry_in_ten",
+            {
+                "SendMessage": 20,
+                "UpdateItem": 44,
+                "GetItem": 20,
+                "ChangeMessageVisibility": 2,
+                "GetQueueUrl": 1,
+            },
+        ),
+    ],
+)
+def test_requests_per_case_are_counted_as_they_happen(
+    moto_server: str, case: str, expected: dict[str, int]
+) -> None:
+    calls, invocations = run_case(moto_server, CASES[case], jobs=JOBS)
+    queue_side = Counter({"ReceiveMessage": invocations, "DeleteMessageBatch": invocations})
+    assert calls == Counter(expected) + queue_side
+    assert invocations == (3 if case == "with_one_retry_in_ten" else 2)
+
+
+def test_dollars_follow_the_counts_and_the_stated_prices() -> None:
+    calls = Counter({"SendMessage": 10, "ReceiveMessage": 1, "DeleteMessageBatch": 1})
+    calls += Counter({"UpdateItem": 20, "GetItem": 10})
+    figures = price(calls, invocations=1, jobs=10)
+    assert figures["sqs_requests"] == pytest.approx(1.2)
+    assert figures["dynamodb_writes"] == 2
+    assert figures["dynamodb_reads"] == 1
+    lambda_seconds = 0.005 * 0.5 * PRICES["lambda_arm_gb_second"]
+    expected = (
+        1.2 * PRICES["sqs_request"]
+        + 2 * PRICES["dynamodb_write"]
+        + PRICES["dynamodb_read"]
+        + 0.1 * PRICES["lambda_request"]
+        + lambda_seconds
+    )
+    assert figures["usd_per_million"] == pytest.approx(expected * 1e6)
