@@ -78,7 +78,7 @@ def measure(fn: Callable[[], int]) -> tuple[float, float]:
     return count / elapsed, cpu / count * 1e6
 
 
-def throughput(endpoint: str, n: int = 200, rounds: int = 5) -> dict[str, float]:
+def throughput(endpoint: str, n: int = 200, rounds: int = 9) -> dict[str, float]:
     import boto3
 
     from backends.sqs import SqsQueue

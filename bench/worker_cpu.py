@@ -130,7 +130,7 @@ def powertools_runner(n: int) -> Any:
     return run
 
 
-def run(n: int = 1000, rounds: int = 7) -> dict[str, float]:
+def run(n: int = 1000, rounds: int = 15) -> dict[str, float]:
     ours, theirs = taskhop_runner(n), powertools_runner(n)
     ours(), theirs()  # warm both
     a, b = [], []
