@@ -11,8 +11,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,12 +44,6 @@ def median_seconds(fn: Callable[[], object], repeat: int = 7) -> float:
         fn()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
-
-
-def import_ms(code: str, repeat: int = 9) -> float:
-    """Median wall time of a fresh interpreter running ``code``, in milliseconds."""
-    cmd = [sys.executable, "-c", code]
-    return 1000 * median_seconds(lambda: subprocess.run(cmd, check=True), repeat)
 
 
 class Greet(TypedDict):
@@ -112,10 +104,18 @@ def bench_worker(n: int = 5_000) -> dict[str, float]:
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
     app.implement(contract, greet)
     worker = app.worker()
-    bodies = [Envelope(task="greet", input={"name": f"n{i}"}).encode() for i in range(n)]
     ctx = JobContext(job_id="x", task="greet")
     direct = median_seconds(lambda: [greet({"name": "a"}, ctx) for _ in range(n)], 5) / n
-    per_job = median_seconds(lambda: [worker.process(b) for b in bodies], 1) / n
+    worker.process(Envelope(task="greet", input={"name": "warm-up"}).encode())
+
+    samples: list[float] = []
+    for _ in range(5):  # new job ids each round: an id the store has seen would be skipped
+        bodies = [Envelope(task="greet", input={"name": f"n{i}"}).encode() for i in range(n)]
+        started = time.perf_counter()
+        for body in bodies:
+            worker.process(body)
+        samples.append(time.perf_counter() - started)
+    per_job = statistics.median(samples) / n
     app.close()
     return {"handler_direct_us": direct * 1e6, "worker_process_us": per_job * 1e6}
 
@@ -178,7 +178,8 @@ GOALS = {
     "dispatch_many_over_raw_batch": ">= 0.95",
     "static_producer_over_raw": "<= 1.05",
     "taskhop_over_boto3_ms": "<= 50",
-    "taskhop_over_powertools": "<= 0.85 (cpu); well under 1 (init)",
+    "worker_cpu.taskhop_over_powertools": "<= 0.85",
+    "lambda_worker_init.taskhop_over_powertools": "well under 1",
     "static_http_over_bare_httpx": "<= 1.1",
     "static_sqs_http_over_raw_boto3": "<= 0.45",
     "dispatch_over_celery_send_task": ">= 8",
@@ -204,7 +205,10 @@ def summary(figures: dict[str, Any]) -> str:
         if name in ("machine", "when"):
             continue
         lines += ["", f"## {name}", "", "| figure | value | goal |", "|---|---|---|"]
-        lines += [f"| {k} | {v} | {GOALS.get(k, '')} |" for k, v in values.items()]
+        goals = [GOALS.get(f"{name}.{k}", GOALS.get(k, "")) for k in values]
+        lines += [
+            f"| {k} | {v} | {goal} |" for (k, v), goal in zip(values.items(), goals, strict=True)
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,10 @@ Faults injected:
 - one worker is SIGKILLed mid-batch (while a job's handler runs) and a new one is started.
 
 Then every job must be in exactly one final state (succeeded, failed, rejected; poison
-dead-lettered), the DLQ must hold exactly the failed jobs and the poison, the queue must be
-empty, and each charge's side effect must have happened exactly once.
+dead-lettered), the DLQ must hold exactly one copy of each job that exhausted its attempts and
+the poison (a permanent failure is recorded, not dead-lettered), the queue must be empty,
+each handler must have run once per attempt it was given and no more (a duplicate delivery
+runs nothing), and each charge's side effect must have happened exactly once.
 """
 
 from __future__ import annotations
@@ -277,16 +279,18 @@ def produce(
     raw: list[str] = the_plan.poison + the_plan.duplicates
     rng.shuffle(raw)
     step = max(1, len(the_plan.envelopes) // max(1, len(raw)))
+    sent_raw = 0
     for i in range(0, len(the_plan.envelopes), 100):
         while queue_depth(queue.client, stack.queue_url) > 200:  # a steady producer:
             time.sleep(0.2)  # moto's SendMessage slows down as the queue grows (O(depth))
             if time.monotonic() > deadline:
                 return
         queue.send_many(the_plan.envelopes[i : i + 100])
-        for body in raw[i // step : (i + 100) // step]:
+        upto = min(len(raw), (i + 100) // step)
+        for body in raw[sent_raw:upto]:
             queue.client.send_message(QueueUrl=stack.queue_url, MessageBody=body)
-    sent_raw = len(the_plan.envelopes) // step
-    for body in raw[sent_raw:]:
+        sent_raw = max(sent_raw, upto)
+    for body in raw[sent_raw:]:  # each raw body is sent once
         queue.client.send_message(QueueUrl=stack.queue_url, MessageBody=body)
 
 
@@ -354,7 +358,10 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
         m.get("MessageAttributes", {}).get("taskhop-job-id", {}).get("StringValue") for m in dead
     )
     dead_bodies = collections.Counter(m["Body"] for m in dead)
-    runs = collections.Counter(line.split()[0] for line in _lines(stack.directory / "runs.log"))
+    attempts_run: dict[str, list[int]] = collections.defaultdict(list)  # job -> attempts run
+    for line in _lines(stack.directory / "runs.log"):
+        job_id, attempt = line.split()
+        attempts_run[job_id].append(int(attempt))
     throttles = collections.Counter(
         line.split()[1] for line in _lines(stack.directory / "throttles.log")
     )
@@ -376,7 +383,7 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
             problems.append(f"{kind}: {len(dlq_wrong)} jobs wrongly in or out of the DLQ")
         counts = [len(job_ids), *(ends[s] for s in ("succeeded", "failed", "rejected"))]
         counts += [sum(1 for i in job_ids if dead_jobs[i]), ends["not final"]]
-        counts.append(sum(runs[i] for i in job_ids))
+        counts.append(sum(len(attempts_run[i]) for i in job_ids))
         ok = "yes" if not wrong and not dlq_wrong else "NO"
         rows.append((kind, *map(str, counts), ok))
     poison_dead = sum(1 for body in the_plan.poison if dead_bodies[body])
@@ -385,8 +392,16 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     if poison_dead != len(the_plan.poison):
         problems.append(f"poison: {len(the_plan.poison) - poison_dead} not dead-lettered")
     strangers = [m for m in dead if m["Body"] not in the_plan.poison and not _job_id(m)]
+    strangers += [m for m in dead if _job_id(m) and _job_id(m) not in the_plan.kinds]
     if strangers:
-        problems.append(f"DLQ: {len(strangers)} messages that are neither poison nor jobs")
+        problems.append(f"DLQ: {len(strangers)} messages that are neither poison nor our jobs")
+    # A dead-lettered job is final in the store, so a redelivery is skipped, never sent again.
+    # A poison body has no record: a redelivery of one (its worker killed between the DLQ
+    # send and the delete) is dead-lettered again, and shows in the figures below.
+    copies = {i: n for i, n in dead_jobs.items() if i and n > 1}
+    if copies:
+        problems.append(f"DLQ: jobs dead-lettered more than once: {copies}")
+    problems += _handler_run_problems(the_plan, attempts_run)
     charges = [e for e in the_plan.envelopes if the_plan.kinds[e.id] == "charge"]
     once = sum(1 for e in charges if effects.get(str(e.idempotency_key)) == 1)
     if once != len(charges) or len(effects) != len(charges):
@@ -417,6 +432,12 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     figures = {
         "elapsed": f"{elapsed:.1f} s ({len(ids) / elapsed:.0f} jobs/s)",
         "duplicate deliveries sent": len(the_plan.duplicates),
+        "duplicate deliveries that ran a handler again": sum(
+            1 for body in the_plan.duplicates if len(attempts_run[_body_id(body)]) > 1
+        ),
+        "attempt numbers used by a receive that ran nothing": sum(
+            max(runs) - len(runs) for runs in attempts_run.values() if runs
+        ),
         "charge side effects applied exactly once": f"{once} of {len(charges)}",
         "throttles injected": dict(throttles),
         "workers killed (pid, job in flight)": workers.killed,
@@ -428,6 +449,48 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     if not workers.killed:
         problems.append("no worker was killed: the trip job never ran")
     return Account(rows, problems, figures)
+
+
+def _handler_run_problems(the_plan: Plan, attempts_run: dict[str, list[int]]) -> list[str]:
+    """Each handler ran at most once per attempt, as many times as its kind calls for.
+
+    Attempt numbers are SQS receive counts, so a receive that ran nothing still uses one:
+    a record returned unprocessed when its invocation ran out of time, one in the killed
+    worker's batch, one whose store write was throttled past botocore's retries. Runs may
+    therefore skip numbers; they may never repeat one, nor go on after the job ended.
+    """
+    problems: list[str] = []
+    by_key: dict[str, int] = collections.Counter()
+    for envelope in the_plan.envelopes:
+        kind, runs = the_plan.kinds[envelope.id], sorted(attempts_run[envelope.id])
+        if len(runs) != len(set(runs)):
+            problems.append(f"{kind} {envelope.id}: an attempt ran twice: {runs}")
+        if kind == "invalid":
+            if runs:
+                problems.append(f"invalid {envelope.id}: the handler ran on invalid input")
+        elif kind in ("charge", "charge-again"):  # one run per key, by whichever job was first
+            by_key[str(envelope.idempotency_key)] += len(runs)
+        elif kind == "recovers":  # failed below fail_until, succeeded on the first run past it
+            data: Any = envelope.input
+            early, last = runs[:-1], runs[-1] if runs else 0
+            if last < data["fail_until"] or any(a >= data["fail_until"] for a in early):
+                problems.append(f"recovers {envelope.id}: attempts run {runs}")
+        elif kind == "exhausts":  # failed on every run, the last one on attempt 3
+            if not runs or runs[-1] != 3:
+                problems.append(f"exhausts {envelope.id}: attempts run {runs}, last must be 3")
+        elif kind == "killed":  # the run the kill cut short, then one that finished
+            if len(runs) != 2 or runs[0] != 1:
+                problems.append(f"killed {envelope.id}: attempts run {runs}, not 1 and one more")
+        elif len(runs) != 1:  # ok, permanent: one run, whatever its attempt number
+            problems.append(f"{kind} {envelope.id}: the handler ran {len(runs)} times")
+    wrong = {key: n for key, n in by_key.items() if n != 1}
+    if wrong:
+        problems.append(f"charge: handler runs per idempotency key not 1: {wrong}")
+    return problems
+
+
+def _body_id(body: str) -> str:
+    return str(json.loads(body)["id"])
 
 
 def _end(record: Any) -> str:
@@ -484,7 +547,7 @@ def run_soak(jobs: int, *, seed: int = 7, throttle: float = 0.02, workers: int =
 
 
 def wait_until_settled(stack: Stack, the_plan: Plan, deadline: float, progress: bool) -> None:
-    """Until every job is final, the queue is empty and the DLQ holds what it should."""
+    """Until every job is final and the queue is empty (or ``deadline``)."""
     import boto3
 
     from backends.dynamodb import DynamoStore

@@ -10,6 +10,7 @@ from conftest import AWS_ENV
 from bench.cost import CASES, PRICES, price, run_case
 
 JOBS = 20  # two batches of ten
+SEND, READ = "sqs.SendMessage", "dynamodb.GetItem"
 
 
 @pytest.fixture(autouse=True)
@@ -21,20 +22,20 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("with_results", {"SendMessage": 20, "UpdateItem": 40, "GetItem": 20}),
-        ("with_idempotency_key", {"SendMessage": 20, "UpdateItem": 80, "GetItem": 20}),
-        ("without_store", {"SendMessage": 20}),
+        ("with_results", {SEND: 20, "dynamodb.UpdateItem": 40, READ: 20}),
+        ("with_idempotency_key", {SEND: 20, "dynamodb.UpdateItem": 80, READ: 20}),
+        ("without_store", {SEND: 20}),
         # jobs 0 and 10 ask for a retry: a visibility change each (on the queue URL the worker
         # looks up once per process), then a second attempt (begin and complete again),
         # received in a batch of its own
         (
             "with_one_retry_in_ten",
             {
-                "SendMessage": 20,
-                "UpdateItem": 44,
-                "GetItem": 20,
-                "ChangeMessageVisibility": 2,
-                "GetQueueUrl": 1,
+                SEND: 20,
+                "dynamodb.UpdateItem": 44,
+                READ: 20,
+                "sqs.ChangeMessageVisibility": 2,
+                "sqs.GetQueueUrl": 1,
             },
         ),
     ],
@@ -43,14 +44,20 @@ def test_requests_per_case_are_counted_as_they_happen(
     moto_server: str, case: str, expected: dict[str, int]
 ) -> None:
     calls, invocations = run_case(moto_server, CASES[case], jobs=JOBS)
-    queue_side = Counter({"ReceiveMessage": invocations, "DeleteMessageBatch": invocations})
+    queue_side = Counter({"sqs.ReceiveMessage": invocations, "sqs.DeleteMessageBatch": invocations})
     assert calls == Counter(expected) + queue_side
     assert invocations == (3 if case == "with_one_retry_in_ten" else 2)
 
 
+def test_a_request_without_a_price_is_refused() -> None:
+    unpriced = r"no price for \['dynamodb.BatchGetItem', 's3.PutObject'\]"
+    with pytest.raises(ValueError, match=unpriced):
+        price(Counter({"dynamodb.BatchGetItem": 1, "s3.PutObject": 1}), invocations=1, jobs=1)
+
+
 def test_dollars_follow_the_counts_and_the_stated_prices() -> None:
-    calls = Counter({"SendMessage": 10, "ReceiveMessage": 1, "DeleteMessageBatch": 1})
-    calls += Counter({"UpdateItem": 20, "GetItem": 10})
+    calls = Counter({"sqs.SendMessage": 10, "sqs.ReceiveMessage": 1, "sqs.DeleteMessageBatch": 1})
+    calls += Counter({"dynamodb.UpdateItem": 20, "dynamodb.GetItem": 10})
     figures = price(calls, invocations=1, jobs=10)
     assert figures["sqs_requests"] == pytest.approx(1.2)
     assert figures["dynamodb_writes"] == 2
