@@ -68,6 +68,9 @@ class LambdaHandler:
         data = cast("dict[str, Any]", event)
         deadline = self._deadline(context)
         if _is_sqs(data):
+            problem = _malformed_sqs_record(data["Records"])
+            if problem:  # not from Lambda: refuse it whole (if it was, it comes back whole)
+                raise UnrecognisedEvent(f"malformed SQS event: {problem}")
             return process_sqs_batch(
                 self.app, data, deadline=deadline, sqs=self.sqs, queue_url=self.queue_url,
                 dlq_url=self.dlq_url,
@@ -163,6 +166,30 @@ def make_handler(
     return LambdaHandler(
         app, dlq_url=dlq_url, sqs_client=sqs_client, safety_margin=safety_margin, http=http
     )
+
+
+_SQS_RECORD_TEXT = ("messageId", "receiptHandle", "body", "eventSourceARN")
+"""The record fields the runtime reads; Lambda always sends them as strings."""
+
+
+def _malformed_sqs_record(records: Any) -> str | None:
+    """The first field of an SQS event that is not what Lambda sends, by its path."""
+    if not isinstance(records, list):
+        return "Records: not a list"
+    for i, record in enumerate(cast("list[Any]", records)):
+        if not isinstance(record, dict):
+            return f"Records[{i}]: not an object"
+        fields = cast("dict[str, Any]", record)
+        for name in _SQS_RECORD_TEXT:
+            if not isinstance(fields.get(name), str):
+                return f"Records[{i}].{name}: missing or not a string"
+        attributes = fields.get("attributes", {})
+        if not isinstance(attributes, dict):
+            return f"Records[{i}].attributes: not an object"
+        count = cast("dict[str, Any]", attributes).get("ApproximateReceiveCount", "1")
+        if not (isinstance(count, str) and count.isdecimal()):
+            return f"Records[{i}].attributes.ApproximateReceiveCount: not a count"
+    return None
 
 
 def _is_sqs(event: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,6 +335,32 @@ def test_unrecognised_events_are_a_clear_error(rig: Rig, event: Any) -> None:
     """An event of no kind the worker serves raises UnrecognisedEvent naming its keys."""
     with pytest.raises(UnrecognisedEvent, match="not an event this worker serves"):
         rig.handler()(event, LocalContext())
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda r: r.pop("messageId"), r"Records\[1\]\.messageId: missing or not a string"),
+        (lambda r: r.update(body=None), r"Records\[1\]\.body: missing or not a string"),
+        (lambda r: r.update(attributes=[]), r"Records\[1\]\.attributes: not an object"),
+        (
+            lambda r: r["attributes"].update(ApproximateReceiveCount="two"),
+            r"Records\[1\]\.attributes\.ApproximateReceiveCount: not a count",
+        ),
+    ],
+)
+def test_a_malformed_sqs_event_is_refused_whole_naming_the_field(
+    rig: Rig, change: Callable[[dict[str, Any]], object], path: str
+) -> None:
+    """Not what Lambda sends: one clear error with the field's path, and nothing processed."""
+    runs: list[str] = []
+    rig.app.implement(send_email, lambda data, ctx: runs.append(ctx.job_id) or ok(data, ctx))
+    valid = {"to": "a@example.com", "subject": "s"}
+    event = rig.event(job(valid), job(valid))
+    change(event["Records"][1])
+    with pytest.raises(UnrecognisedEvent, match=path):
+        rig.handler()(event, LocalContext())
+    assert runs == []
 
 
 def test_logs_are_json_lines_with_metrics_and_no_payloads(
