@@ -176,7 +176,8 @@ def _malformed_sqs_record(records: Any) -> str | None:
     """The first field of an SQS event that is not what Lambda sends, by its path."""
     if not isinstance(records, list):
         return "Records: not a list"
-    for i, record in enumerate(cast("list[Any]", records)):
+    items: list[Any] = records  # pyright: ignore[reportUnknownVariableType]
+    for i, record in enumerate(items):
         if not isinstance(record, dict):
             return f"Records[{i}]: not an object"
         fields = cast("dict[str, Any]", record)
