@@ -98,6 +98,12 @@ class Envelope:
                 raise _field_error("input_ref", f"must be a URI of 1..{_MAX_REF} characters")
             if self.input is not None:
                 raise _field_error("input", "must be null when input_ref points to the input")
+        if self.idempotency_key is not None or self.trace or self.headers:
+            given = {"idempotency_key": self.idempotency_key, "trace": self.trace,
+                     "headers": self.headers}  # fmt: skip
+            _optional_text(given, "idempotency_key", _MAX_NAME)
+            _str_map(given, "trace")
+            _str_map(given, "headers")
         bad = [k for k in self.extensions or {} if not k.startswith("x-")]
         if bad:
             raise _field_error(bad[0], "is not an extension key (extensions start with 'x-')")

@@ -731,3 +731,21 @@ def test_an_input_next_to_its_reference_is_refused() -> None:
     assert caught.value.field == "input"
     error = decode_error(wire(valid(input_ref="s3://b/k")))
     assert (error.reason, error.field) == ("invalid_field", "input")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("idempotency_key", 7),
+        ("idempotency_key", ""),
+        ("trace", {"traceparent": 1}),
+        ("headers", ["tenant"]),
+    ],
+)
+def test_what_decode_would_refuse_is_refused_at_construction(field: str, value: object) -> None:
+    """An envelope built in code can always be encoded and decoded again: bad keys, traces
+    and headers are refused when it is made, naming the field, as decode would."""
+    with pytest.raises(EnvelopeError) as built:
+        Envelope(task="t", input=None, **{field: value})  # type: ignore[arg-type]
+    decoded = decode_error(wire(valid(**{field: value})))
+    assert built.value.field == decoded.field == field

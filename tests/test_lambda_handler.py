@@ -22,6 +22,7 @@ from lambda_worker._logs import emit_job
 from sdk import (
     App,
     Envelope,
+    EnvelopeError,
     ErrorInfo,
     FieldError,
     JobContext,
@@ -432,3 +433,14 @@ def test_job_line_is_the_json_the_fields_say(outcome: Outcome) -> None:
     if outcome.retry_after is not None:
         expected["retry_after_s"] = round(outcome.retry_after, 3)
     assert json.loads(text) == expected
+
+
+def test_a_direct_invocation_with_a_bad_envelope_field_is_refused_naming_it(rig: Rig) -> None:
+    """A task that is not a name, or a key that is not a string: EnvelopeError with the field."""
+    handler = rig.handler()
+    with pytest.raises(EnvelopeError) as caught:
+        handler({"task": "", "input": {}}, LocalContext())
+    assert caught.value.field == "task"
+    with pytest.raises(EnvelopeError) as caught:
+        handler({"task": "send-email", "input": {}, "idempotency_key": 7}, LocalContext())
+    assert caught.value.field == "idempotency_key"
