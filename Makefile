@@ -1,5 +1,6 @@
 # Two entry points on a fresh machine: `make demo` and `make test`. Both build .venv from
-# pyproject.toml first; nothing depends on anything installed by hand.
+# the pyproject files first (the five layers editable, the root's dependency groups);
+# nothing depends on anything installed by hand.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench soak clean
 
-$(STAMP): pyproject.toml
+LAYERS := static_contracts sdk backends lambda_worker infra
+EDITABLE := -e ./static_contracts -e ./sdk -e './backends[all]' -e './lambda_worker[dev]' \
+	-e './infra[cdk]' -e '.[all]'
+
+$(STAMP): pyproject.toml $(foreach layer,$(LAYERS),$(layer)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'  # 25.1: PEP 735 --group
+	$(BIN)/python -m pip install --quiet $(EDITABLE) --group dev
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,7 +35,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet $(EDITABLE) --group dev --group bench
 	$(BIN)/python -m bench
 
 # 10,000 jobs with injected faults over the local stack, then the exact account (a 1,000-job

@@ -79,7 +79,7 @@ def bench_imports() -> dict[str, float]:
 
 
 def bench_envelope(n: int = 20_000) -> dict[str, float]:
-    from static_contracts import Envelope
+    from taskhop.static_contracts import Envelope
 
     envelope = Envelope(task="greet", input={"name": "ada", "tags": ["a", "b"], "n": 3})
     body = envelope.encode()
@@ -96,9 +96,9 @@ def bench_envelope(n: int = 20_000) -> dict[str, float]:
 
 
 def bench_worker(n: int = 5_000) -> dict[str, float]:
-    from backends.memory import MemoryQueue, MemoryStore
-    from sdk import JobContext, create_app, static_contract
-    from static_contracts import Envelope
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
+    from taskhop.sdk import JobContext, create_app, static_contract
+    from taskhop.static_contracts import Envelope
 
     contract = static_contract("greet", input=Greet, output=Greeting)
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
@@ -121,7 +121,7 @@ def bench_worker(n: int = 5_000) -> dict[str, float]:
 
 
 def bench_memory_end_to_end(n: int = 2_000) -> dict[str, float]:
-    from sdk import create_app, static_contract
+    from taskhop.sdk import create_app, static_contract
 
     contract = static_contract("greet", input=Greet, output=Greeting)
     with create_app() as app:

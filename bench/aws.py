@@ -81,8 +81,8 @@ def measure(fn: Callable[[], int]) -> tuple[float, float]:
 def throughput(endpoint: str, n: int = 200, rounds: int = 9) -> dict[str, float]:
     import boto3
 
-    from backends.sqs import SqsQueue
-    from sdk import create_app, static_contract
+    from taskhop.backends.sqs import SqsQueue
+    from taskhop.sdk import create_app, static_contract
 
     os.environ.update(ENV)
     client = boto3.client("sqs", endpoint_url=endpoint)
@@ -175,8 +175,8 @@ c.send_message(QueueUrl="{url}", MessageBody="{{}}")
 """
 STATIC = """
 from typing import TypedDict
-from backends.sqs import SqsQueue
-from static_contracts import Producer, static_contract
+from taskhop.backends.sqs import SqsQueue
+from taskhop.static_contracts import Producer, static_contract
 class Greet(TypedDict):
     name: str
 task = Producer(SqsQueue("{url}")).register(static_contract("greet", input=Greet, output=dict))
@@ -184,8 +184,8 @@ task.dispatch({{"name": "ada"}})
 """
 SDK = """
 from typing import TypedDict
-from backends.sqs import SqsQueue
-from sdk import create_app, static_contract
+from taskhop.backends.sqs import SqsQueue
+from taskhop.sdk import create_app, static_contract
 class Greet(TypedDict):
     name: str
 app = create_app(queue=SqsQueue("{url}"))

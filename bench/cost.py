@@ -86,10 +86,10 @@ def run_case(endpoint: str, case: Case, jobs: int = JOBS) -> tuple[Counter[str],
     """Run ``jobs`` jobs; return the requests counted and the Lambda invocations."""
     import boto3
 
-    from backends.dynamodb import DynamoStore
-    from backends.sqs import SqsQueue
-    from lambda_worker import LocalEventSourceMapping, make_handler
-    from sdk import JobContext, Retry, create_app, static_contract
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sqs import SqsQueue
+    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+    from taskhop.sdk import JobContext, Retry, create_app, static_contract
 
     def session() -> Any:
         return boto3.Session(region_name=REGION)

@@ -39,8 +39,8 @@ httpx.post("{url}", content=b'{{"taskhop":1}}')
 """
 STATIC_HTTP = """
 from typing import TypedDict
-from backends.http import HttpTransport
-from static_contracts import Producer, static_contract
+from taskhop.backends.http import HttpTransport
+from taskhop.static_contracts import Producer, static_contract
 class Greet(TypedDict):
     name: str
 producer = Producer(HttpTransport("{url}", secret="s"))
@@ -49,8 +49,8 @@ task.dispatch({{"name": "ada"}})
 """
 STATIC_SQS_HTTP = """
 from typing import TypedDict
-from backends.sqs_http import SqsHttpQueue
-from static_contracts import Producer, static_contract
+from taskhop.backends.sqs_http import SqsHttpQueue
+from taskhop.static_contracts import Producer, static_contract
 class Greet(TypedDict):
     name: str
 producer = Producer(SqsHttpQueue("{queue}"))

@@ -18,10 +18,10 @@ sqs = boto3.client("sqs"); ddb = boto3.client("dynamodb")
 """
 TASKHOP = """
 from typing import TypedDict
-from backends.dynamodb import DynamoStore
-from backends.sqs import SqsQueue
-from lambda_worker import make_handler
-from sdk import create_app, static_contract
+from taskhop.backends.dynamodb import DynamoStore
+from taskhop.backends.sqs import SqsQueue
+from taskhop.lambda_worker import make_handler
+from taskhop.sdk import create_app, static_contract
 class In(TypedDict):
     n: int
 app = create_app(queue=SqsQueue("https://sqs.us-east-1.amazonaws.com/1/q"), store=DynamoStore("t"))

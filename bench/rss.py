@@ -56,7 +56,7 @@ mark("jobs_10k")
 TASKHOP_JOBS = """
 import json
 from botocore.awsrequest import AWSResponse
-from static_contracts import Envelope
+from taskhop.static_contracts import Envelope
 class Stream:
     def __init__(self, data): self.data = data
     def stream(self, **kwargs): yield self.data

@@ -51,7 +51,7 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
 
 def envelopes(n: int) -> list[str]:
     """Message bodies: one fresh job each (taskhop records every job id it sees)."""
-    from static_contracts import Envelope
+    from taskhop.static_contracts import Envelope
 
     return [
         Envelope(task="greet", input={"name": "a", "times": 2}).encode().decode() for _ in range(n)
@@ -59,9 +59,9 @@ def envelopes(n: int) -> list[str]:
 
 
 def taskhop_runner(n: int) -> Any:
-    from backends.memory import MemoryQueue, MemoryStore
-    from lambda_worker import LocalContext, make_handler
-    from sdk import JobContext, create_app, static_contract
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
+    from taskhop.lambda_worker import LocalContext, make_handler
+    from taskhop.sdk import JobContext, create_app, static_contract
 
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
 

@@ -15,8 +15,8 @@ from typing import Any, TypedDict
 import attrs
 import pytest
 
-from sdk import App, create_app, define_task, static_contract
-from sdk.testing import in_memory
+from taskhop.sdk import App, create_app, define_task, static_contract
+from taskhop.sdk.testing import in_memory
 
 
 class SendEmail(TypedDict):
@@ -69,8 +69,8 @@ def aws_stack(request: pytest.FixtureRequest) -> Iterator[tuple[App, Any]]:
 
     from sqs_poller import SqsPoller
 
-    from backends.dynamodb import DynamoStore
-    from backends.sqs import SqsQueue
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sqs import SqsQueue
 
     session = request.getfixturevalue("server_session")
     name = f"t-{uuid.uuid4().hex[:12]}"

@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 
 from soak_contracts import charge, work  # noqa: E402
 
-from static_contracts import Envelope, make_envelope  # noqa: E402
+from taskhop.static_contracts import Envelope, make_envelope  # noqa: E402
 
 EXPECTED = {
     "ok": "succeeded",
@@ -189,7 +189,7 @@ class Stack:
 def create_resources(endpoint: str, directory: Path) -> Stack:
     import boto3
 
-    from backends.dynamodb import DynamoStore
+    from taskhop.backends.dynamodb import DynamoStore
 
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
     factory: Any = boto3
@@ -271,7 +271,7 @@ def produce(
     import boto3
     from soak_faults import inject_throttling
 
-    from backends.sqs import SqsQueue
+    from taskhop.backends.sqs import SqsQueue
 
     session = boto3.Session()
     inject_throttling(session, throttle, random.Random(rng.random()), stack.directory)
@@ -347,7 +347,7 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     """Read the store, the DLQ, the effects table and the logs; check everything."""
     import boto3
 
-    from backends.dynamodb import DynamoStore
+    from taskhop.backends.dynamodb import DynamoStore
 
     factory: Any = boto3
     sqs, dynamodb = factory.client("sqs"), factory.client("dynamodb")
@@ -550,7 +550,7 @@ def wait_until_settled(stack: Stack, the_plan: Plan, deadline: float, progress: 
     """Until every job is final and the queue is empty (or ``deadline``)."""
     import boto3
 
-    from backends.dynamodb import DynamoStore
+    from taskhop.backends.dynamodb import DynamoStore
 
     factory: Any = boto3
     sqs = factory.client("sqs")

@@ -17,9 +17,9 @@ import boto3
 from soak_contracts import Charge, Charged, Work, charge, work
 from soak_faults import append, inject_throttling
 
-from backends.dynamodb import DynamoStore
-from backends.sqs import SqsQueue
-from sdk import JobContext, PermanentError, create_app
+from taskhop.backends.dynamodb import DynamoStore
+from taskhop.backends.sqs import SqsQueue
+from taskhop.sdk import JobContext, PermanentError, create_app
 
 SOAK_DIR = Path(os.environ["SOAK_DIR"])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from static_contracts import static_contract
+from taskhop.static_contracts import static_contract
 
 
 class Work(TypedDict):

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sdk import App, OutcomeKind
+from taskhop.sdk import App, OutcomeKind
 
 
 class SqsPoller:

@@ -1,4 +1,4 @@
-"""``backends.api``: handler-side HTTP calls mapped onto Retry / PermanentError."""
+"""``taskhop.backends.api``: handler-side HTTP calls mapped onto Retry / PermanentError."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import httpx
 import pytest
 from conftest import EmailSent, SendEmail, send_email
 
-from backends.api import ApiClient, AsyncApiClient
-from backends.memory import MemoryQueue, MemoryStore
-from sdk import Envelope, JobContext, OutcomeKind, PermanentError, Retry, create_app
+from taskhop.backends.api import ApiClient, AsyncApiClient
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.sdk import Envelope, JobContext, OutcomeKind, PermanentError, Retry, create_app
 
 
 def client_answering(status: int, headers: dict[str, str] | None = None) -> ApiClient:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
 
-from backends.memory import MemoryQueue, MemoryStore
-from sdk import (
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.sdk import (
     AlreadyImplementedError,
     App,
     ContractError,
@@ -163,7 +163,7 @@ def test_create_app_wiring_errors_are_explicit() -> None:
 
 def test_a_worker_without_a_store_keeps_no_state_and_loses_nothing() -> None:
     """No store: jobs run as delivered, nothing is recorded, and ends are dead-lettered."""
-    from sdk import Envelope, OutcomeKind
+    from taskhop.sdk import Envelope, OutcomeKind
 
     stateless = create_app(queue=MemoryQueue())
     stateless.implement(send_email, handler)

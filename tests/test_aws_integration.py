@@ -16,9 +16,9 @@ from typing import Any, TypedDict
 import pytest
 from sqs_poller import SqsPoller
 
-from backends.dynamodb import DynamoStore
-from backends.sqs import SqsQueue
-from sdk import (
+from taskhop.backends.dynamodb import DynamoStore
+from taskhop.backends.sqs import SqsQueue
+from taskhop.sdk import (
     App,
     JobContext,
     JobStatus,
@@ -230,7 +230,7 @@ def test_results_over_the_item_limit_go_to_s3(server_session: Any) -> None:
     server_session.client("s3").create_bucket(Bucket=name)
     store = DynamoStore(name, session=server_session, s3_bucket=name, result_limit=1024)
     store.create_table()
-    from sdk import JobRecord
+    from taskhop.sdk import JobRecord
 
     big = {"blob": "x" * 5000}
     store.complete(JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=big))
@@ -307,7 +307,7 @@ def test_delays_past_what_the_queue_holds_are_deferred_not_run_early(stack: Stac
 
 def test_inputs_too_large_for_sqs_go_through_s3(server_session: Any) -> None:
     """Over the message size, the input goes to S3; the worker reads it and deletes it."""
-    from backends.s3 import S3Payloads
+    from taskhop.backends.s3 import S3Payloads
 
     name = f"t-{uuid.uuid4().hex[:12]}"
     sqs = server_session.client("sqs")
@@ -329,7 +329,7 @@ def test_inputs_too_large_for_sqs_go_through_s3(server_session: Any) -> None:
     assert small.result(10) == Greeting("1 chars")
     assert server_session.client("s3").list_objects_v2(Bucket=name).get("KeyCount") == 0
     unconfigured = SqsQueue(url, session=server_session, max_message_bytes=4096)
-    from static_contracts import TransportError
+    from taskhop.static_contracts import TransportError
 
     with pytest.raises(TransportError, match="pass payloads=S3Payloads"):
         unconfigured.send(bound.envelope({"name": "x" * 10_000}))

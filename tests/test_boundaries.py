@@ -50,8 +50,8 @@ def test_importing_sdk_loads_no_backend_and_no_aws_or_http_client() -> None:
 
 
 def test_the_embedded_default_loads_only_the_memory_backend() -> None:
-    """``create_app()`` reaches backends.memory lazily and nothing heavier."""
-    loaded = loaded_after("import sdk; sdk.create_app().close()")
+    """``create_app()`` reaches taskhop.sdk.memory lazily and nothing heavier."""
+    loaded = loaded_after("import sdk; taskhop.sdk.create_app().close()")
     assert "backends" in loaded
     assert not loaded & HEAVY
 
@@ -77,7 +77,7 @@ def test_nothing_imports_lambda_worker_or_infra(path: Path) -> None:
 
 
 def test_backends_do_not_import_each_other() -> None:
-    """Each backend imports no other backend (private ``backends._x`` helpers are shared)."""
+    """Each backend imports no other backend (private ``taskhop.backends._x`` helpers are shared)."""
     backends = {p.stem for p in (ROOT / "backends").glob("*.py") if p.stem != "__init__"}
     assert {"memory", "sqs", "dynamodb", "s3"} <= backends
     for name in backends:
@@ -91,10 +91,10 @@ def test_backends_do_not_import_each_other() -> None:
 
 def test_a_lambda_worker_init_loads_only_what_it_runs() -> None:
     """The handler module's imports leave out asyncio, httpx and the local poller."""
-    loaded = loaded_after("import lambda_worker, backends.sqs, backends.dynamodb")
+    loaded = loaded_after("import lambda_worker, taskhop.backends.sqs, taskhop.backends.dynamodb")
     assert not loaded & {"asyncio", "httpx", "moto"}
     modules = loaded_after_full("import lambda_worker")
-    assert "lambda_worker._local" not in modules
+    assert "taskhop.lambda_worker._local" not in modules
 
 
 def loaded_after_full(code: str) -> set[str]:
@@ -109,12 +109,12 @@ def loaded_after_full(code: str) -> set[str]:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("backends.sqs", {"httpx", "attrs", "cattrs", "sdk"}),
-        ("backends.dynamodb", {"httpx"}),
-        ("backends.memory", {"boto3", "botocore", "httpx"}),
-        ("backends.http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
-        ("backends.sqs_http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk", "httpx"}),
-        ("backends.api", {"boto3", "botocore"}),
+        ("taskhop.backends.sqs", {"httpx", "attrs", "cattrs", "sdk"}),
+        ("taskhop.backends.dynamodb", {"httpx"}),
+        ("taskhop.sdk.memory", {"boto3", "botocore", "httpx"}),
+        ("taskhop.backends.http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}),
+        ("taskhop.backends.sqs_http", {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk", "httpx"}),
+        ("taskhop.backends.api", {"boto3", "botocore"}),
     ],
 )
 def test_each_backend_loads_only_what_it_needs(module: str, forbidden: set[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk._cli import load_app, main
+from taskhop.sdk._cli import load_app, main
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
         textwrap.dedent(
             """
             from typing import TypedDict
-            from sdk import create_app, static_contract
+            from taskhop.sdk import create_app, static_contract
 
             class In(TypedDict):
                 n: int
@@ -136,7 +136,7 @@ def test_dlq_list_and_redrive(mocked_aws: None, capsys: pytest.CaptureFixture[st
     """``taskhop dlq list`` shows why letters died; ``redrive`` moves them back by task."""
     import boto3
 
-    from static_contracts import Envelope
+    from taskhop.static_contracts import Envelope
 
     sqs = boto3.client("sqs")
     queue = sqs.create_queue(QueueName="q")["QueueUrl"]

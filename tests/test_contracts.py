@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, send_email
 
-from sdk import TaskContract, define_task
-from static_contracts import (
+from taskhop.sdk import TaskContract, define_task
+from taskhop.static_contracts import (
     ContractError,
     RetryPolicy,
     StaticContract,

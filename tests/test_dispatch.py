@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
 
-from sdk import (
+from taskhop.sdk import (
     App,
     Envelope,
     JobContext,
@@ -287,7 +287,7 @@ def test_aresult_times_out(app: App) -> None:
 
 def test_gather_waits_for_many_jobs_in_batches(app: App) -> None:
     """``gather`` returns every output in order, reading unfinished jobs in batches."""
-    from sdk import gather
+    from taskhop.sdk import gather
 
     bound = app.implement(send_email, send)
     handles = bound.dispatch_many([{"to": str(n), "subject": "s"} for n in range(12)])
@@ -297,7 +297,7 @@ def test_gather_waits_for_many_jobs_in_batches(app: App) -> None:
 
 def test_gather_raises_the_first_failure_and_times_out(app: App) -> None:
     """A failed job raises TaskFailed; unfinished ones raise ResultTimeout."""
-    from sdk import gather
+    from taskhop.sdk import gather
 
     def refuse(data: SendEmail, ctx: JobContext) -> EmailSent:
         if data["to"] == "bad":

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
-from static_contracts import (
+from taskhop.static_contracts import (
     PROTOCOL_VERSION,
     Envelope,
     EnvelopeError,

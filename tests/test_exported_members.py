@@ -10,14 +10,14 @@ import pytest
 PUBLIC_MODULES = [
     "static_contracts",
     "sdk",
-    "sdk.testing",
-    "backends.memory",
-    "backends.sqs",
-    "backends.dynamodb",
-    "backends.s3",
-    "backends.http",
-    "backends.sqs_http",
-    "backends.api",
+    "taskhop.sdk.testing",
+    "taskhop.sdk.memory",
+    "taskhop.backends.sqs",
+    "taskhop.backends.dynamodb",
+    "taskhop.backends.s3",
+    "taskhop.backends.http",
+    "taskhop.backends.sqs_http",
+    "taskhop.backends.api",
     "lambda_worker",
 ]
 

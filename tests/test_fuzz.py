@@ -12,10 +12,10 @@ from conftest import EmailSent, SendEmail, send_email
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from backends.memory import MemoryQueue, MemoryStore
-from lambda_worker import HttpEndpoint, LocalContext, UnrecognisedEvent, make_handler
-from sdk import JobContext, create_app
-from static_contracts import Envelope, EnvelopeError, signed_headers
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.lambda_worker import HttpEndpoint, LocalContext, UnrecognisedEvent, make_handler
+from taskhop.sdk import JobContext, create_app
+from taskhop.static_contracts import Envelope, EnvelopeError, signed_headers
 
 SECRET = "fuzz-secret"
 finite_json = st.recursive(  # what a JSON encoder writes: no infinities

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from conftest import EmailSent, SendEmail, send_email
 
-from backends.http import AsyncHttpTransport, HttpTransport
-from backends.memory import MemoryQueue, MemoryStore
-from lambda_worker import HttpEndpoint, make_handler
-from lambda_worker._httpd import serve_function_url
-from sdk import App, JobContext, create_app
-from static_contracts import (
+from taskhop.backends.http import AsyncHttpTransport, HttpTransport
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.lambda_worker import HttpEndpoint, make_handler
+from taskhop.lambda_worker._httpd import serve_function_url
+from taskhop.sdk import App, JobContext, create_app
+from taskhop.static_contracts import (
     Envelope,
     Producer,
     SignatureError,
@@ -327,7 +327,7 @@ def test_an_http_producer_loads_no_boto3_attrs_or_cattrs() -> None:
     """A producer with a static contract and HttpTransport stays small (fresh interpreter)."""
     code = (
         "from typing import TypedDict\n"
-        "from backends.http import HttpTransport\n"
+        "from taskhop.backends.http import HttpTransport\n"
         "from static_contracts import Producer, static_contract\n"
         "class In(TypedDict):\n    n: int\n"
         "Producer(HttpTransport('https://w.example/jobs', secret='s')).register("
@@ -342,7 +342,7 @@ def test_an_http_producer_loads_no_boto3_attrs_or_cattrs() -> None:
 
 def test_aws_iam_function_urls_get_a_sigv4_signature_too() -> None:
     """With aws_iam, requests carry SigV4 for service "lambda" in the URL's region."""
-    from backends._sigv4 import Credentials
+    from taskhop.backends._sigv4 import Credentials
 
     seen: list[httpx.Request] = []
 

@@ -115,7 +115,7 @@ def test_sam_template_transforms_to_cloudformation(monkeypatch: pytest.MonkeyPat
 
 def test_sam_defaults_keep_the_guardrails() -> None:
     """The template's own defaults: visibility >= 6x timeout, maxReceiveCount >= 5."""
-    from lambda_worker._infra import check_parameters
+    from taskhop.lambda_worker._infra import check_parameters
 
     params = cfn_yaml(SAM)["Parameters"]
     check_parameters(
@@ -136,9 +136,9 @@ def test_infra_render_follows_the_contracts(capsys: pytest.CaptureFixture[str]) 
 
     from conftest import EmailSent, SendEmail
 
-    from lambda_worker._infra import GuardrailError, check_parameters, render
-    from sdk import create_app, static_contract
-    from sdk._cli import main
+    from taskhop.lambda_worker._infra import GuardrailError, check_parameters, render
+    from taskhop.sdk import create_app, static_contract
+    from taskhop.sdk._cli import main
 
     app = create_app()
     app.register(
@@ -191,7 +191,7 @@ def test_rendered_templates_lint_and_transform(monkeypatch: pytest.MonkeyPatch) 
     from cfnlint.api import lint_all
     from samtranslator.translator.transform import transform
 
-    from lambda_worker._infra import sam_schedule_events
+    from taskhop.lambda_worker._infra import sam_schedule_events
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     template = cfn_yaml(SAM)

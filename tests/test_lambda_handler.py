@@ -16,10 +16,10 @@ import boto3
 import pytest
 from conftest import FAST_RETRY, EmailSent, SendEmail, send_email
 
-from backends.memory import MemoryQueue, MemoryStore
-from lambda_worker import LocalContext, LocalEventSourceMapping, UnrecognisedEvent, make_handler
-from lambda_worker._logs import emit_job
-from sdk import (
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.lambda_worker import LocalContext, LocalEventSourceMapping, UnrecognisedEvent, make_handler
+from taskhop.lambda_worker._logs import emit_job
+from taskhop.sdk import (
     App,
     Envelope,
     EnvelopeError,
@@ -82,7 +82,7 @@ def rig(request: pytest.FixtureRequest, mocked_aws: None) -> Iterator[Rig]:
     if request.param == "memory":
         store: Any = MemoryStore()
     else:
-        from backends.dynamodb import DynamoStore
+        from taskhop.backends.dynamodb import DynamoStore
 
         store = DynamoStore("jobs")
         store.create_table()
@@ -236,7 +236,7 @@ def test_records_past_the_deadline_are_returned_unprocessed(rig: Rig) -> None:
 
 def test_a_store_outage_fails_only_that_record(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception outside the handler leaves the record on the queue and goes on."""
-    from sdk import StoreError
+    from taskhop.sdk import StoreError
 
     rig.app.implement(send_email, ok)
     assert rig.app.store is not None
@@ -312,7 +312,7 @@ def test_a_failing_scheduled_job_raises_so_lambda_retries_it(rig: Rig) -> None:
 
 def test_schedules_are_checked_when_declared(rig: Rig) -> None:
     """A bad expression or an invalid input is refused by app.schedule itself."""
-    from sdk import ContractError, ValidationError, define_task
+    from taskhop.sdk import ContractError, ValidationError, define_task
 
     with pytest.raises(ContractError, match="not an EventBridge expression"):
         rig.app.schedule("every 5 minutes", send_email, {"to": "x", "subject": "s"})

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from conftest import EmailSent, SendEmail
 
-from backends.dynamodb import DynamoStore
-from backends.sqs import SqsQueue
-from lambda_worker import LocalEventSourceMapping, make_handler
-from sdk import JobContext, JobStatus, TaskRejected, create_app, gather, static_contract
+from taskhop.backends.dynamodb import DynamoStore
+from taskhop.backends.sqs import SqsQueue
+from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+from taskhop.sdk import JobContext, JobStatus, TaskRejected, create_app, gather, static_contract
 
 contract = static_contract(
     "mail", input=SendEmail, output=EmailSent, retry={"attempts": 2, "delay": 0, "jitter": False}
@@ -164,9 +164,9 @@ def test_taskhop_worker_local_stops_cleanly_on_sigterm(
         textwrap.dedent(
             f"""
             from typing import TypedDict
-            from backends.dynamodb import DynamoStore
-            from backends.sqs import SqsQueue
-            from sdk import create_app, static_contract
+            from taskhop.backends.dynamodb import DynamoStore
+            from taskhop.backends.sqs import SqsQueue
+            from taskhop.sdk import create_app, static_contract
 
             class In(TypedDict):
                 n: int

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from conftest import EmailSent, SendEmail, send_email
 
-from backends.memory import MemoryQueue, MemoryStore
-from sdk import App, Envelope, JobContext, create_app
-from sdk.testing import MemoryHarness
-from static_contracts import AsyncTransport, Transport, TransportError
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.sdk import App, Envelope, JobContext, create_app
+from taskhop.sdk.testing import MemoryHarness
+from taskhop.static_contracts import AsyncTransport, Transport, TransportError
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import jsonschema
 import pytest
 from conftest import Resize
 
-from sdk import create_app, define_task, make_converter
-from sdk._cli import main
-from sdk._schema import json_schema
+from taskhop.sdk import create_app, define_task, make_converter
+from taskhop.sdk._cli import main
+from taskhop.sdk._schema import json_schema
 
 
 class Colour(enum.Enum):

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from backends.sqs import SqsQueue
-from static_contracts import Envelope, TransportError
+from taskhop.backends.sqs import SqsQueue
+from taskhop.static_contracts import Envelope, TransportError
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from backends._sigv4 import Credentials, sign_request
-from backends.sqs_http import SqsHttpQueue
-from static_contracts import Envelope, TransportError
+from taskhop.backends._sigv4 import Credentials, sign_request
+from taskhop.backends.sqs_http import SqsHttpQueue
+from taskhop.static_contracts import Envelope, TransportError
 
 
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEBYaD...session"])
@@ -128,7 +128,7 @@ def test_a_boto3_free_producer_loads_no_boto3(queue_url: str) -> None:
         "import os\n"
         "os.environ.update(AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x')\n"
         "os.environ['AWS_DEFAULT_REGION'] = 'us-east-1'\n"
-        "from backends.sqs_http import SqsHttpQueue\n"
+        "from taskhop.backends.sqs_http import SqsHttpQueue\n"
         "from static_contracts import Producer, Envelope\n"
         f"SqsHttpQueue({queue_url!r})\n"
         "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"

@@ -29,8 +29,8 @@ import json
 from dataclasses import dataclass
 from typing import TypedDict
 
-import static_contracts
-from static_contracts import Envelope, Producer, static_contract
+import taskhop.static_contracts
+from taskhop.static_contracts import Envelope, Producer, static_contract
 
 
 class Greet(TypedDict):

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from backends.memory import MemoryStore
-from sdk import ErrorInfo, JobRecord, JobStatus, JobStore, poll_for_final
+from taskhop.sdk.memory import MemoryStore
+from taskhop.sdk import ErrorInfo, JobRecord, JobStatus, JobStore, poll_for_final
 
 STORES = ["memory", "dynamodb"]
 
@@ -23,7 +23,7 @@ def store(request: pytest.FixtureRequest) -> JobStore:
     if request.param == "memory":
         return MemoryStore()
     request.getfixturevalue("mocked_aws")
-    from backends.dynamodb import DynamoStore
+    from taskhop.backends.dynamodb import DynamoStore
 
     dynamo = DynamoStore("taskhop-jobs")
     dynamo.create_table()
@@ -170,7 +170,7 @@ def test_poll_for_final_backs_off_until_final(store: JobStore) -> None:
 
 def test_records_round_trip_through_dicts() -> None:
     """JobRecord and ErrorInfo serialize to JSON data and back."""
-    from sdk import FieldError
+    from taskhop.sdk import FieldError
 
     record = JobRecord(
         id="j",

@@ -1,4 +1,4 @@
-"""``sdk.testing``: run handlers directly, run apps in memory, the pytest fixtures."""
+"""``taskhop.sdk.testing``: run handlers directly, run apps in memory, the pytest fixtures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
 
-from backends.memory import MemoryQueue, MemoryStore
-from sdk import (
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.sdk import (
     App,
     JobContext,
     PayloadError,
@@ -17,7 +17,7 @@ from sdk import (
     ValidationError,
     create_app,
 )
-from sdk.testing import MemoryHarness, arun_task, in_memory, run_task
+from taskhop.sdk.testing import MemoryHarness, arun_task, in_memory, run_task
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_in_memory_swaps_the_backends_and_restores_them() -> None:
 
 def test_harness_record_of_an_unknown_job_raises(harness: MemoryHarness) -> None:
     """Looking up a job that never ran is a JobNotFoundError."""
-    from sdk import JobNotFoundError
+    from taskhop.sdk import JobNotFoundError
 
     with pytest.raises(JobNotFoundError):
         harness.record("nope")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sdk import HandlerTimeout
-from sdk._timeouts import call_with_timeout
+from taskhop.sdk import HandlerTimeout
+from taskhop.sdk._timeouts import call_with_timeout
 
 
 def sleeper(seconds: float, finished: list[bool]) -> str:

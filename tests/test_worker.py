@@ -1,4 +1,4 @@
-"""The worker path (``sdk.Worker``): every step, driven one message at a time, no threads."""
+"""The worker path (``taskhop.sdk.Worker``): every step, driven one message at a time, no threads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from conftest import FAST_RETRY, EmailSent, Resize, Resized, SendEmail, resize, send_email
 
-from backends.memory import MemoryQueue, MemoryStore
-from sdk import (
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
+from taskhop.sdk import (
     App,
     Envelope,
     ImplementOptions,
@@ -591,7 +591,7 @@ def test_retry_policy_defaults_apply_to_define_task_too() -> None:
 
 def test_offloaded_inputs_are_loaded_validated_and_deleted_after_success() -> None:
     """An envelope with input_ref runs on the stored input, which is deleted on success."""
-    from backends.memory import MemoryPayloads
+    from taskhop.sdk.memory import MemoryPayloads
 
     payloads = MemoryPayloads()
     application = create_app(queue=MemoryQueue(), store=MemoryStore(), payloads=payloads)
@@ -641,7 +641,7 @@ def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If completing the key failed after the job completed, the redelivery completes it."""
-    from sdk import StoreError
+    from taskhop.sdk import StoreError
 
     runs: list[str] = []
 

@@ -26,8 +26,8 @@ from typing import IO
 
 from demo_contracts import ResizeImage, resize_image
 
-from backends.sqs import SqsQueue
-from static_contracts import Producer
+from taskhop.backends.sqs import SqsQueue
+from taskhop.static_contracts import Producer
 
 HERE = Path(__file__).resolve().parent
 JOBS = int(os.environ.get("DEMO_JOBS", "300"))
@@ -118,7 +118,7 @@ def main() -> int:
 
 
 def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent_at: float) -> int:
-    from backends.dynamodb import DynamoStore  # reading results needs the sdk; producing did not
+    from taskhop.backends.dynamodb import DynamoStore  # reading results needs the sdk; producing did not
 
     store = DynamoStore(stack["table"])
     sqs = SqsQueue(stack["dlq_url"]).client

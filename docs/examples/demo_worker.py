@@ -6,9 +6,9 @@ import os
 
 from demo_contracts import Resized, ResizeImage, resize_image
 
-from backends.dynamodb import DynamoStore
-from backends.sqs import SqsQueue
-from sdk import JobContext, create_app
+from taskhop.backends.dynamodb import DynamoStore
+from taskhop.backends.sqs import SqsQueue
+from taskhop.sdk import JobContext, create_app
 
 app = create_app(
     queue=SqsQueue(os.environ["TASKHOP_QUEUE_URL"]),

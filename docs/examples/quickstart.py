@@ -20,7 +20,7 @@ from typing import TypedDict
 
 import attrs
 
-from sdk import (
+from taskhop.sdk import (
     JobContext,
     RetryPolicy,
     TaskRejected,
@@ -113,7 +113,7 @@ mailer = FlakyMailer()
 def deliver(data: SendEmail, ctx: JobContext) -> EmailSent:
     print(f"  [worker] send-email attempt {ctx.attempt}/{ctx.max_attempts} to {data['to']}")
     # Any exception other than PermanentError is retried under the task's RetryPolicy;
-    # raise sdk.Retry(after=seconds) to choose the wait yourself.
+    # raise taskhop.sdk.Retry(after=seconds) to choose the wait yourself.
     return EmailSent(message_id=mailer.send(data["to"], data["subject"]))
 
 

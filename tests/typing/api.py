@@ -12,7 +12,7 @@ from typing import TypedDict, assert_type
 
 import attrs
 
-from sdk import (
+from taskhop.sdk import (
     App,
     BoundTask,
     Implementation,
@@ -28,8 +28,8 @@ from sdk import (
     output_type,
     static_contract,
 )
-from sdk.testing import run_task
-from static_contracts import Producer, ProducerTask, Transport
+from taskhop.sdk.testing import run_task
+from taskhop.static_contracts import Producer, ProducerTask, Transport
 
 
 class SendEmail(TypedDict):

@@ -1,5 +1,0 @@
-"""Backends: one module per adapter, each implementing the protocols the core defines.
-
-``backends.memory`` is the embedded default. AWS (``sqs``, ``dynamodb``) and HTTP adapters
-import boto3 or httpx themselves; importing this package imports none of them.
-"""

@@ -1,0 +1,51 @@
+"""The guardrails every taskhop deployment keeps, checked where the parameters are chosen.
+
+Both deployment paths call ``check_parameters``: ``taskhop infra render`` before it prints
+the SAM parameters, and the CDK construct when it is built. The figures:
+
+- the queue's visibility timeout is at least 6x the function timeout (AWS's advice for
+  SQS-triggered functions, so a batch still running is not delivered again);
+- ``maxReceiveCount`` is at least 5 (AWS's advice: throttled batches count as receives, and
+  must not reach the DLQ without a real failure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from taskhop.static_contracts import TaskhopError
+
+__all__ = ["MIN_RECEIVES", "SAFETY_MARGIN", "VISIBILITY_FACTOR", "GuardrailError", "check_parameters"]
+
+SAFETY_MARGIN = 3
+"""Seconds the function timeout keeps above the largest contract timeout."""
+MIN_RECEIVES = 5
+"""The smallest ``maxReceiveCount`` a worker queue may have."""
+VISIBILITY_FACTOR = 6
+"""The queue's visibility timeout over the function timeout, at least."""
+
+
+class GuardrailError(TaskhopError, ValueError):
+    """Deployment parameters that break a guardrail; the message says which and why."""
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> None:
+    """Raise ``GuardrailError`` unless the parameters keep every guardrail.
+
+    Keys are the SAM template's parameter names (``FunctionTimeout``, ``VisibilityTimeout``,
+    ``MaxReceiveCount``); a missing one takes the template's default.
+    """
+    timeout = int(parameters.get("FunctionTimeout", 30))
+    visibility = int(parameters.get("VisibilityTimeout", VISIBILITY_FACTOR * 30))
+    receives = int(parameters.get("MaxReceiveCount", MIN_RECEIVES))
+    if visibility < VISIBILITY_FACTOR * timeout:
+        raise GuardrailError(
+            f"VisibilityTimeout {visibility}s is under {VISIBILITY_FACTOR}x FunctionTimeout"
+            f" ({VISIBILITY_FACTOR * timeout}s): a batch still running would be delivered again"
+        )
+    if receives < MIN_RECEIVES:
+        raise GuardrailError(
+            f"MaxReceiveCount {receives} is under {MIN_RECEIVES}: throttled batches would reach"
+            " the DLQ without a real failure"
+        )

@@ -1,0 +1,97 @@
+"""Structured output for CloudWatch: one JSON line per job event, and EMF metric lines.
+
+Lambda sends stdout to CloudWatch Logs; a line that is a JSON object with an ``_aws`` key in
+CloudWatch Embedded Metric Format becomes metrics with no API call. Job lines carry ids,
+task, attempt, outcome and duration, never payload bodies or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from taskhop.sdk import Outcome, OutcomeKind
+
+__all__ = ["emit_job", "emit_metrics"]
+
+NAMESPACE = "taskhop"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+"""One encoder for every line: ``json.dumps`` with options builds a new one per call."""
+_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A str as a JSON string literal, escaped as ``_ENCODER`` would (C-accelerated)."""
+
+
+def _number(value: float) -> str:
+    """A finite float as JSON (``repr`` is; NaN and infinities are not, so they become null)."""
+    return repr(float(value)) if math.isfinite(value) else "null"
+
+
+def emit_job(
+    outcome: Outcome, *, source: str, message_id: str | None = None, out: TextIO | None = None
+) -> None:
+    """Write the one log line of a processed message."""
+    # Formatted directly, once a job: the C encoder takes ~2 µs for these keys, this ~0.6 µs.
+    # Strings go through json's own escaping; the rest is JSON by construction.
+    envelope = outcome.envelope
+    level = "ERROR" if outcome.kind in (OutcomeKind.FAILED, OutcomeKind.POISON) else "INFO"
+    line = (
+        f'{{"level":"{level}","event":"job","source":{_string(source)},'
+        f'"outcome":"{outcome.kind.value}",'
+        f'"job_id":{"null" if envelope is None else _string(envelope.id)},'
+        f'"task":{"null" if envelope is None else _string(envelope.task)},'
+        f'"attempt":{int(outcome.attempt) or "null"},'
+        f'"duration_ms":{_number(outcome.duration_ms)}'
+    )
+    if message_id is not None:
+        line += f',"message_id":{_string(message_id)}'
+    if outcome.reason:
+        line += f',"reason":{_string(outcome.reason)}'
+    if outcome.error is not None:  # type and message only: messages are ours, bodies are not
+        error: dict[str, Any] = {
+            "error_type": outcome.error.type,
+            "error": outcome.error.message[:500],
+        }
+        if outcome.error.fields:
+            error["fields"] = [f.path for f in outcome.error.fields]
+        line += "," + _ENCODER.encode(error)[1:-1]
+    if outcome.retry_after is not None:
+        line += f',"retry_after_s":{_number(round(outcome.retry_after, 3))}'
+    stream = out or sys.stdout
+    stream.write(line + "}\n")
+    stream.flush()
+
+
+def emit_metrics(outcomes: Iterable[Outcome], *, out: TextIO | None = None) -> None:
+    """Write one EMF line per task: job counts by outcome and the handler duration."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    durations: dict[str, list[float]] = defaultdict(list)
+    for outcome in outcomes:
+        task = outcome.envelope.task if outcome.envelope is not None else "(undecodable)"
+        counts[task][outcome.kind.value] += 1
+        durations[task].append(outcome.duration_ms)
+    for task, by_outcome in counts.items():
+        metrics = [{"Name": f"jobs_{kind}", "Unit": "Count"} for kind in sorted(by_outcome)]
+        metrics.append({"Name": "duration_ms", "Unit": "Milliseconds"})
+        line: dict[str, Any] = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {"Namespace": NAMESPACE, "Dimensions": [["task"]], "Metrics": metrics}
+                ],
+            },
+            "task": task,
+            "duration_ms": durations[task],
+        }
+        line.update({f"jobs_{kind}": n for kind, n in by_outcome.items()})
+        _write(line, out)
+
+
+def _write(line: dict[str, Any], out: TextIO | None) -> None:
+    stream = out or sys.stdout
+    stream.write(_ENCODER.encode(line) + "\n")
+    stream.flush()

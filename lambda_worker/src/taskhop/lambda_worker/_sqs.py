@@ -1,0 +1,156 @@
+"""One SQS batch from Lambda's event source mapping, processed record by record.
+
+The answer follows AWS's partial batch response rules (``ReportBatchItemFailures``): the
+ids in ``batchItemFailures`` stay on the queue, every other record is deleted by Lambda.
+
+- A retry changes the record's visibility to the backoff delay (ChangeMessageVisibility) and
+  is reported failed; SQS's ``ApproximateReceiveCount`` is the attempt number.
+- A job not yet due (``not_before``) is re-sent as a new message delayed up to 900 s, and the
+  original is deleted, so waiting does not use attempts. FIFO queues take no per-message
+  delay: there the record's visibility is extended instead, which also holds its group.
+- Dead letters (attempts exhausted, poison) are sent to the DLQ with their classification when
+  ``dlq_url`` is set; otherwise they are reported failed and the queue's redrive policy moves
+  them after ``maxReceiveCount``. Nothing is lost either way.
+- FIFO: after the first failure in a message group the rest of that group is reported
+  failed unprocessed, to keep order; other groups go on.
+- Records left when the invocation is about to time out are reported failed unprocessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskhop.sdk import App, Outcome, OutcomeKind
+
+from ._logs import emit_job, emit_metrics
+
+__all__ = ["process_sqs_batch"]
+
+_log = logging.getLogger("taskhop.lambda")
+MAX_VISIBILITY = 43_200
+"""SQS visibility timeout maximum (12 hours)."""
+MAX_DELAY = 900
+"""SQS DelaySeconds maximum (15 minutes)."""
+
+
+def process_sqs_batch(
+    app: App,
+    event: dict[str, Any],
+    *,
+    deadline: float | None,
+    sqs: Callable[[], Any],
+    queue_url: Callable[[str], str],
+    dlq_url: str | None,
+) -> dict[str, list[dict[str, str]]]:
+    """Process a Lambda SQS event; return the partial batch response."""
+    failures: list[str] = []
+    failed_groups: set[str] = set()
+    outcomes: list[Outcome] = []
+    worker = app.worker()
+    for record in event["Records"]:
+        message_id = record["messageId"]
+        group = record.get("attributes", {}).get("MessageGroupId")
+        if group is not None and group in failed_groups:
+            failures.append(message_id)  # keep FIFO order: the group waits for its failure
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            failures.append(message_id)  # no time left to finish it: it comes back
+            continue
+        ok = _process_record(worker, record, deadline, sqs, queue_url, dlq_url, outcomes)
+        if not ok:
+            failures.append(message_id)
+            if group is not None:
+                failed_groups.add(group)
+    emit_metrics(outcomes)
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
+
+
+def _process_record(
+    worker: Any,
+    record: dict[str, Any],
+    deadline: float | None,
+    sqs: Callable[[], Any],
+    queue_url: Callable[[str], str],
+    dlq_url: str | None,
+    outcomes: list[Outcome],
+) -> bool:
+    """Run one record; True when it may be deleted, False to leave it on the queue."""
+    message_id = record["messageId"]
+    attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+    try:
+        outcome: Outcome = worker.process(record["body"], attempt=attempt, deadline=deadline)
+    except Exception:  # a store outage, say: the message comes back after its visibility
+        _log.exception("record %s could not be processed", message_id)
+        return False
+    outcomes.append(outcome)
+    emit_job(outcome, source="sqs", message_id=message_id)
+    try:
+        if outcome.dead_letter:
+            return _dead_letter(record, outcome, sqs, dlq_url)
+        if outcome.kind is OutcomeKind.DEFERRED:
+            return _defer(record, outcome, sqs, queue_url)
+        if outcome.kind is OutcomeKind.RETRY:
+            _set_visibility(record, outcome.retry_after, sqs, queue_url)
+            return False
+    except Exception:  # the settling call failed: leaving the message is always safe
+        _log.exception("record %s could not be settled", message_id)
+        return False
+    return True
+
+
+def _dead_letter(
+    record: dict[str, Any], outcome: Outcome, sqs: Callable[[], Any], dlq_url: str | None
+) -> bool:
+    if dlq_url is None:
+        return False  # the queue's redrive policy moves it after maxReceiveCount
+    attributes = {
+        "taskhop-reason": {
+            "DataType": "String",
+            "StringValue": outcome.reason or outcome.kind.value,
+        },
+    }
+    if outcome.job_id is not None:
+        attributes["taskhop-job-id"] = {"DataType": "String", "StringValue": outcome.job_id}
+    entry: dict[str, Any] = {
+        "QueueUrl": dlq_url,
+        "MessageBody": record["body"],
+        "MessageAttributes": attributes,
+    }
+    if dlq_url.endswith(".fifo"):
+        entry["MessageGroupId"] = record.get("attributes", {}).get("MessageGroupId", "dead-letters")
+        entry["MessageDeduplicationId"] = record["messageId"]
+    sqs().send_message(**entry)
+    return True
+
+
+def _defer(
+    record: dict[str, Any],
+    outcome: Outcome,
+    sqs: Callable[[], Any],
+    queue_url: Callable[[str], str],
+) -> bool:
+    if record["eventSourceARN"].endswith(".fifo"):
+        _set_visibility(record, outcome.retry_after, sqs, queue_url)
+        return False
+    delay = min(MAX_DELAY, math.ceil(outcome.retry_after or 0))
+    sqs().send_message(
+        QueueUrl=queue_url(record["eventSourceARN"]), MessageBody=record["body"], DelaySeconds=delay
+    )
+    return True
+
+
+def _set_visibility(
+    record: dict[str, Any],
+    seconds: float | None,
+    sqs: Callable[[], Any],
+    queue_url: Callable[[str], str],
+) -> None:
+    sqs().change_message_visibility(
+        QueueUrl=queue_url(record["eventSourceARN"]),
+        ReceiptHandle=record["receiptHandle"],
+        VisibilityTimeout=min(MAX_VISIBILITY, math.ceil(seconds or 0)),
+    )

@@ -1,0 +1,122 @@
+"""taskhop's app: runtime schemas, dispatch, handlers, results, errors and the worker path.
+
+Everything public is re-exported here; modules starting with ``_`` are private.
+"""
+
+import logging
+
+from taskhop.static_contracts import (
+    Duration,
+    Envelope,
+    RetryPolicy,
+    StaticContract,
+    static_contract,
+)
+
+from ._app import App, Registered, create_app
+from ._bound import BoundTask
+from ._context import JobContext
+from ._contract import Contract, TaskContract, define_task
+from ._converter import make_converter
+from ._errors import (
+    AlreadyImplementedError,
+    ContractError,
+    DuplicateJobInProgress,
+    EnvelopeError,
+    ErrorInfo,
+    FieldError,
+    HandlerSignal,
+    HandlerTimeout,
+    JobNotFoundError,
+    PayloadError,
+    PermanentError,
+    ResultTimeout,
+    Retry,
+    StoreError,
+    TaskFailed,
+    TaskhopError,
+    TaskRejected,
+    TransportError,
+    UnknownTaskError,
+    UnsupportedProtocolError,
+    ValidationError,
+)
+from ._handle import ResultHandle, gather
+from ._implementation import Handler, Implementation, ImplementOptions, Migration
+from ._middleware import Middleware
+from ._schedule import Schedule
+from ._store import (
+    FINAL_STATUSES,
+    Begin,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    KeyClaim,
+    NoStore,
+    poll_for_final,
+)
+from ._typing import input_type, output_type
+from ._worker import Outcome, OutcomeKind, Worker
+
+__all__ = [
+    "AlreadyImplementedError",
+    "App",
+    "Begin",
+    "BoundTask",
+    "Contract",
+    "ContractError",
+    "DuplicateJobInProgress",
+    "Duration",
+    "Envelope",
+    "EnvelopeError",
+    "ErrorInfo",
+    "FINAL_STATUSES",
+    "FieldError",
+    "Handler",
+    "HandlerSignal",
+    "HandlerTimeout",
+    "ImplementOptions",
+    "Implementation",
+    "JobContext",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "KeyClaim",
+    "Middleware",
+    "Migration",
+    "NoStore",
+    "Outcome",
+    "OutcomeKind",
+    "PayloadError",
+    "PermanentError",
+    "Registered",
+    "ResultHandle",
+    "ResultTimeout",
+    "Retry",
+    "RetryPolicy",
+    "Schedule",
+    "StaticContract",
+    "StoreError",
+    "TaskContract",
+    "TaskFailed",
+    "TaskRejected",
+    "TaskhopError",
+    "TransportError",
+    "UnknownTaskError",
+    "UnsupportedProtocolError",
+    "ValidationError",
+    "Worker",
+    "create_app",
+    "define_task",
+    "gather",
+    "input_type",
+    "make_converter",
+    "output_type",
+    "poll_for_final",
+    "static_contract",
+]
+
+# A library never configures logging; without this, warnings would reach stderr through
+# logging's last-resort handler in apps that set up no logging at all.
+logging.getLogger("taskhop").addHandler(logging.NullHandler())

@@ -1,0 +1,478 @@
+"""The app: a registry of tasks bound to one transport and one job store.
+
+A producer ``register``s contracts and dispatches; a worker ``implement``s them. Both can
+happen in one process (the inline ``app.task`` form) or in different deployments that share
+only the contracts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from cattrs import Converter
+
+from taskhop.static_contracts import (
+    AsyncTransport,
+    ContractError,
+    Duration,
+    PayloadStore,
+    RetryPolicy,
+    RetrySpec,
+    StaticContract,
+    Transport,
+    parse_duration,
+)
+
+from ._bound import BoundTask
+from ._context import JobContext
+from ._contract import define_task
+from ._converter import make_converter
+from ._errors import AlreadyImplementedError, TaskhopError, UnknownTaskError
+from ._implementation import Handler, Implementation, ImplementOptions, Migration
+from ._middleware import Middleware
+from ._schedule import Schedule
+from ._store import JobStore
+from ._worker import Worker
+
+__all__ = ["App", "Registered", "create_app"]
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """An implemented task with its effective worker-side settings, resolved once."""
+
+    contract: StaticContract[Any, Any]
+    implementation: Implementation[Any, Any]
+    policy: RetryPolicy
+    timeout: float | None
+    version: int
+    migrations: tuple[Migration, ...]
+    input_type: type[Any]
+    middleware: tuple[Middleware, ...]
+
+
+class App:
+    """Tasks, a transport to send them and a store to record them. Build with ``create_app``."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        store: JobStore | None,
+        validate_on_dispatch: bool = True,
+        converter: Converter | None = None,
+        middleware: Sequence[Middleware] = (),
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        self.transport = transport
+        self.payloads = payloads
+        self.store = store
+        self.validate_on_dispatch = validate_on_dispatch
+        self.converter = converter or make_converter()
+        self.middleware: tuple[Middleware, ...] = tuple(middleware)
+        self._tasks: dict[str, BoundTask[Any, Any]] = {}
+        self._implemented: dict[str, Registered] = {}
+        self._lock = threading.RLock()
+        self._worker: Worker | None = None
+        self._schedules: dict[str, Schedule] = {}
+
+    def __repr__(self) -> str:
+        return f"<App tasks={sorted(self._tasks)} transport={type(self.transport).__name__}>"
+
+    # -- producer side ----------------------------------------------------------------------
+
+    def register(self, contract: StaticContract[I, O]) -> BoundTask[I, O]:
+        """Bind a contract to this app and return its dispatchable ``BoundTask``.
+
+        Idempotent by name: registering the same contract again returns the same object.
+
+        Raises:
+            ContractError: another contract with this name but different types or settings
+                is already registered.
+
+        """
+        if not isinstance(contract, StaticContract):
+            raise TypeError(f"register() takes a contract, got {type(contract).__name__}")
+        with self._lock:
+            bound = self._tasks.get(contract.name)
+            if bound is None:
+                bound = BoundTask(self, contract)
+                self._tasks[contract.name] = bound
+            elif bound.contract != contract:
+                raise ContractError(
+                    f"task {contract.name!r} is already registered with a different contract:"
+                    f" {bound.contract!r} vs {contract!r}"
+                )
+            return bound  # same name and an equal contract, so the same I and O
+
+    def get(self, name: str) -> BoundTask[Any, Any]:
+        """The registered task called ``name`` (for scripts that dispatch by name)."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name, list(self._tasks)) from None
+
+    @property
+    def tasks(self) -> Mapping[str, BoundTask[Any, Any]]:
+        """Every registered task by name (read-only view)."""
+        return dict(self._tasks)
+
+    # -- worker side ------------------------------------------------------------------------
+
+    @overload
+    def implement(
+        self, contract: StaticContract[I, O], handler: Implementation[I, O]
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def implement(
+        self,
+        contract: StaticContract[I, O],
+        handler: Handler[I, O],
+        options: ImplementOptions | None = None,
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def implement(
+        self, contract: StaticContract[I, O], *, options: ImplementOptions | None = None
+    ) -> Callable[[Handler[I, O]], BoundTask[I, O]]: ...
+    def implement(
+        self,
+        contract: StaticContract[I, O],
+        handler: Handler[I, O] | Implementation[I, O] | None = None,
+        options: ImplementOptions | None = None,
+    ) -> BoundTask[I, O] | Callable[[Handler[I, O]], BoundTask[I, O]]:
+        """Attach a handler to a contract; this app becomes a worker for the task.
+
+        Three forms: ``implement(contract, handler[, options])``, the object form
+        ``implement(contract, Implementation(handler, options))``, and the decorator
+        ``@app.implement(contract, options=...)``. Each returns the task's ``BoundTask``; if
+        the contract was registered before, that same object is upgraded in place.
+
+        Raises:
+            AlreadyImplementedError: the task already has a handler in this app.
+            ContractError: the contract clashes with a registered one of the same name.
+
+        """
+        if handler is None:
+
+            def decorate(fn: Handler[I, O]) -> BoundTask[I, O]:
+                return self.implement(contract, fn, options)
+
+            return decorate
+        if isinstance(handler, Implementation):
+            if options is not None:
+                raise TypeError("pass options inside the Implementation, not beside it")
+            implementation: Implementation[I, O] = handler  # pyright: ignore[reportUnknownVariableType]
+        else:
+            if not callable(handler):
+                raise TypeError(f"{contract.name}: handler must be callable, got {handler!r}")
+            implementation = Implementation(handler, options or ImplementOptions())
+        bound = self.register(contract)
+        entry = self._resolve(contract, implementation)
+        with self._lock:
+            if contract.name in self._implemented:
+                raise AlreadyImplementedError(
+                    f"task {contract.name!r} is already implemented in this app"
+                )
+            self._implemented[contract.name] = entry
+        return bound
+
+    def implementation(self, name: str) -> Registered | None:
+        """The implemented task called ``name``, or None (the worker's lookup)."""
+        return self._implemented.get(name)
+
+    def implemented_names(self) -> list[str]:
+        """Names of the tasks this app can run."""
+        return sorted(self._implemented)
+
+    def _resolve(
+        self, contract: StaticContract[Any, Any], impl: Implementation[Any, Any]
+    ) -> Registered:
+        opts = impl.options
+        name = contract.name
+        try:
+            policy = contract.retry if opts.retry is None else RetryPolicy.of(opts.retry)
+            timeout = (
+                contract.timeout
+                if opts.timeout is None
+                else parse_duration(opts.timeout, field="timeout")
+            )
+        except (ValueError, ContractError) as exc:
+            raise ContractError(f"{name}: {exc}") from None
+        version = contract.version if opts.version is None else opts.version
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ContractError(f"{name}: options.version must be an int >= 1, got {version!r}")
+        migrations = tuple(opts.migrate)
+        if len(migrations) >= version:
+            raise ContractError(
+                f"{name}: {len(migrations)} migrations for version {version}; at most {version - 1}"
+            )
+        if not all(callable(m) for m in migrations):
+            raise ContractError(f"{name}: every migration must be callable")
+        return Registered(
+            contract=contract,
+            implementation=impl,
+            policy=policy,
+            timeout=timeout or None,
+            version=version,
+            migrations=migrations,
+            input_type=opts.input_type or contract.input,
+            middleware=(*self.middleware, *opts.middleware),
+        )
+
+    # -- inline tasks -----------------------------------------------------------------------
+
+    @overload
+    def task(
+        self,
+        name: str,
+        handler: Handler[I, O],
+        *,
+        input: type[I],
+        output: type[O],
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def task(
+        self,
+        name: str,
+        handler: Callable[[I, JobContext], Coroutine[Any, Any, O]],
+        *,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def task(
+        self,
+        name: str,
+        handler: Callable[[I, JobContext], O],
+        *,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def task(
+        self,
+        name: str,
+        *,
+        input: type[I],
+        output: type[O],
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> Callable[[Handler[I, O]], BoundTask[I, O]]: ...
+    @overload
+    def task(
+        self,
+        name: str,
+        *,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> _InferringDecorator: ...
+    def task(
+        self,
+        name: str,
+        handler: Callable[..., Any] | None = None,
+        *,
+        input: type[Any] | None = None,
+        output: type[Any] | None = None,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+        version: int = 1,
+        queue: str | None = None,
+        options: ImplementOptions | None = None,
+    ) -> Any:
+        """Declare and implement a task in one step (producer and worker in one codebase).
+
+        ``input``/``output`` default to the handler's annotations (first parameter and return
+        type). Works as a call, ``app.task("resize", resize)``, or a decorator,
+        ``@app.task("resize")``. The contract is a ``define_task`` one: dispatch validates.
+        """
+
+        def build(fn: Callable[..., Any]) -> BoundTask[Any, Any]:
+            in_type, out_type = (input, output) if input and output else _annotated_types(name, fn)
+            contract = define_task(
+                name,
+                input=input or in_type,
+                output=output or out_type,
+                retry=retry,
+                timeout=timeout,
+                version=version,
+                queue=queue,
+            )
+            return self.implement(contract, fn, options)
+
+        if handler is not None:
+            return build(handler)
+        return build
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedule(
+        self, expression: str, contract: StaticContract[I, O], input: I, *, name: str | None = None
+    ) -> Schedule:
+        """Run ``contract`` with ``input`` on an EventBridge schedule.
+
+        ``expression`` is ``rate(5 minutes)`` or ``cron(0 12 * * ? *)``. ``name`` is the
+        EventBridge rule that triggers it (default: the task name); the Lambda runtime runs
+        the job when that rule's scheduled event arrives. The input is validated now.
+        """
+        bound = self.register(contract)
+        schedule = Schedule(
+            name=name or contract.name,
+            expression=expression,
+            contract=contract,
+            input=bound.envelope(input).input,
+        )
+        with self._lock:
+            if schedule.name in self._schedules:
+                raise ContractError(f"schedule {schedule.name!r} is already declared")
+            self._schedules[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """Declared schedules by rule name."""
+        return dict(self._schedules)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def worker(self) -> Worker:
+        """The worker that runs this app's jobs (one per app, created on first use)."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = Worker(self)
+            return self._worker
+
+    def close(self) -> None:
+        """Close the transport (stopping an embedded worker), then the worker's event loops."""
+        self.transport.close()
+        if self._worker is not None:
+            self._worker.close()
+
+    async def aclose(self) -> None:
+        """Async ``close``."""
+        if isinstance(self.transport, AsyncTransport):
+            await self.transport.aclose()
+        else:
+            self.transport.close()
+        if self._worker is not None:
+            self._worker.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[BoundTask[Any, Any]]:
+        return iter(list(self._tasks.values()))
+
+
+class _InferringDecorator(typing.Protocol):
+    """``@app.task(name)``: input and output types come from the handler's annotations."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[[I, JobContext], Coroutine[Any, Any, O]], /
+    ) -> BoundTask[I, O]: ...
+    @overload
+    def __call__(self, fn: Callable[[I, JobContext], O], /) -> BoundTask[I, O]: ...
+
+
+def _annotated_types(name: str, fn: Callable[..., Any]) -> tuple[type[Any], type[Any]]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise ContractError(f"{name}: cannot read the handler's annotations: {exc}") from None
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    in_type: Any = hints.get(params[0].name) if params else None
+    out_type: Any = hints.get("return")
+    if in_type is None or out_type is None:
+        raise ContractError(
+            f"{name}: pass input= and output=, or annotate the handler's first parameter and"
+            " its return type"
+        )
+    if inspect.isclass(out_type) and issubclass(out_type, Awaitable):
+        raise ContractError(f"{name}: annotate the awaited output type, not {out_type!r}")
+    types: tuple[type[Any], type[Any]] = (in_type, out_type)
+    return types
+
+
+def create_app(
+    queue: Transport | None = None,
+    store: JobStore | None = None,
+    *,
+    validate_on_dispatch: bool = True,
+    converter: Converter | None = None,
+    middleware: Sequence[Middleware] = (),
+    payloads: PayloadStore | None = None,
+) -> App:
+    """Build an app.
+
+    With neither ``queue`` nor ``store``, the app runs embedded: an in-process queue, store
+    and worker thread (``taskhop.sdk.memory``), so dispatch-and-wait works with no AWS account.
+    With a ``queue`` only, the app cannot read results, and as a worker it keeps no state
+    (``NoStore``: no results, no deduplication, ends go to the dead-letter queue).
+
+    Args:
+        queue: the transport jobs are sent through (SQS, HTTP, memory, ...).
+        store: where workers record job state and results.
+        validate_on_dispatch: validate ``define_task`` inputs before sending (default on).
+        converter: a cattrs converter of your own (start from ``taskhop.sdk.make_converter()``).
+        middleware: hooks around dispatch and processing, in order.
+        payloads: where a worker reads inputs that were too large for a queue message (the
+            envelope's ``input_ref``), e.g. ``taskhop.backends.s3.S3Payloads(bucket)``.
+
+    """
+    if queue is None and store is None:
+        # The one place the sdk reaches a backend (DESIGN.md): lazily, for the embedded default.
+        from taskhop.sdk.memory import MemoryQueue, MemoryStore
+
+        memory_queue = MemoryQueue()
+        app = App(
+            transport=memory_queue,
+            store=MemoryStore(),
+            validate_on_dispatch=validate_on_dispatch,
+            converter=converter,
+            middleware=middleware,
+            payloads=payloads,
+        )
+        memory_queue.serve(app, lazy=True)
+        return app
+    if queue is None:
+        raise TaskhopError("a store without a queue cannot dispatch: pass queue= as well")
+    return App(
+        transport=queue,
+        store=store,
+        validate_on_dispatch=validate_on_dispatch,
+        converter=converter,
+        middleware=middleware,
+        payloads=payloads,
+    )

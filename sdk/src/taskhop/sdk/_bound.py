@@ -1,0 +1,209 @@
+"""``BoundTask[I, O]``: a contract bound to an app, the thing you dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from taskhop.static_contracts import (
+    AsyncTransport,
+    Duration,
+    Envelope,
+    JsonValue,
+    StaticContract,
+    make_envelope,
+    to_json_value,
+)
+
+from ._converter import structure, unstructure
+from ._handle import ResultHandle
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._implementation import Handler
+
+__all__ = ["BoundTask"]
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+
+class BoundTask(Generic[I, O]):
+    """A task an app can dispatch (and, once implemented, run).
+
+    ``register`` returns one for a contract, ``implement`` upgrades the same object in place,
+    so producer code holding a ``BoundTask`` keeps working when the handler arrives.
+    """
+
+    def __init__(self, app: App, contract: StaticContract[I, O]) -> None:
+        self.app = app
+        self.contract = contract
+
+    def __repr__(self) -> str:
+        state = "implemented" if self.implemented else "registered"
+        return f"<BoundTask {self.name!r} {state}>"
+
+    @property
+    def name(self) -> str:
+        """The task name."""
+        return self.contract.name
+
+    @property
+    def implemented(self) -> bool:
+        """Whether this app has a handler for the task."""
+        return self.app.implementation(self.name) is not None
+
+    @property
+    def handler(self) -> Handler[I, O] | None:
+        """The handler, if this app implements the task."""
+        entry = self.app.implementation(self.name)
+        return None if entry is None else entry.implementation.handler
+
+    # -- building envelopes -----------------------------------------------------------------
+
+    def envelope(
+        self,
+        payload: I,
+        *,
+        skip_validation: bool = False,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """The envelope ``dispatch`` would send, validated as ``dispatch`` would validate it."""
+        envelope = make_envelope(
+            self.contract,
+            self._input_json(payload, skip_validation),
+            delay=delay,
+            idempotency_key=idempotency_key,
+            trace=trace,
+            headers=headers,
+        )
+        for middleware in self.app.middleware:
+            envelope = middleware.before_dispatch(envelope) or envelope
+        return envelope
+
+    def _input_json(self, payload: Any, skip_validation: bool) -> JsonValue:
+        contract, converter = self.contract, self.app.converter
+        value: Any = payload
+        if isinstance(payload, Mapping) and not _is_mapping_type(contract.input):
+            # raw JSON for an attrs/dataclass input (a request body, say): validate it as is
+            data = to_json_value(cast("Mapping[str, Any]", payload))
+        else:
+            data = unstructure(converter, value, contract.input, path="input")
+        if contract.runtime_schema and self.app.validate_on_dispatch and not skip_validation:
+            structure(converter, data, contract.input, task=self.name)
+        return data
+
+    def handle(self, job_id: str) -> ResultHandle[O]:
+        """A handle for an existing job of this task."""
+        return ResultHandle(self.app, job_id, self.name, self.contract.output)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        payload: I,
+        *,
+        skip_validation: bool = False,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResultHandle[O]:
+        """Send one job.
+
+        Args:
+            payload: the input, typed by the contract.
+            skip_validation: do not validate here even if the contract has a runtime schema
+                (the worker always validates).
+            delay: do not run before this long from now (``"10s"``, seconds, ``timedelta``).
+            idempotency_key: jobs sharing a key run the handler at most once; duplicates get
+                the first job's result.
+            trace: trace context to propagate (``traceparent``, ...).
+            headers: small string metadata for middleware.
+
+        Raises:
+            ValidationError: the payload failed the contract's runtime schema.
+            PayloadError: the payload cannot be written as JSON (names the path).
+            TransportError: the transport did not accept the job.
+
+        """
+        envelope = self.envelope(
+            payload,
+            skip_validation=skip_validation,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            trace=trace,
+            headers=headers,
+        )
+        self.app.transport.send(envelope)
+        self._after_dispatch([envelope])
+        return self.handle(envelope.id)
+
+    async def adispatch(
+        self,
+        payload: I,
+        *,
+        skip_validation: bool = False,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResultHandle[O]:
+        """``dispatch`` for async code: the send never blocks the event loop."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
+        envelope = self.envelope(
+            payload,
+            skip_validation=skip_validation,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            trace=trace,
+            headers=headers,
+        )
+        transport: Any = self.app.transport
+        if isinstance(transport, AsyncTransport):
+            await transport.asend(envelope)
+        else:
+            await asyncio.to_thread(transport.send, envelope)
+        self._after_dispatch([envelope])
+        return self.handle(envelope.id)
+
+    def dispatch_many(
+        self, payloads: Iterable[I], *, skip_validation: bool = False
+    ) -> list[ResultHandle[O]]:
+        """Send several jobs in as few requests as the transport allows.
+
+        Every payload is validated before anything is sent, so a bad one sends nothing.
+        """
+        envelopes = [self.envelope(p, skip_validation=skip_validation) for p in payloads]
+        self.app.transport.send_many(envelopes)
+        self._after_dispatch(envelopes)
+        return [self.handle(e.id) for e in envelopes]
+
+    async def adispatch_many(
+        self, payloads: Iterable[I], *, skip_validation: bool = False
+    ) -> list[ResultHandle[O]]:
+        """``dispatch_many`` for async code."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
+        envelopes = [self.envelope(p, skip_validation=skip_validation) for p in payloads]
+        transport: Any = self.app.transport
+        if isinstance(transport, AsyncTransport):
+            await transport.asend_many(envelopes)
+        else:
+            await asyncio.to_thread(transport.send_many, envelopes)
+        self._after_dispatch(envelopes)
+        return [self.handle(e.id) for e in envelopes]
+
+    def _after_dispatch(self, envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            for middleware in self.app.middleware:
+                middleware.after_dispatch(envelope)
+
+
+def _is_mapping_type(tp: object) -> bool:
+    """TypedDicts and dict types take mappings as they are; other types need structuring."""
+    return hasattr(tp, "__total__") or tp is dict or getattr(tp, "__origin__", None) is dict

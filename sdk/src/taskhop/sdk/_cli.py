@@ -1,0 +1,166 @@
+"""The ``taskhop`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Awaitable, Sequence
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import Any
+
+from taskhop.static_contracts import new_job_id
+
+from ._app import App
+from ._context import JobContext
+from ._converter import structure, unstructure
+from ._errors import ErrorInfo, UnknownTaskError, ValidationError
+
+__all__ = ["load_app", "main"]
+
+
+APP_OPTION: dict[str, Any] = (
+    {"default": os.environ["TASKHOP_APP"]} if os.environ.get("TASKHOP_APP") else {"required": True}
+) | {"help": "module:attribute of the App (default: $TASKHOP_APP)"}
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` and return the ``App`` it names."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"--app: expected 'module:attribute', got {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--app {spec}: {exc}") from None
+    if not isinstance(obj, App):
+        raise SystemExit(f"--app {spec}: expected an App, got {type(obj).__name__}")
+    return obj
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    rows = [
+        {**bound.contract.to_dict(), "implemented": bound.implemented}
+        for bound in sorted(app, key=lambda b: b.name)
+    ]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run one handler on JSON input, validated as the worker validates it."""
+    app = load_app(args.app)
+    try:
+        raw = json.loads(args.input)
+    except ValueError as exc:
+        return _report(args, 2, {"type": "InvalidJSON", "message": f"--input is not JSON: {exc}"})
+    entry = app.implementation(args.name)
+    if entry is None:
+        error = UnknownTaskError(args.name, app.implemented_names())
+        return _report(args, 2, {"type": "UnknownTaskError", "message": str(error)})
+    try:
+        data = structure(app.converter, raw, entry.input_type, task=args.name)
+    except ValidationError as exc:
+        return _report(args, 2, ErrorInfo("ValidationError", exc.summary, exc.errors).to_dict())
+    ctx = JobContext(job_id=new_job_id(), task=args.name, max_attempts=entry.policy.attempts)
+    try:
+        value = entry.implementation.handler(data, ctx)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        result = unstructure(app.converter, value, entry.contract.output, path="output")
+    except Exception as exc:
+        return _report(args, 1, {"type": type(exc).__name__, "message": str(exc)})
+    if args.json:
+        print(json.dumps({"ok": True, "result": result}))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+def _report(args: argparse.Namespace, code: int, error: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps({"ok": False, "error": error}))
+    else:
+        print(f"{error['type']}: {error['message']}", file=sys.stderr)
+        for field in error.get("fields", []):
+            print(f"  {field['path']}: {field['message']}", file=sys.stderr)
+    return code
+
+
+def _contracts_export(args: argparse.Namespace) -> int:
+    """Print every contract with JSON Schemas for its input and output."""
+    from ._schema import json_schema
+
+    app = load_app(args.app)
+    rows = [
+        {
+            "name": bound.name,
+            "version": bound.contract.version,
+            "input": json_schema(bound.contract.input, title=f"{bound.name} input"),
+            "output": json_schema(bound.contract.output, title=f"{bound.name} output"),
+        }
+        for bound in sorted(app, key=lambda b: b.name)
+    ]
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _job_status(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    if app.store is None:
+        raise SystemExit(f"--app {args.app}: the app has no job store to read")
+    record = app.store.get(args.job_id)
+    if record is None:
+        print(f"no record of job {args.job_id}: queued, or unknown", file=sys.stderr)
+        return 1
+    print(json.dumps(record.to_dict(), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taskhop`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="taskhop", description="Typed tasks for serverless Python."
+    )
+    with contextlib.suppress(PackageNotFoundError):  # running from a bare source tree
+        parser.add_argument("--version", action="version", version=version("taskhop"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    tasks = commands.add_parser("tasks", help="list an app's tasks and their contracts as JSON")
+    tasks.add_argument("--app", **APP_OPTION)
+    tasks.set_defaults(run=_tasks)
+    run = commands.add_parser(
+        "run", help="run a task's handler here on JSON input, validated as the worker would"
+    )
+    run.add_argument("name", help="the task name")
+    run.add_argument("--input", required=True, help="the input as JSON")
+    run.add_argument("--app", **APP_OPTION)
+    run.add_argument("--json", action="store_true", help="answer as one JSON object (for CI)")
+    run.set_defaults(run=_run)
+    contracts = commands.add_parser("contracts", help="contracts for other languages")
+    contract_commands = contracts.add_subparsers(dest="contracts_command", required=True)
+    export = contract_commands.add_parser(
+        "export", help="print JSON Schema for every contract's input and output"
+    )
+    export.add_argument("--app", **APP_OPTION)
+    export.set_defaults(run=_contracts_export)
+    jobs = commands.add_parser("jobs", help="read job records from the app's store")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    status = job_commands.add_parser("status", help="print a job's record as JSON")
+    status.add_argument("job_id")
+    status.add_argument("--app", **APP_OPTION)
+    status.set_defaults(run=_job_status)
+    for plugin in entry_points(group="taskhop.cli"):  # e.g. `worker`, from lambda_worker
+        plugin.load()(commands)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, "")
+    return int(args.run(args))

@@ -1,0 +1,223 @@
+"""Every error taskhop raises, in one tree under ``TaskhopError``.
+
+::
+
+    TaskhopError
+    ├── ContractError              a contract is invalid or clashes with another of its name
+    ├── PayloadError               a payload cannot be written as JSON (names the path)
+    ├── EnvelopeError              bytes are not a valid envelope (reason + field)
+    │   └── UnsupportedProtocolError   an envelope of a protocol version we do not speak
+    ├── TransportError             sending failed; lists the job ids not accepted
+    ├── ValidationError            input or output failed its schema (path: message lines)
+    ├── UnknownTaskError           no task of that name is registered or implemented
+    ├── AlreadyImplementedError    implement() twice for one task in one app
+    ├── JobNotFoundError           the store has no record of a job id
+    ├── StoreError                 the job store failed (after its own retries)
+    ├── ResultTimeout              result() waited longer than its timeout
+    ├── HandlerTimeout             a handler ran past its deadline (retried)
+    ├── TaskFailed                 the job ended failed; carries the remote ``ErrorInfo``
+    │   └── TaskRejected           the job was rejected before its handler ran
+    ├── DuplicateJobInProgress     an idempotency key is held by a job still running
+    └── HandlerSignal              control flow a handler raises on purpose
+        ├── Retry                  run me again, after ``after`` seconds if given
+        └── PermanentError         do not retry: record the job failed now
+
+Errors a handler raises that are not ``HandlerSignal`` are retried under the task's policy.
+``ContractError`` to ``TransportError`` live in ``static_contracts`` so a producer without the
+sdk can catch them; they are the same classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskhop.static_contracts import (
+    ContractError,
+    EnvelopeError,
+    PayloadError,
+    TaskhopError,
+    TransportError,
+    UnsupportedProtocolError,
+)
+
+__all__ = [
+    "AlreadyImplementedError",
+    "ContractError",
+    "DuplicateJobInProgress",
+    "EnvelopeError",
+    "ErrorInfo",
+    "FieldError",
+    "HandlerTimeout",
+    "HandlerSignal",
+    "JobNotFoundError",
+    "PayloadError",
+    "PermanentError",
+    "ResultTimeout",
+    "StoreError",
+    "Retry",
+    "TaskFailed",
+    "TaskRejected",
+    "TaskhopError",
+    "TransportError",
+    "UnknownTaskError",
+    "UnsupportedProtocolError",
+    "ValidationError",
+]
+
+
+MAX_ERROR_MESSAGE = 4096
+"""Characters of an error message kept in a job record."""
+MAX_ERROR_FIELDS = 100
+"""Field errors kept in a job record (the first ones, in path order)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One failing field: ``path`` like ``input.address.city`` and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A job's error as stored and sent back to producers: plain data, never a traceback.
+
+    ``type`` is the exception class name (or a taskhop classification such as
+    ``ValidationError``); ``fields`` holds field paths for validation failures.
+    """
+
+    type: str
+    message: str
+    fields: tuple[FieldError, ...] = field(default=())
+    retryable: bool = False
+
+    def __post_init__(self) -> None:
+        # An error is stored in a job record (DynamoDB items: 400 KB at most) and logged:
+        # keep it bounded whatever a handler put in its exception.
+        if len(self.message) > MAX_ERROR_MESSAGE:
+            clipped = self.message[:MAX_ERROR_MESSAGE] + " ... (truncated)"
+            object.__setattr__(self, "message", clipped)
+        if len(self.fields) > MAX_ERROR_FIELDS:
+            object.__setattr__(self, "fields", self.fields[:MAX_ERROR_FIELDS])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data for the job store."""
+        data: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.fields:
+            data["fields"] = [{"path": f.path, "message": f.message} for f in self.fields]
+        if self.retryable:
+            data["retryable"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        """Inverse of ``to_dict``."""
+        return cls(
+            type=str(data.get("type", "Error")),
+            message=str(data.get("message", "")),
+            fields=tuple(
+                FieldError(str(f["path"]), str(f["message"])) for f in data.get("fields", ())
+            ),
+            retryable=bool(data.get("retryable", False)),
+        )
+
+
+class ValidationError(TaskhopError, ValueError):
+    """Input or output did not match its schema; ``errors`` lists every failing field."""
+
+    def __init__(self, task: str, errors: Sequence[FieldError], *, what: str = "input") -> None:
+        self.task = task
+        self.errors = tuple(errors)
+        self.what = what
+        self.summary = f"invalid {what} for task {task!r}"
+        lines = "\n".join(f"  {e}" for e in self.errors)
+        super().__init__(f"{self.summary}:\n{lines}")
+
+
+class UnknownTaskError(TaskhopError, LookupError):
+    """No task of this name is registered (or, on a worker, implemented)."""
+
+    def __init__(self, name: str, known: Sequence[str] = ()) -> None:
+        import difflib
+
+        self.name = name
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = f" (known: {', '.join(sorted(known))})" if known and not close else ""
+        super().__init__(f"unknown task {name!r}{hint}{listing}")
+
+
+class AlreadyImplementedError(TaskhopError, RuntimeError):
+    """``implement()`` was called twice for the same task name in one app."""
+
+
+class JobNotFoundError(TaskhopError, LookupError):
+    """The job store has no record of this job id."""
+
+
+class StoreError(TaskhopError):
+    """The job store could not be read or written; ``retryable`` if trying later may work."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ResultTimeout(TaskhopError, TimeoutError):
+    """``result()`` gave up waiting; the job may still finish later."""
+
+
+class HandlerTimeout(TaskhopError, TimeoutError):
+    """The handler ran past its deadline; the job is retried under its policy."""
+
+
+class DuplicateJobInProgress(TaskhopError):
+    """Another job holding the same idempotency key is still running."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(f"idempotency key {key!r} is held by running job {holder}")
+        self.key = key
+        self.holder = holder
+
+
+class TaskFailed(TaskhopError):
+    """The job ended in failure; ``error`` is what the worker recorded."""
+
+    def __init__(self, job_id: str, task: str, error: ErrorInfo) -> None:
+        self.job_id = job_id
+        self.task = task
+        self.error = error
+        detail = "".join(f"\n  {f}" for f in error.fields)
+        super().__init__(f"job {job_id} ({task}) failed: {error.type}: {error.message}{detail}")
+
+
+class TaskRejected(TaskFailed):
+    """The job was rejected before its handler ran (invalid input, unknown task)."""
+
+
+class HandlerSignal(TaskhopError):
+    """Base of the control-flow errors a handler raises on purpose."""
+
+
+class Retry(HandlerSignal):
+    """Raise from a handler to run the job again, after ``after`` seconds if given.
+
+    The attempt still counts against the task's retry policy; without ``after`` the policy's
+    backoff decides the wait.
+    """
+
+    def __init__(self, message: str = "retry requested", *, after: float | None = None) -> None:
+        if after is not None and after < 0:
+            raise ValueError(f"after: must be >= 0 seconds, got {after}")
+        super().__init__(message)
+        self.after = after
+
+
+class PermanentError(HandlerSignal):
+    """Raise from a handler when retrying cannot help: the job is recorded failed at once."""

@@ -1,0 +1,577 @@
+"""The worker path every host shares: bytes in, a recorded ``Outcome`` out.
+
+The memory backend's loop and the Lambda runtime both call ``Worker.process`` for each
+message, then apply the outcome in their own way (re-enqueue or ChangeMessageVisibility,
+dead-letter list or DLQ). The steps, in order, never skipped::
+
+    decode -> find implementation -> begin (store) -> migrate -> validate -> claim key
+           -> before_process -> handler (with deadline) -> check output -> record -> after_process
+
+A job that fails validation is rejected and recorded with its field paths, never retried.
+Bytes that are not an envelope become a POISON outcome for the host to dead-letter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from taskhop.static_contracts import Envelope, EnvelopeError, JsonValue, PayloadError, RetryPolicy
+
+from ._context import JobContext
+from ._converter import structure, unstructure
+from ._errors import (
+    DuplicateJobInProgress,
+    ErrorInfo,
+    HandlerTimeout,
+    PermanentError,
+    Retry,
+    TaskhopError,
+    UnknownTaskError,
+    ValidationError,
+)
+from ._store import JobRecord, JobStatus, JobStore, NoStore
+from ._timeouts import call_with_timeout
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._app import App, Registered
+
+__all__ = ["Outcome", "OutcomeKind", "Worker"]
+
+_log = logging.getLogger("taskhop.worker")
+
+DEFAULT_LEASE = 900.0
+"""Lease for a job without a timeout or host deadline: Lambda's 900 s maximum run time."""
+LEASE_MARGIN = 30.0
+"""Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
+
+
+class OutcomeKind(StrEnum):
+    """What happened to one message."""
+
+    SUCCEEDED = "succeeded"  # handler ran (or a duplicate key returned the stored result)
+    RETRY = "retry"  # run again after retry_after seconds
+    FAILED = "failed"  # recorded failed; dead_letter says whether the host must DLQ it
+    REJECTED = "rejected"  # invalid input or unknown task: recorded, never retried
+    SKIPPED = "skipped"  # duplicate delivery of a job that is already final: acknowledge
+    DEFERRED = "deferred"  # not_before is in the future: hold it back, no attempt used
+    POISON = "poison"  # not an envelope at all: dead-letter with the classification
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of processing one message, for the host to act on."""
+
+    kind: OutcomeKind
+    envelope: Envelope | None = None
+    attempt: int = 0
+    result: JsonValue = None
+    error: ErrorInfo | None = None
+    retry_after: float | None = None
+    dead_letter: bool = False
+    reason: str | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id, when the message decoded far enough to have one."""
+        return None if self.envelope is None else self.envelope.id
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the host should delete the message (everything but RETRY and DEFERRED)."""
+        return self.kind not in (OutcomeKind.RETRY, OutcomeKind.DEFERRED)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A job that passed every check and may run its handler."""
+
+    envelope: Envelope
+    entry: Registered
+    data: Any
+    ctx: JobContext
+    timeout: float | None
+    started: float
+    created_at: float  # as the store recorded it: passing it on spares the store a copy
+
+
+class _Stop(Exception):
+    """Ends preparation early with an outcome that is already decided (and recorded)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+class Worker:
+    """Runs jobs for one app. Get it with ``app.worker()``; hosts call ``process``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._local = threading.local()  # one event loop per host thread, kept across jobs
+        self._runners: list[asyncio.Runner] = []
+        self._runners_lock = threading.Lock()
+        self._stateless = NoStore()
+
+    @property
+    def _store(self) -> JobStore:
+        return self.app.store or self._stateless
+
+    @property
+    def keeps_state(self) -> bool:
+        """False for a worker without a job store (see ``NoStore``)."""
+        return self.app.store is not None
+
+    # -- the two entry points -------------------------------------------------------------
+
+    def process(
+        self,
+        body: bytes | str | Envelope,
+        *,
+        attempt: int | None = None,
+        deadline: float | None = None,
+    ) -> Outcome:
+        """Process one message synchronously; ``async def`` handlers run on a private loop.
+
+        Args:
+            body: the message body (or an already-decoded envelope).
+            attempt: the host's authoritative attempt number (e.g. SQS ApproximateReceiveCount);
+                the envelope's own count is used when it is higher or this is None.
+            deadline: ``time.monotonic()`` by which the host must have the outcome (Lambda's
+                remaining time minus a margin); bounds the handler's timeout.
+
+        """
+        step = self._prepare(body, attempt, deadline)
+        if isinstance(step, Outcome):
+            return step
+        try:
+            if step.entry.implementation.is_async:
+                value = self._loop().run(self._await_handler(step))
+            else:
+                value = self._call_handler(step)
+        except Exception as exc:
+            return self._failed(step, exc)
+        return self._succeeded(step, value)
+
+    async def aprocess(
+        self,
+        body: bytes | str | Envelope,
+        *,
+        attempt: int | None = None,
+        deadline: float | None = None,
+    ) -> Outcome:
+        """``process`` inside an event loop: store calls and sync handlers go to threads."""
+        import asyncio  # lazy import: sync workers never pay for asyncio
+
+        step = await asyncio.to_thread(self._prepare, body, attempt, deadline)
+        if isinstance(step, Outcome):
+            return step
+        try:
+            if step.entry.implementation.is_async:
+                value = await self._await_handler(step)
+            else:
+                value = await asyncio.to_thread(self._call_handler, step)
+        except Exception as exc:
+            return await asyncio.to_thread(self._failed, step, exc)
+        return await asyncio.to_thread(self._succeeded, step, value)
+
+    def close(self) -> None:
+        """Close the private event loops used for ``async def`` handlers."""
+        with self._runners_lock:
+            runners, self._runners = self._runners, []
+        for runner in runners:
+            runner.close()
+        self._local = threading.local()
+
+    # -- before the handler ---------------------------------------------------------------
+
+    def _prepare(
+        self, body: bytes | str | Envelope, attempt: int | None, deadline: float | None
+    ) -> _Prepared | Outcome:
+        started = time.monotonic()
+        try:
+            envelope = _decode(body, attempt)
+            wait = envelope.delay_seconds()
+            if wait > 0:
+                return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
+            entry = self._find(envelope, started)
+            timeout = _bounded(entry.timeout, deadline)
+            lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
+            created_at = self._begin(envelope, lease)
+            data = self._validated_input(envelope, entry, started)
+            ctx = JobContext(
+                job_id=envelope.id,
+                task=envelope.task,
+                attempt=envelope.attempt,
+                max_attempts=entry.policy.attempts,
+                deadline=None if timeout is None else time.monotonic() + timeout,
+                envelope=envelope,
+            )
+            step = _Prepared(envelope, entry, data, ctx, timeout, started, created_at)
+            self._claim_key(step, lease)
+        except _Stop as stop:
+            return stop.outcome
+        try:
+            for middleware in entry.middleware:
+                middleware.before_process(ctx)
+        except Exception as exc:
+            return self._failed(step, exc)
+        return step
+
+    def _find(self, envelope: Envelope, started: float) -> Registered:
+        entry = self.app.implementation(envelope.task)
+        if entry is None:
+            error = UnknownTaskError(envelope.task, self.app.implemented_names())
+            info = ErrorInfo("UnknownTaskError", str(error))
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="unknown_task")
+            )
+        return entry
+
+    def _begin(self, envelope: Envelope, lease: float) -> float:
+        """Start the attempt in the store; return the job's creation time there."""
+        begin = self._store.begin(
+            envelope.id,
+            task=envelope.task,
+            attempt=envelope.attempt,
+            lease_until=lease,
+            idempotency_key=envelope.idempotency_key,
+        )
+        if begin.state == "finished":  # at-least-once delivery of a job that is done
+            record = begin.record
+            if envelope.idempotency_key is not None and record.status is JobStatus.SUCCEEDED:
+                # The job and its key are two writes: if we stopped between them, finish now.
+                self._store.complete_key(envelope.idempotency_key, envelope.id, record.result)
+            raise _Stop(
+                Outcome(
+                    OutcomeKind.SKIPPED,
+                    envelope,
+                    envelope.attempt,
+                    result=record.result,
+                    error=record.error,
+                    reason="already_final",
+                )
+            )
+        if begin.state == "busy":  # the same attempt runs elsewhere: look again after its lease
+            after = _recheck_after(begin.record.lease_until)
+            raise _Stop(
+                Outcome(
+                    OutcomeKind.RETRY,
+                    envelope,
+                    envelope.attempt,
+                    retry_after=after,
+                    reason="attempt_in_progress",
+                )
+            )
+        return begin.record.created_at
+
+    def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
+        data = (
+            envelope.input
+            if envelope.input_ref is None
+            else self._load_input(envelope, entry, started)
+        )
+        try:
+            raw = migrate_input(data, envelope.version, entry.version, entry.migrations)
+        except _VersionTooNew as exc:
+            info = ErrorInfo("VersionTooNew", str(exc), retryable=True)
+            raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
+        except Exception as exc:
+            info = ErrorInfo("MigrationError", str(exc))
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="migration")
+            ) from None
+        try:
+            return structure(self.app.converter, raw, entry.input_type, task=envelope.task)
+        except ValidationError as exc:
+            info = ErrorInfo("ValidationError", exc.summary, exc.errors)
+            raise _Stop(
+                self._final(envelope, JobStatus.REJECTED, info, started, reason="invalid_input")
+            ) from None
+
+    def _load_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
+        """Read an input that was too large for the message (``input_ref``)."""
+        ref, payloads = envelope.input_ref, self.app.payloads
+        try:
+            if payloads is None:
+                raise TaskhopError(
+                    f"the input is stored at {ref}, but this app has no payload store:"
+                    " pass payloads= to create_app()"
+                )
+            return json.loads(payloads.get(str(ref)))
+        except Exception as exc:  # configuration or storage trouble: worth retrying later
+            info = ErrorInfo("PayloadUnavailable", str(exc), retryable=True)
+            raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
+
+    def _discard_input(self, envelope: Envelope) -> None:
+        """Delete an offloaded input once its job has succeeded (best effort)."""
+        if envelope.input_ref is None or self.app.payloads is None:
+            return
+        try:
+            self.app.payloads.delete(envelope.input_ref)
+        except Exception:  # the job is done; a lifecycle rule removes what is left
+            _log.warning("could not delete offloaded input %s", envelope.input_ref, exc_info=True)
+
+    def _claim_key(self, step: _Prepared, lease: float) -> None:
+        envelope, key = step.envelope, step.envelope.idempotency_key
+        if key is None:
+            return
+        claim = self._store.claim_key(key, envelope.id, lease_until=lease)
+        if claim.state == "completed":  # a duplicate: hand back the first job's result
+            self._store.complete(
+                _record(
+                    envelope, JobStatus.SUCCEEDED, result=claim.result, duplicate_of=claim.holder
+                )
+            )
+            outcome = Outcome(
+                OutcomeKind.SUCCEEDED,
+                envelope,
+                envelope.attempt,
+                result=claim.result,
+                reason="duplicate_key",
+            )
+            raise _Stop(self._finish(step, outcome))
+        if claim.state == "in_progress":
+            held = DuplicateJobInProgress(key, claim.holder)
+            info = ErrorInfo(type(held).__name__, str(held), retryable=True)
+            after = _recheck_after(claim.lease_until)
+            raise _Stop(
+                self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
+            )
+
+    # -- running the handler --------------------------------------------------------------
+
+    def _call_handler(self, step: _Prepared) -> Any:
+        handler: Callable[..., Any] = step.entry.implementation.handler
+        if step.timeout is None:
+            return handler(step.data, step.ctx)
+        return call_with_timeout(handler, (step.data, step.ctx), step.timeout)
+
+    async def _await_handler(self, step: _Prepared) -> Any:
+        import asyncio
+
+        coro = step.entry.implementation.handler(step.data, step.ctx)
+        if step.timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, step.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout") from None
+
+    def _loop(self) -> asyncio.Runner:
+        # One loop per host thread, kept across jobs: async clients a handler module creates
+        # stay bound to a live loop between Lambda invocations, and threads never share one.
+        runner: asyncio.Runner | None = getattr(self._local, "runner", None)
+        if runner is None:
+            import asyncio
+
+            runner = asyncio.Runner()
+            self._local.runner = runner
+            with self._runners_lock:
+                self._runners.append(runner)
+        return runner
+
+    # -- after the handler ----------------------------------------------------------------
+
+    def _succeeded(self, step: _Prepared, value: Any) -> Outcome:
+        envelope = step.envelope
+        try:
+            result = unstructure(
+                self.app.converter, value, step.entry.contract.output, path="output"
+            )
+        except PayloadError as exc:
+            bad = PermanentError(f"handler returned a bad output: {exc}")
+            return self._failed(step, bad, kind="OutputError")
+        record = _record(envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at)
+        if not self._store.complete(record):
+            return self._finish(step, _stale(envelope))
+        if envelope.idempotency_key is not None:
+            self._store.complete_key(envelope.idempotency_key, envelope.id, result)
+        self._discard_input(envelope)
+        outcome = Outcome(
+            OutcomeKind.SUCCEEDED,
+            envelope,
+            envelope.attempt,
+            result=result,
+            duration_ms=_ms(step.started),
+        )
+        return self._finish(step, outcome)
+
+    def _failed(self, step: _Prepared, exc: Exception, *, kind: str | None = None) -> Outcome:
+        envelope = step.envelope
+        if envelope.idempotency_key is not None:
+            self._store.release_key(envelope.idempotency_key, envelope.id)
+        if isinstance(exc, PermanentError):
+            info = ErrorInfo(kind or type(exc).__name__, str(exc))
+            return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
+        if not isinstance(exc, Retry | HandlerTimeout):
+            step.ctx.log.warning("handler raised %s: %s", type(exc).__name__, exc, exc_info=exc)
+        info = ErrorInfo(kind or type(exc).__name__, str(exc), retryable=True)
+        after = exc.after if isinstance(exc, Retry) else None
+        outcome = self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
+        return self._finish(step, outcome)
+
+    def _retry_or_fail(
+        self,
+        envelope: Envelope,
+        policy: RetryPolicy,
+        info: ErrorInfo,
+        started: float,
+        *,
+        after: float | None = None,
+    ) -> Outcome:
+        if envelope.attempt >= policy.attempts:
+            return self._final(
+                envelope,
+                JobStatus.FAILED,
+                info,
+                started,
+                reason="retries_exhausted",
+                dead_letter=True,
+            )
+        if not self._store.complete(_record(envelope, JobStatus.RETRYING, error=info)):
+            return _stale(envelope)
+        delay = policy.delay_for(envelope.attempt) if after is None else after
+        return Outcome(
+            OutcomeKind.RETRY,
+            envelope,
+            envelope.attempt,
+            error=info,
+            retry_after=delay,
+            duration_ms=_ms(started),
+        )
+
+    def _final(
+        self,
+        envelope: Envelope,
+        status: JobStatus,
+        info: ErrorInfo,
+        started: float,
+        *,
+        reason: str | None = None,
+        dead_letter: bool = False,
+    ) -> Outcome:
+        """Record a failed or rejected end; a stale attempt records (and dead-letters) nothing.
+
+        Without a job store nothing records the end, so the job is dead-lettered instead.
+        """
+        if not self._store.complete(_record(envelope, status, error=info)):
+            return _stale(envelope)
+        dead_letter = dead_letter or not self.keeps_state
+        if status is JobStatus.REJECTED:
+            _log.info(
+                "job rejected: %s",
+                info.message,
+                extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
+            )
+        kind = OutcomeKind.REJECTED if status is JobStatus.REJECTED else OutcomeKind.FAILED
+        return Outcome(
+            kind,
+            envelope,
+            envelope.attempt,
+            error=info,
+            dead_letter=dead_letter,
+            reason=reason,
+            duration_ms=_ms(started),
+        )
+
+    def _finish(self, step: _Prepared, outcome: Outcome) -> Outcome:
+        if not outcome.duration_ms:
+            outcome = replace(outcome, duration_ms=_ms(step.started))
+        for middleware in step.entry.middleware:
+            try:
+                middleware.after_process(step.ctx, outcome)
+            except Exception:  # the outcome is recorded; a hook must not undo it
+                _log.exception("after_process hook failed", extra={"job_id": step.ctx.job_id})
+        return outcome
+
+
+class _VersionTooNew(Exception):
+    """A job built for a newer contract version than this worker implements."""
+
+
+def migrate_input(
+    data: Any, from_version: int, to_version: int, migrations: tuple[Callable[[Any], Any], ...]
+) -> Any:
+    """Bring ``data`` from ``from_version`` to ``to_version`` with the trailing ``migrations``."""
+    if from_version == to_version:
+        return data
+    if from_version > to_version:
+        raise _VersionTooNew(
+            f"job is for contract version {from_version}; this worker implements {to_version}"
+        )
+    oldest = to_version - len(migrations)
+    if from_version < oldest:
+        raise ValueError(
+            f"no migration from version {from_version}: this worker migrates versions "
+            f"{max(oldest, 1)}..{to_version}"
+        )
+    for migration in migrations[from_version - oldest :]:
+        data = migration(data)
+    return data
+
+
+def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
+    try:
+        envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
+    except Exception as exc:  # EnvelopeError, or a decoder bug: either way never crash a batch
+        reason = exc.reason if isinstance(exc, EnvelopeError) else "undecodable"
+        _log.warning("poison message: %s", exc, extra={"reason": reason})
+        info = ErrorInfo(type(exc).__name__, str(exc))
+        raise _Stop(
+            Outcome(OutcomeKind.POISON, error=info, dead_letter=True, reason=reason)
+        ) from None
+    if attempt is not None and attempt > envelope.attempt:
+        envelope = replace(envelope, attempt=attempt)
+    return envelope
+
+
+def _record(envelope: Envelope, status: JobStatus, **fields: Any) -> JobRecord:
+    return JobRecord(
+        id=envelope.id,
+        task=envelope.task,
+        status=status,
+        attempt=envelope.attempt,
+        idempotency_key=envelope.idempotency_key,
+        **fields,
+    )
+
+
+def _stale(envelope: Envelope) -> Outcome:
+    """A newer attempt (or a duplicate delivery) already owns the outcome: drop this one."""
+    _log.info("stale outcome dropped", extra={"job_id": envelope.id, "task": envelope.task})
+    return Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt")
+
+
+def _recheck_after(lease_until: float | None) -> float:
+    """When to look again at a job another worker holds: when its handler must be done.
+
+    A lease is the holder's deadline plus ``LEASE_MARGIN``; the holder has almost always
+    finished by its deadline, so waiting for the whole lease would only add latency. If it
+    is still held then (the holder crashed, or is recording its outcome), the next look
+    waits for the lease to run out. At least one second either way.
+    """
+    now = time.time()
+    if lease_until is None:
+        return 1.0
+    deadline = lease_until - LEASE_MARGIN
+    return max(1.0, (deadline if deadline > now else lease_until) - now + 1.0)
+
+
+def _bounded(timeout: float | None, deadline: float | None) -> float | None:
+    if deadline is None:
+        return timeout
+    left = max(0.001, deadline - time.monotonic())
+    return left if timeout is None else min(timeout, left)
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)
