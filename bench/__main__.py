@@ -66,8 +66,8 @@ def bench_imports() -> dict[str, float]:
     out = median_ms(
         {
             "python_startup": "pass",
-            "import_static_contracts": "import static_contracts",
-            "import_sdk": "import sdk",
+            "import_static_contracts": "import taskhop.static_contracts",
+            "import_sdk": "import taskhop.sdk",
             "import_attrs_cattrs": "import attrs, cattrs.preconf.json",
         },
         rounds=9,
@@ -96,8 +96,8 @@ def bench_envelope(n: int = 20_000) -> dict[str, float]:
 
 
 def bench_worker(n: int = 5_000) -> dict[str, float]:
-    from taskhop.sdk.memory import MemoryQueue, MemoryStore
     from taskhop.sdk import JobContext, create_app, static_contract
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
     from taskhop.static_contracts import Envelope
 
     contract = static_contract("greet", input=Greet, output=Greeting)

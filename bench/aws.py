@@ -80,7 +80,6 @@ def measure(fn: Callable[[], int]) -> tuple[float, float]:
 
 def throughput(endpoint: str, n: int = 200, rounds: int = 9) -> dict[str, float]:
     import boto3
-
     from taskhop.backends.sqs import SqsQueue
     from taskhop.sdk import create_app, static_contract
 

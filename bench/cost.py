@@ -85,7 +85,6 @@ def counting(session: Any) -> Counter[str]:
 def run_case(endpoint: str, case: Case, jobs: int = JOBS) -> tuple[Counter[str], int]:
     """Run ``jobs`` jobs; return the requests counted and the Lambda invocations."""
     import boto3
-
     from taskhop.backends.dynamodb import DynamoStore
     from taskhop.backends.sqs import SqsQueue
     from taskhop.lambda_worker import LocalEventSourceMapping, make_handler

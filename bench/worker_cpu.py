@@ -59,9 +59,9 @@ def envelopes(n: int) -> list[str]:
 
 
 def taskhop_runner(n: int) -> Any:
-    from taskhop.sdk.memory import MemoryQueue, MemoryStore
     from taskhop.lambda_worker import LocalContext, make_handler
     from taskhop.sdk import JobContext, create_app, static_contract
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
     app = create_app(queue=MemoryQueue(), store=MemoryStore())
 

@@ -14,7 +14,6 @@ from typing import Any, TypedDict
 
 import attrs
 import pytest
-
 from taskhop.sdk import App, create_app, define_task, static_contract
 from taskhop.sdk.testing import in_memory
 
@@ -68,7 +67,6 @@ def aws_stack(request: pytest.FixtureRequest) -> Iterator[tuple[App, Any]]:
     import uuid
 
     from sqs_poller import SqsPoller
-
     from taskhop.backends.dynamodb import DynamoStore
     from taskhop.backends.sqs import SqsQueue
 

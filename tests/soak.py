@@ -47,7 +47,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from soak_contracts import charge, work  # noqa: E402
-
 from taskhop.static_contracts import Envelope, make_envelope  # noqa: E402
 
 EXPECTED = {
@@ -188,7 +187,6 @@ class Stack:
 
 def create_resources(endpoint: str, directory: Path) -> Stack:
     import boto3
-
     from taskhop.backends.dynamodb import DynamoStore
 
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
@@ -270,7 +268,6 @@ def produce(
     """
     import boto3
     from soak_faults import inject_throttling
-
     from taskhop.backends.sqs import SqsQueue
 
     session = boto3.Session()
@@ -346,7 +343,6 @@ class Account:
 def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> Account:
     """Read the store, the DLQ, the effects table and the logs; check everything."""
     import boto3
-
     from taskhop.backends.dynamodb import DynamoStore
 
     factory: Any = boto3
@@ -549,7 +545,6 @@ def run_soak(jobs: int, *, seed: int = 7, throttle: float = 0.02, workers: int =
 def wait_until_settled(stack: Stack, the_plan: Plan, deadline: float, progress: bool) -> None:
     """Until every job is final and the queue is empty (or ``deadline``)."""
     import boto3
-
     from taskhop.backends.dynamodb import DynamoStore
 
     factory: Any = boto3

@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 from soak_contracts import Charge, Charged, Work, charge, work
 from soak_faults import append, inject_throttling
-
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.sdk import JobContext, PermanentError, create_app

@@ -7,10 +7,9 @@ import asyncio
 import httpx
 import pytest
 from conftest import EmailSent, SendEmail, send_email
-
 from taskhop.backends.api import ApiClient, AsyncApiClient
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk import Envelope, JobContext, OutcomeKind, PermanentError, Retry, create_app
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
 
 def client_answering(status: int, headers: dict[str, str] | None = None) -> ApiClient:

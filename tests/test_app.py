@@ -6,8 +6,6 @@ from typing import Any
 
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk import (
     AlreadyImplementedError,
     App,
@@ -21,6 +19,7 @@ from taskhop.sdk import (
     create_app,
     static_contract,
 )
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
 
 def handler(data: SendEmail, ctx: JobContext) -> EmailSent:

@@ -15,7 +15,6 @@ from typing import Any, TypedDict
 
 import pytest
 from sqs_poller import SqsPoller
-
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.sdk import (

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from taskhop.sdk._cli import load_app, main
 
 
@@ -135,7 +134,6 @@ def test_jobs_status_prints_the_record(app_module: str, capsys: pytest.CaptureFi
 def test_dlq_list_and_redrive(mocked_aws: None, capsys: pytest.CaptureFixture[str]) -> None:
     """``taskhop dlq list`` shows why letters died; ``redrive`` moves them back by task."""
     import boto3
-
     from taskhop.static_contracts import Envelope
 
     sqs = boto3.client("sqs")

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, send_email
-
 from taskhop.sdk import TaskContract, define_task
 from taskhop.static_contracts import (
     ContractError,
@@ -87,7 +86,7 @@ def test_to_dict_round_trips_through_from_dict() -> None:
 
 def test_from_dict_keeps_the_contract_kind() -> None:
     """Loading a define_task contract as a static one (or back) is refused, not downgraded."""
-    with pytest.raises(ContractError, match=r"load it with sdk\.TaskContract\.from_dict"):
+    with pytest.raises(ContractError, match=r"load it with taskhop\.sdk\.TaskContract\.from_dict"):
         StaticContract.from_dict(define_task("r", input=Resize, output=Resized).to_dict())
     with pytest.raises(ContractError, match=r"load it with StaticContract\.from_dict"):
         TaskContract.from_dict(send_email.to_dict())

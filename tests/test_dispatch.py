@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
-
 from taskhop.sdk import (
     App,
     Envelope,

@@ -22,7 +22,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
-
 from taskhop.static_contracts import (
     PROTOCOL_VERSION,
     Envelope,

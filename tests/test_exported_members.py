@@ -8,8 +8,8 @@ import inspect
 import pytest
 
 PUBLIC_MODULES = [
-    "static_contracts",
-    "sdk",
+    "taskhop.static_contracts",
+    "taskhop.sdk",
     "taskhop.sdk.testing",
     "taskhop.sdk.memory",
     "taskhop.backends.sqs",
@@ -18,7 +18,8 @@ PUBLIC_MODULES = [
     "taskhop.backends.http",
     "taskhop.backends.sqs_http",
     "taskhop.backends.api",
-    "lambda_worker",
+    "taskhop.lambda_worker",
+    "taskhop.infra",
 ]
 
 

@@ -11,10 +11,9 @@ import pytest
 from conftest import EmailSent, SendEmail, send_email
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.lambda_worker import HttpEndpoint, LocalContext, UnrecognisedEvent, make_handler
 from taskhop.sdk import JobContext, create_app
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.static_contracts import Envelope, EnvelopeError, signed_headers
 
 SECRET = "fuzz-secret"

@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import EmailSent, SendEmail, send_email
-
 from taskhop.backends.http import AsyncHttpTransport, HttpTransport
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.lambda_worker import HttpEndpoint, make_handler
 from taskhop.lambda_worker._httpd import serve_function_url
 from taskhop.sdk import App, JobContext, create_app
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.static_contracts import (
     Envelope,
     Producer,
@@ -328,15 +327,16 @@ def test_an_http_producer_loads_no_boto3_attrs_or_cattrs() -> None:
     code = (
         "from typing import TypedDict\n"
         "from taskhop.backends.http import HttpTransport\n"
-        "from static_contracts import Producer, static_contract\n"
+        "from taskhop.static_contracts import Producer, static_contract\n"
         "class In(TypedDict):\n    n: int\n"
         "Producer(HttpTransport('https://w.example/jobs', secret='s')).register("
         "static_contract('t', input=In, output=int))\n"
-        "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+        "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
+        " | {'.'.join(m.split('.')[:2]) for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk"}
+    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "taskhop.sdk"}
     assert "httpx" in loaded
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import taskhop.infra
 
 ROOT = Path(__file__).resolve().parent.parent
-SAM = ROOT / "infra" / "sam" / "template.yaml"
-CDK = ROOT / "infra" / "cdk"
+# The template as the taskhop-infra wheel ships it (package data next to taskhop.infra).
+SAM = Path(taskhop.infra.__file__).parent / "template.yaml"
+CDK = ROOT / "docs" / "examples" / "cdk"
 
 
 def cfn_yaml(path: Path) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def assert_no_wildcards(template: dict[str, Any]) -> int:
 
 
 def test_sam_template_passes_cfn_lint() -> None:
-    """cfn-lint (with its SAM support) finds nothing in infra/sam/template.yaml."""
+    """cfn-lint (with its SAM support) finds nothing in the shipped SAM template."""
     from cfnlint.api import lint_all
 
     problems = [m for m in lint_all(SAM.read_text()) if m.rule.id[0] in "EW"]  # not I(nfo)
@@ -115,7 +117,7 @@ def test_sam_template_transforms_to_cloudformation(monkeypatch: pytest.MonkeyPat
 
 def test_sam_defaults_keep_the_guardrails() -> None:
     """The template's own defaults: visibility >= 6x timeout, maxReceiveCount >= 5."""
-    from taskhop.lambda_worker._infra import check_parameters
+    from taskhop.infra import check_parameters
 
     params = cfn_yaml(SAM)["Parameters"]
     check_parameters(
@@ -135,8 +137,8 @@ def test_infra_render_follows_the_contracts(capsys: pytest.CaptureFixture[str]) 
     import types
 
     from conftest import EmailSent, SendEmail
-
-    from taskhop.lambda_worker._infra import GuardrailError, check_parameters, render
+    from taskhop.infra import GuardrailError, check_parameters
+    from taskhop.lambda_worker._infra import render
     from taskhop.sdk import create_app, static_contract
     from taskhop.sdk._cli import main
 
@@ -190,7 +192,6 @@ def test_rendered_templates_lint_and_transform(monkeypatch: pytest.MonkeyPatch) 
     """The template with rendered parameters and schedule events passes cfn-lint and SAM."""
     from cfnlint.api import lint_all
     from samtranslator.translator.transform import transform
-
     from taskhop.lambda_worker._infra import sam_schedule_events
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
@@ -296,20 +297,34 @@ def test_cdk_iam_has_no_wildcards(cdk_template: Any) -> None:
 
 def test_cdk_guardrails_refuse_bad_settings() -> None:
     """max_receive_count < 5, or an HTTP endpoint without a secret, fail at synth time."""
-    sys.path.insert(0, str(CDK))
-    try:
-        import aws_cdk as cdk
-        from aws_cdk import aws_lambda as lambda_
-        from taskhop_cdk import TaskhopWorker  # type: ignore[import-not-found]
+    import aws_cdk as cdk
+    from aws_cdk import aws_lambda as lambda_
+    from taskhop.infra import GuardrailError
+    from taskhop.infra.cdk import TaskhopWorker
 
-        stack = cdk.Stack(cdk.App(), "Bad")
-        with pytest.raises(Exception, match="at least 5"):
-            TaskhopWorker(
-                stack, "W", code=lambda_.Code.from_inline("x"), handler="m.h", max_receive_count=2
-            )
-        with pytest.raises(Exception, match="needs signing_secret"):
-            TaskhopWorker(
-                stack, "W2", code=lambda_.Code.from_inline("x"), handler="m.h", http_endpoint="run"
-            )
-    finally:
-        sys.path.remove(str(CDK))
+    stack = cdk.Stack(cdk.App(), "Bad")
+    with pytest.raises(GuardrailError, match="MaxReceiveCount 2 is under 5"):
+        TaskhopWorker(
+            stack, "W", code=lambda_.Code.from_inline("x"), handler="m.h", max_receive_count=2
+        )
+    with pytest.raises(GuardrailError, match="needs signing_secret"):
+        TaskhopWorker(
+            stack, "W2", code=lambda_.Code.from_inline("x"), handler="m.h", http_endpoint="run"
+        )
+
+
+def test_render_writes_the_shipped_sam_template(capsys: pytest.CaptureFixture[str]) -> None:
+    """``taskhop infra render --format template`` prints the template, no checkout or app."""
+    from taskhop.sdk._cli import main
+
+    assert main(["infra", "render", "--format", "template"]) == 0
+    assert capsys.readouterr().out == SAM.read_text() == taskhop.infra.sam_template()
+
+
+def test_render_without_an_app_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parameters need an app: with neither --app nor $TASKHOP_APP the command says so."""
+    from taskhop.sdk._cli import main
+
+    monkeypatch.delenv("TASKHOP_APP", raising=False)
+    with pytest.raises(SystemExit, match=r"--app \(or \$TASKHOP_APP\) is required"):
+        main(["infra", "render"])

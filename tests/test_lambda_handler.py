@@ -15,9 +15,12 @@ from typing import Any
 import boto3
 import pytest
 from conftest import FAST_RETRY, EmailSent, SendEmail, send_email
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
-from taskhop.lambda_worker import LocalContext, LocalEventSourceMapping, UnrecognisedEvent, make_handler
+from taskhop.lambda_worker import (
+    LocalContext,
+    LocalEventSourceMapping,
+    UnrecognisedEvent,
+    make_handler,
+)
 from taskhop.lambda_worker._logs import emit_job
 from taskhop.sdk import (
     App,
@@ -33,6 +36,7 @@ from taskhop.sdk import (
     create_app,
     static_contract,
 )
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from conftest import EmailSent, SendEmail
-
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.lambda_worker import LocalEventSourceMapping, make_handler

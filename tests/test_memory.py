@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 from conftest import EmailSent, SendEmail, send_email
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk import App, Envelope, JobContext, create_app
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk.testing import MemoryHarness
 from taskhop.static_contracts import AsyncTransport, Transport, TransportError
 

@@ -12,7 +12,6 @@ import attrs
 import jsonschema
 import pytest
 from conftest import Resize
-
 from taskhop.sdk import create_app, define_task, make_converter
 from taskhop.sdk._cli import main
 from taskhop.sdk._schema import json_schema

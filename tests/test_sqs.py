@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-
 from taskhop.backends.sqs import SqsQueue
 from taskhop.static_contracts import Envelope, TransportError
 

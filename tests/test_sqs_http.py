@@ -12,7 +12,6 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
-
 from taskhop.backends._sigv4 import Credentials, sign_request
 from taskhop.backends.sqs_http import SqsHttpQueue
 from taskhop.static_contracts import Envelope, TransportError
@@ -129,10 +128,11 @@ def test_a_boto3_free_producer_loads_no_boto3(queue_url: str) -> None:
         "os.environ.update(AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x')\n"
         "os.environ['AWS_DEFAULT_REGION'] = 'us-east-1'\n"
         "from taskhop.backends.sqs_http import SqsHttpQueue\n"
-        "from static_contracts import Producer, Envelope\n"
+        "from taskhop.static_contracts import Producer, Envelope\n"
         f"SqsHttpQueue({queue_url!r})\n"
-        "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+        "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
+        " | {'.'.join(m.split('.')[:2]) for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "sdk", "httpx"}
+    assert not loaded & {"boto3", "botocore", "attr", "attrs", "cattrs", "taskhop.sdk", "httpx"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "static_contracts"
+PACKAGE = ROOT / "static_contracts" / "src" / "taskhop" / "static_contracts"
 
 # Runs in a fresh interpreter. Modules present before the first import of static_contracts
 # come from interpreter start-up (site, and .pth hooks such as setuptools' _distutils_hack),
@@ -69,8 +69,9 @@ foreign = sorted(
         name.split(".")[0]
         for name in set(sys.modules) - startup
         if name.split(".")[0] not in sys.stdlib_module_names
+        and not name.startswith("taskhop.static_contracts")
     }
-    - {"static_contracts", "__main__"}
+    - {"taskhop", "__main__"}
 )
 print(json.dumps(foreign))
 """
@@ -88,7 +89,10 @@ def test_static_contracts_loads_no_third_party_module_in_a_fresh_interpreter() -
 
 def test_static_contracts_leaves_heavy_stdlib_modules_unloaded() -> None:
     """A producer's cold start: uuid (and the platform module it imports) is ~5 ms."""
-    code = "import sys, static_contracts; print(sorted({'uuid', 'platform'} & set(sys.modules)))"
+    code = (
+        "import sys, taskhop.static_contracts;"
+        " print(sorted({'uuid', 'platform'} & set(sys.modules)))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )

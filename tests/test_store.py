@@ -10,9 +10,8 @@ import time
 from typing import Any
 
 import pytest
-
-from taskhop.sdk.memory import MemoryStore
 from taskhop.sdk import ErrorInfo, JobRecord, JobStatus, JobStore, poll_for_final
+from taskhop.sdk.memory import MemoryStore
 
 STORES = ["memory", "dynamodb"]
 

@@ -6,8 +6,6 @@ import asyncio
 
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk import (
     App,
     JobContext,
@@ -17,6 +15,7 @@ from taskhop.sdk import (
     ValidationError,
     create_app,
 )
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk.testing import MemoryHarness, arun_task, in_memory, run_task
 
 

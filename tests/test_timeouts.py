@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-
 from taskhop.sdk import HandlerTimeout
 from taskhop.sdk._timeouts import call_with_timeout
 

@@ -1,4 +1,4 @@
-"""The worker path (``taskhop.sdk.Worker``): every step, driven one message at a time, no threads."""
+"""The worker path (``taskhop.sdk.Worker``): every step, one message at a time, no threads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 from conftest import FAST_RETRY, EmailSent, Resize, Resized, SendEmail, resize, send_email
-
-from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk import (
     App,
     Envelope,
@@ -27,6 +25,7 @@ from taskhop.sdk import (
     define_task,
     static_contract,
 )
+from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO
 
 from demo_contracts import ResizeImage, resize_image
-
 from taskhop.backends.sqs import SqsQueue
 from taskhop.static_contracts import Producer
 
@@ -118,7 +117,9 @@ def main() -> int:
 
 
 def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent_at: float) -> int:
-    from taskhop.backends.dynamodb import DynamoStore  # reading results needs the sdk; producing did not
+    from taskhop.backends.dynamodb import (
+        DynamoStore,  # reading results needs the sdk; producing did not
+    )
 
     store = DynamoStore(stack["table"])
     sqs = SqsQueue(stack["dlq_url"]).client

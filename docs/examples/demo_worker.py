@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from demo_contracts import Resized, ResizeImage, resize_image
-
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.sdk import JobContext, create_app

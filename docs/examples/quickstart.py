@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 import attrs
-
 from taskhop.sdk import (
     JobContext,
     RetryPolicy,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TypedDict, assert_type
 
 import attrs
-
 from taskhop.sdk import (
     App,
     BoundTask,

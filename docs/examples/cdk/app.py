@@ -1,10 +1,10 @@
-"""An example CDK app: one taskhop worker. `cdk deploy` from infra/cdk (see docs/deploy.md)."""
+"""An example CDK app: one taskhop worker; `cdk deploy` from this folder (docs/deploy.md)."""
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
-from taskhop_cdk import TaskhopWorker
+from taskhop.infra.cdk import TaskhopWorker
 
 
 def build(app: cdk.App, code_path: str = "../../build/worker") -> cdk.Stack:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
 from taskhop.sdk import PermanentError, Retry
 
 from ._retry_after import retry_after

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
-
 from taskhop.sdk import (
     Begin,
     ErrorInfo,

@@ -24,7 +24,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
-
 from taskhop.static_contracts import Envelope, TransportError, signed_headers
 
 from ._retry_after import retry_after

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
-
 from taskhop.static_contracts import TransportError
 
 from ._aws import aws_errors, make_client

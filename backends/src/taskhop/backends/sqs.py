@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
-
 from taskhop.static_contracts import Envelope, PayloadStore, TransportError, dumps
 
 from ._aws import aws_errors, make_client

@@ -16,7 +16,13 @@ from typing import Any
 
 from taskhop.static_contracts import TaskhopError
 
-__all__ = ["MIN_RECEIVES", "SAFETY_MARGIN", "VISIBILITY_FACTOR", "GuardrailError", "check_parameters"]
+__all__ = [
+    "MIN_RECEIVES",
+    "SAFETY_MARGIN",
+    "VISIBILITY_FACTOR",
+    "GuardrailError",
+    "check_parameters",
+]
 
 SAFETY_MARGIN = 3
 """Seconds the function timeout keeps above the largest contract timeout."""

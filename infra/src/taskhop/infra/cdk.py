@@ -43,6 +43,7 @@ class TaskhopWorker(Construct):
         signing_secret: the HMAC secret (required with ``http_endpoint``).
         schedules: ``(name, expression)`` pairs from ``taskhop infra render``: one
             EventBridge rule each, invoking the worker with ``{"taskhop_schedule": name}``.
+
     """
 
     def __init__(
@@ -157,9 +158,11 @@ class TaskhopWorker(Construct):
                 f"Schedule-{name}",
                 rule_name=name,
                 schedule=events.Schedule.expression(expression),
+                # jsii's generated protocols differ from their classes in parameter names
+                # (``id`` / ``_id``), which pyright's strict protocol check refuses.
                 targets=[
                     targets.LambdaFunction(
-                        self.function,
+                        self.function,  # pyright: ignore[reportArgumentType]
                         event=events.RuleTargetInput.from_object({"taskhop_schedule": name}),
                     )
                 ],

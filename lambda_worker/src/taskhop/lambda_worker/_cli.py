@@ -99,7 +99,9 @@ def infra_render(args: argparse.Namespace) -> int:
         return 0
     app_ref = args.app or os.environ.get("TASKHOP_APP")
     if not app_ref:
-        raise SystemExit("taskhop infra render: --app (or $TASKHOP_APP) is required for " + args.format)
+        raise SystemExit(
+            "taskhop infra render: --app (or $TASKHOP_APP) is required for " + args.format
+        )
     try:
         rendered = render(load_app(app_ref))
     except GuardrailError as exc:
@@ -182,7 +184,6 @@ def run_dev_command(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """Poll until SIGTERM/SIGINT (the batch in flight finishes first)."""
     import boto3
-
     from taskhop.sdk._cli import load_app
 
     from ._handler import make_handler

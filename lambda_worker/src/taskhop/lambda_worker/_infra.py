@@ -2,7 +2,8 @@
 
 ``taskhop infra render --app module:app`` prints them for the SAM template
 (``--format sam``: parameter overrides) or the CDK construct (``--format cdk-json``:
-context); ``--format template`` writes the SAM template itself (``taskhop.infra``). The numbers come from the contracts:
+context); ``--format template`` writes the SAM template itself (``taskhop.infra``).
+The numbers come from the contracts:
 
 - the function timeout: the largest contract timeout plus the runtime's 3 s margin (30 s
   when no contract sets one);
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from taskhop.infra import MIN_RECEIVES, SAFETY_MARGIN, VISIBILITY_FACTOR, check_parameters

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from cattrs import Converter
-
 from taskhop.static_contracts import (
     AsyncTransport,
     ContractError,

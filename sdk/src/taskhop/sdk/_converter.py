@@ -24,7 +24,6 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter as make_json_converter
 from cattrs.v import format_exception
-
 from taskhop.static_contracts import JsonValue, PayloadError, to_json_value
 
 from ._errors import FieldError, ValidationError

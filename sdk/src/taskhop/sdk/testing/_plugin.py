@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from taskhop.sdk._app import App, create_app
 
 from . import MemoryHarness, in_memory
