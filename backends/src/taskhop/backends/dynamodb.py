@@ -38,6 +38,7 @@ from taskhop.sdk import (
     poll_for_final,
 )
 from taskhop.static_contracts import Duration, JsonValue, dumps, parse_duration
+from taskhop.static_contracts.limits import DYNAMODB_MAX_ITEM_BYTES
 
 from ._aws import aws_errors, error_code, make_client
 
@@ -47,10 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DynamoStore"]
 
-ITEM_LIMIT = 400 * 1024
-"""DynamoDB's maximum item size (400 KB, attribute names included)."""
 RESULT_LIMIT = 350 * 1024
-"""Results larger than this go to S3: the rest of the item needs headroom under ITEM_LIMIT."""
+"""Results larger than this go to S3: the rest of the item needs headroom under the item limit."""
 _BATCH_GET = 100
 """BatchGetItem reads at most 100 keys per request."""
 _FINAL = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.REJECTED.value)
@@ -349,7 +348,8 @@ class DynamoStore:
         if self.s3_bucket is None:
             raise StoreError(
                 f"result of {len(text)} bytes is over the {self.result_limit}-byte limit for a"
-                f" DynamoDB item ({ITEM_LIMIT} bytes at most): pass s3_bucket= to DynamoStore",
+                f" DynamoDB item ({DYNAMODB_MAX_ITEM_BYTES} bytes at most):"
+                " pass s3_bucket= to DynamoStore",
                 retryable=False,
             )
         # A fresh key per write: a stale worker's upload can never replace the winner's.

@@ -15,7 +15,6 @@ from importlib.resources import files
 
 from ._guardrails import (
     MIN_RECEIVES,
-    SAFETY_MARGIN,
     VISIBILITY_FACTOR,
     GuardrailError,
     check_parameters,
@@ -24,7 +23,6 @@ from ._guardrails import (
 __all__ = [
     "GuardrailError",
     "MIN_RECEIVES",
-    "SAFETY_MARGIN",
     "VISIBILITY_FACTOR",
     "check_parameters",
     "sam_template",

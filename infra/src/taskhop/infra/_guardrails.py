@@ -18,14 +18,11 @@ from taskhop.static_contracts import TaskhopError
 
 __all__ = [
     "MIN_RECEIVES",
-    "SAFETY_MARGIN",
     "VISIBILITY_FACTOR",
     "GuardrailError",
     "check_parameters",
 ]
 
-SAFETY_MARGIN = 3
-"""Seconds the function timeout keeps above the largest contract timeout."""
 MIN_RECEIVES = 5
 """The smallest ``maxReceiveCount`` a worker queue may have."""
 VISIBILITY_FACTOR = 6

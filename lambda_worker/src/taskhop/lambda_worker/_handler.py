@@ -20,14 +20,12 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from taskhop.sdk import App, Envelope, Outcome, OutcomeKind, TaskhopError
+from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
 from ._logs import emit_job, emit_metrics
 from ._sqs import process_sqs_batch
 
 __all__ = ["LambdaContext", "LambdaHandler", "UnrecognisedEvent", "make_handler"]
-
-SAFETY_MARGIN = 3.0
-"""Seconds kept back from Lambda's remaining time to record outcomes before it stops us."""
 
 
 class LambdaContext(Protocol):
@@ -51,7 +49,7 @@ class LambdaHandler:
         *,
         dlq_url: str | None = None,
         sqs_client: Any | None = None,
-        safety_margin: float = SAFETY_MARGIN,
+        safety_margin: float = LAMBDA_SAFETY_MARGIN,
         http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
@@ -148,7 +146,7 @@ def make_handler(
     *,
     dlq_url: str | None = None,
     sqs_client: Any | None = None,
-    safety_margin: float = SAFETY_MARGIN,
+    safety_margin: float = LAMBDA_SAFETY_MARGIN,
     http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
 ) -> LambdaHandler:
     """Build the Lambda handler for an app; bind it to a module name Lambda can import.

@@ -23,14 +23,13 @@ from typing import Any, Literal
 from taskhop.sdk import App, Envelope, EnvelopeError, ErrorInfo, OutcomeKind, ValidationError
 from taskhop.sdk._converter import structure
 from taskhop.static_contracts import SignatureError, Verifier
+from taskhop.static_contracts.limits import SQS_MAX_MESSAGE_BYTES
 
 from ._logs import emit_job
 
 __all__ = ["HttpEndpoint"]
 
 _log = logging.getLogger("taskhop.http")
-MAX_BODY = 1024 * 1024
-"""Largest request accepted: SQS's 1 MiB message size, since enqueued bodies go there."""
 
 
 class HttpEndpoint:
@@ -52,7 +51,7 @@ class HttpEndpoint:
         *,
         secrets: Sequence[str | bytes],
         mode: Literal["enqueue", "run"] = "enqueue",
-        max_body: int = MAX_BODY,
+        max_body: int = SQS_MAX_MESSAGE_BYTES,
         max_skew: float = 300,
     ) -> None:
         if mode not in ("enqueue", "run"):

@@ -22,8 +22,13 @@ import math
 import re
 from typing import Any
 
-from taskhop.infra import MIN_RECEIVES, SAFETY_MARGIN, VISIBILITY_FACTOR, check_parameters
+from taskhop.infra import MIN_RECEIVES, VISIBILITY_FACTOR, check_parameters
 from taskhop.sdk import App
+from taskhop.static_contracts.limits import (
+    LAMBDA_MAX_TIMEOUT,
+    LAMBDA_SAFETY_MARGIN,
+    SQS_MAX_VISIBILITY,
+)
 
 __all__ = ["render", "sam_schedule_events"]
 
@@ -32,11 +37,13 @@ def render(app: App) -> dict[str, Any]:
     """The parameters and resources an app needs, checked against the guardrails."""
     contracts = [bound.contract for bound in app]
     timeouts = [c.timeout for c in contracts if c.timeout is not None]
-    function_timeout = min(900, math.ceil(max(timeouts) + SAFETY_MARGIN)) if timeouts else 30
+    function_timeout = (
+        min(LAMBDA_MAX_TIMEOUT, math.ceil(max(timeouts) + LAMBDA_SAFETY_MARGIN)) if timeouts else 30
+    )
     receives = max([c.retry.attempts for c in contracts] + [MIN_RECEIVES])
     parameters = {
         "FunctionTimeout": function_timeout,
-        "VisibilityTimeout": min(43_200, VISIBILITY_FACTOR * function_timeout),
+        "VisibilityTimeout": min(SQS_MAX_VISIBILITY, VISIBILITY_FACTOR * function_timeout),
         "MaxReceiveCount": receives,
     }
     check_parameters(parameters)

@@ -25,16 +25,13 @@ from collections.abc import Callable
 from typing import Any
 
 from taskhop.sdk import App, Outcome, OutcomeKind
+from taskhop.static_contracts.limits import SQS_MAX_DELAY, SQS_MAX_VISIBILITY
 
 from ._logs import emit_job, emit_metrics
 
 __all__ = ["process_sqs_batch"]
 
 _log = logging.getLogger("taskhop.lambda")
-MAX_VISIBILITY = 43_200
-"""SQS visibility timeout maximum (12 hours)."""
-MAX_DELAY = 900
-"""SQS DelaySeconds maximum (15 minutes)."""
 
 
 def process_sqs_batch(
@@ -136,7 +133,7 @@ def _defer(
     if record["eventSourceARN"].endswith(".fifo"):
         _set_visibility(record, outcome.retry_after, sqs, queue_url)
         return False
-    delay = min(MAX_DELAY, math.ceil(outcome.retry_after or 0))
+    delay = min(SQS_MAX_DELAY, math.ceil(outcome.retry_after or 0))
     sqs().send_message(
         QueueUrl=queue_url(record["eventSourceARN"]), MessageBody=record["body"], DelaySeconds=delay
     )
@@ -152,5 +149,5 @@ def _set_visibility(
     sqs().change_message_visibility(
         QueueUrl=queue_url(record["eventSourceARN"]),
         ReceiptHandle=record["receiptHandle"],
-        VisibilityTimeout=min(MAX_VISIBILITY, math.ceil(seconds or 0)),
+        VisibilityTimeout=min(SQS_MAX_VISIBILITY, math.ceil(seconds or 0)),
     )

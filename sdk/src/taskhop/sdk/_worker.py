@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from taskhop.static_contracts import Envelope, EnvelopeError, JsonValue, PayloadError, RetryPolicy
+from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT
 
 from ._context import JobContext
 from ._converter import structure, unstructure
@@ -48,8 +49,8 @@ __all__ = ["Outcome", "OutcomeKind", "Worker"]
 
 _log = logging.getLogger("taskhop.worker")
 
-DEFAULT_LEASE = 900.0
-"""Lease for a job without a timeout or host deadline: Lambda's 900 s maximum run time."""
+DEFAULT_LEASE = float(LAMBDA_MAX_TIMEOUT)
+"""Lease for a job without a timeout or host deadline: Lambda's maximum run time."""
 LEASE_MARGIN = 30.0
 """Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
 

@@ -1,0 +1,214 @@
+"""The in-process queue and worker thread of the embedded default (see ``taskhop.sdk.memory``)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from taskhop.static_contracts import Envelope, TransportError
+
+from ._errors import ErrorInfo
+from ._worker import Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from ._app import App
+
+__all__ = ["DeadLetter", "MemoryQueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message no worker could finish: the body as it arrived and why it stopped."""
+
+    body: bytes
+    reason: str
+    job_id: str | None
+    error: ErrorInfo | None
+
+
+class MemoryQueue:
+    """An in-process queue with delays, plus the worker threads that drain it.
+
+    ``serve(app)`` starts ``workers`` threads running ``app``'s jobs; ``join()`` waits until
+    every message (delayed ones included) is finished. Implements ``Transport`` and
+    ``AsyncTransport``.
+    """
+
+    def __init__(self, *, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: must be >= 1, got {workers}")
+        self._workers = workers
+        self._heap: list[tuple[float, int, bytes]] = []  # (ready at, sequence, body)
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._threads: list[threading.Thread] = []
+        self._app: App | None = None
+        self._lazy = False
+        self._stopping = False
+        self._closed = False
+        self.dead_letters: list[DeadLetter] = []
+        """Messages that exhausted their retries or were not envelopes at all."""
+
+    # -- Transport --------------------------------------------------------------------------
+
+    def send(self, envelope: Envelope) -> None:
+        """Queue one envelope; it becomes visible at ``envelope.not_before``."""
+        self.send_many([envelope])
+
+    def send_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Queue several envelopes at once."""
+        now = time.monotonic()
+        with self._cond:
+            self._check_open([e.id for e in envelopes])
+            for envelope in envelopes:
+                self._push(envelope.encode(), now + envelope.delay_seconds())
+            self._cond.notify_all()
+            start = self._lazy and not self._threads
+        if start:
+            self._start()
+
+    def send_raw(self, body: bytes, *, delay: float = 0.0) -> None:
+        """Queue bytes as they are (to test what workers do with poison messages)."""
+        with self._cond:
+            self._check_open([])
+            self._push(body, time.monotonic() + delay)
+            self._cond.notify_all()
+            start = self._lazy and not self._threads
+        if start:
+            self._start()
+
+    async def asend(self, envelope: Envelope) -> None:
+        """Async ``send`` (queueing in memory never blocks)."""
+        self.send(envelope)
+
+    async def asend_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Async ``send_many``."""
+        self.send_many(envelopes)
+
+    def close(self) -> None:
+        """Stop the worker threads after the message each is on; the queue takes no more.
+
+        Messages still queued stay in ``pending`` (and are lost with the process: this is
+        the in-memory backend).
+        """
+        with self._cond:
+            self._closed = True
+            self._stopping = True
+            self._cond.notify_all()
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout=30)
+        with self._cond:
+            self._stopping = False
+
+    async def aclose(self) -> None:
+        """Async ``close``."""
+        self.close()
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def serve(self, app: App, *, lazy: bool = False) -> None:
+        """Run ``app``'s jobs from this queue on worker threads (at the first send if ``lazy``)."""
+        with self._cond:
+            self._check_open([])
+            self._app = app
+            self._lazy = lazy
+            pending = bool(self._heap)
+        if not lazy or pending:
+            self._start()
+
+    def join(self, timeout: float | None = 10.0) -> None:
+        """Wait until no message is queued, delayed or in flight.
+
+        Raises:
+            TimeoutError: messages remain after ``timeout`` seconds (it says how many).
+            RuntimeError: nothing serves this queue, so waiting could never end.
+
+        """
+        if self._app is None:
+            raise RuntimeError("no app is served from this queue: call serve(app) first")
+        if not self._threads:
+            self._start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._heap or self._in_flight:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"join: {len(self._heap)} queued and {self._in_flight} in flight after"
+                        f" {timeout}s"
+                    )
+                self._cond.wait(left)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or delayed, not yet taken by a worker."""
+        with self._cond:
+            return len(self._heap)
+
+    def _check_open(self, job_ids: list[str]) -> None:
+        if self._closed:
+            raise TransportError(
+                "the memory queue is closed", job_ids=tuple(job_ids), retryable=False
+            )
+
+    def _push(self, body: bytes, ready_at: float) -> None:
+        heapq.heappush(self._heap, (ready_at, next(self._seq), body))
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._threads or self._app is None:
+                return
+            for n in range(self._workers):
+                thread = threading.Thread(
+                    target=self._run, name=f"taskhop-memory-worker-{n}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _take(self) -> bytes | None:
+        with self._cond:
+            while not self._stopping:
+                if self._heap:
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        self._in_flight += 1
+                        return heapq.heappop(self._heap)[2]
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+            return None
+
+    def _run(self) -> None:
+        assert self._app is not None
+        worker = self._app.worker()
+        while (body := self._take()) is not None:
+            try:
+                self._apply(body, worker.process(body))
+            except Exception as exc:  # never lose a message to a bug in a hook or a store
+                self.dead_letters.append(
+                    DeadLetter(body, "worker_error", None, ErrorInfo(type(exc).__name__, str(exc)))
+                )
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+
+    def _apply(self, body: bytes, outcome: Outcome) -> None:
+        envelope = outcome.envelope
+        if outcome.kind in (OutcomeKind.RETRY, OutcomeKind.DEFERRED) and envelope is not None:
+            delay = outcome.retry_after or 0.0
+            if outcome.kind is OutcomeKind.RETRY:
+                envelope = envelope.retried(not_before=None)
+            with self._cond:
+                self._push(envelope.encode(), time.monotonic() + delay)
+                self._cond.notify_all()
+        elif outcome.dead_letter:
+            reason = outcome.reason or outcome.kind.value
+            self.dead_letters.append(DeadLetter(body, reason, outcome.job_id, outcome.error))

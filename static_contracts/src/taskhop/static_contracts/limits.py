@@ -1,0 +1,39 @@
+"""The AWS figures taskhop works within, each defined once (standard library only).
+
+Every layer reads them from here: the SQS transports, the Lambda runtime, the DynamoDB store
+and the deployment guardrails. Each constant cites the AWS quota it follows.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DYNAMODB_MAX_ITEM_BYTES",
+    "LAMBDA_MAX_TIMEOUT",
+    "LAMBDA_SAFETY_MARGIN",
+    "SQS_MAX_BATCH_ENTRIES",
+    "SQS_MAX_DELAY",
+    "SQS_MAX_MESSAGE_BYTES",
+    "SQS_MAX_VISIBILITY",
+]
+
+SQS_MAX_DELAY = 900
+"""Seconds SQS can hold a message back (``DelaySeconds``, per message or per queue): 15 min."""
+
+SQS_MAX_VISIBILITY = 43_200
+"""The longest visibility timeout SQS allows (``ChangeMessageVisibility``): 12 h."""
+
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024
+"""The largest SQS message, and the largest ``SendMessageBatch`` request in total: 1 MiB."""
+
+SQS_MAX_BATCH_ENTRIES = 10
+"""Entries in one ``SendMessageBatch`` / ``DeleteMessageBatch`` request."""
+
+DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
+"""The largest DynamoDB item, attribute names and values together: 400 KB."""
+
+LAMBDA_MAX_TIMEOUT = 900
+"""The longest a Lambda function may run: 15 min."""
+
+LAMBDA_SAFETY_MARGIN = 3.0
+"""Seconds before Lambda's deadline at which the runtime stops starting work and times out a
+handler, so the batch response (and every settlement) is still sent in time."""
