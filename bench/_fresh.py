@@ -26,7 +26,7 @@ def precompile() -> None:
     compiled files too (``python -m compileall`` in the build): /var/task is read-only.
     """
     root = Path(__file__).resolve().parent.parent
-    for package in ("static_contracts", "sdk", "backends", "lambda_worker"):
+    for package in ("static_contracts", "sdk", "backends", "lambda_worker", "infra"):
         compileall.compile_dir(root / package, quiet=1)
 
 

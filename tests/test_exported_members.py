@@ -9,6 +9,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "taskhop.static_contracts",
+    "taskhop.static_contracts.limits",
     "taskhop.sdk",
     "taskhop.sdk.testing",
     "taskhop.sdk.memory",
