@@ -183,3 +183,70 @@ def test_app_works_as_a_context_manager() -> None:
         assert bound.dispatch({"to": "q", "subject": "s"}).result(5) == EmailSent("q")
     queue: Any = app.transport
     assert queue._threads == []
+
+
+def test_one_validator_per_task_migrates_then_structures() -> None:
+    """An implemented task's validator brings old inputs forward and names what it refuses."""
+    from taskhop.sdk import MigrationError, ValidationError
+
+    app = create_app()
+    v3 = send_email.replace(version=3)
+    migrate = ImplementOptions(migrate=[lambda d: {**d, "subject": "s"}])  # 2 -> 3
+    app.implement(v3, lambda d, c: EmailSent("x"), migrate)
+    validator = app.get("send-email").validator
+    assert validator is app.implementation("send-email").validator  # type: ignore[union-attr]
+    assert validator.validate({"to": "a"}, 2) == {"to": "a", "subject": "s"}
+    assert validator.validate({"to": "a", "subject": "t"}) == {"to": "a", "subject": "t"}
+    with pytest.raises(MigrationError, match="no migration from version 1") as old:
+        validator.validate({"to": "a"}, 1)
+    assert not old.value.retryable
+    assert old.value.info.type == "MigrationError"
+    with pytest.raises(MigrationError, match="implements 3") as new:
+        validator.validate({"to": "a"}, 4)
+    assert (new.value.retryable, new.value.info.type) == (True, "VersionTooNew")
+    with pytest.raises(ValidationError, match=r"input\.to"):
+        validator.validate({"to": 1}, 2)
+    app.close()
+
+
+def test_a_registered_only_task_leaves_other_versions_to_its_worker() -> None:
+    """Without the implementation, only inputs of the contract's version can be judged."""
+    from taskhop.sdk import MigrationError, ValidationError
+
+    app = create_app()
+    validator = app.register(send_email.replace(version=2)).validator
+    assert not validator.implemented
+    with pytest.raises(ValidationError):
+        validator.validate({"to": 1, "subject": "s"}, 2)
+    with pytest.raises(MigrationError, match="its worker migrates it") as caught:
+        validator.validate({"to": 1}, 1)
+    assert caught.value.retryable
+    app.close()
+
+
+def test_app_envelope_builds_at_the_contract_version_through_middleware() -> None:
+    """``app.envelope`` is dispatch's builder for JSON input; an unknown task still gets one."""
+    from taskhop.sdk import Envelope, Middleware
+
+    class Tag(Middleware):
+        def before_dispatch(self, envelope: Envelope) -> Envelope | None:
+            return envelope.replace(headers={"tag": "yes"})
+
+    app = create_app(middleware=[Tag()])
+    app.register(send_email.replace(version=4))
+    built = app.envelope("send-email", {"to": 1}, idempotency_key="k")
+    assert (built.version, built.input, built.idempotency_key) == (4, {"to": 1}, "k")
+    assert built.headers == {"tag": "yes"}
+    unknown = app.envelope("nope", {})
+    assert (unknown.task, unknown.version) == ("nope", 1)
+    app.close()
+
+
+def test_load_app_is_public() -> None:
+    """``taskhop.sdk.load_app`` is the one ``module:attribute`` loader every command uses."""
+    from taskhop.sdk import load_app
+    from taskhop.sdk._cli import load_app as cli_load_app
+
+    assert cli_load_app is load_app
+    with pytest.raises(SystemExit, match="expected 'module:attribute'"):
+        load_app("nocolon")

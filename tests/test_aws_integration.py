@@ -7,6 +7,7 @@ AWS requests each part makes are counted with botocore's ``before-call`` event.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -264,21 +265,24 @@ def test_dynamodb_throttling_is_retried_then_surfaces_as_store_error(
     name = f"t-{uuid.uuid4().hex[:12]}"
     store = DynamoStore(name, session=server_session)
     store.create_table()
+    lease = time.time() + 60
     failed = throttle(store.client, 2)
-    assert store.increment("c") == 1
+    assert store.begin("c", task="t", attempt=1, lease_until=lease).state == "started"
     assert len(failed) == 2
     server_errors = throttle(store.client, 2, status=500)  # a 5xx is retried the same way
-    assert store.increment("c", 0) == 1
+    assert store.begin("c", task="t", attempt=2, lease_until=lease).state == "started"
     assert len(server_errors) == 2
     impatient = DynamoStore(
         name, session=server_session, config=Config(retries={"mode": "standard", "max_attempts": 2})
     )
     throttle(impatient.client, 5)
-    message = r"increment counter c in table t-\w+: ThrottlingException"
+    message = r"begin job c in table t-\w+: ThrottlingException"
     with pytest.raises(StoreError, match=message) as caught:
-        impatient.increment("c")
+        impatient.begin("c", task="t", attempt=3, lease_until=lease)
     assert caught.value.retryable
-    assert store.increment("c", 0) == 1  # the throttled call changed nothing
+    record = store.get("c")
+    assert record is not None
+    assert record.attempt == 2  # the throttled call changed nothing
 
 
 def test_delays_past_what_the_queue_holds_are_deferred_not_run_early(stack: Stack) -> None:

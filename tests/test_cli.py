@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,10 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     (tmp_path / "cli_app.py").write_text(
         textwrap.dedent(
             """
+            import asyncio
+            import time
             from typing import TypedDict
-            from taskhop.sdk import create_app, static_contract
+            from taskhop.sdk import ImplementOptions, create_app, static_contract
 
             class In(TypedDict):
                 n: int
@@ -35,6 +38,23 @@ def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
                 raise RuntimeError("kaboom")
 
             app.implement(static_contract("boom", input=In, output=int), boom)
+
+            def slow(data, ctx):
+                time.sleep(5)
+                return 0
+
+            app.implement(static_contract("slow", input=In, output=int, timeout=0.2), slow)
+
+            async def aslow(data, ctx):
+                await asyncio.sleep(5)
+                return 0
+
+            app.implement(static_contract("aslow", input=In, output=int, timeout=0.2), aslow)
+            app.implement(
+                static_contract("v3", input=In, output=int, version=3),
+                lambda d, c: d["n"] + 1,
+                ImplementOptions(migrate=[lambda d: {"n": d["old"]}]),
+            )
             not_an_app = 3
             """
         )
@@ -51,11 +71,14 @@ def test_tasks_lists_contracts_as_json(app_module: str, capsys: pytest.CaptureFi
     assert main(["tasks", "--app", f"{app_module}:app"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["implemented"]) for r in rows] == [
+        ("aslow", True),
         ("boom", True),
         ("double", True),
         ("remote", False),
+        ("slow", True),
+        ("v3", True),
     ]
-    assert rows[1]["input"] == "cli_app:In"
+    assert rows[2]["input"] == "cli_app:In"
 
 
 @pytest.mark.parametrize(
@@ -116,6 +139,32 @@ def test_run_reports_bad_input_with_exit_codes(
     answer = json.loads(capsys.readouterr().out)
     assert answer["ok"] is False
     assert expected.split(": ")[-1] in json.dumps(answer["error"])
+
+
+def test_run_migrates_inputs_built_for_an_older_version(
+    app_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--input-version N`` migrates the input as the worker would; no migration exits 2."""
+    app = f"{app_module}:app"
+    assert main(["run", "v3", "--input", '{"n": 1}', "--app", app]) == 0
+    assert json.loads(capsys.readouterr().out) == 2
+    assert main(["run", "v3", "--input", '{"old": 4}', "--input-version", "2", "--app", app]) == 0
+    assert json.loads(capsys.readouterr().out) == 5
+    assert main(["run", "v3", "--input", "{}", "--input-version", "1", "--app", app]) == 2
+    assert "MigrationError: no migration from version 1" in capsys.readouterr().err
+    assert main(["run", "v3", "--input", "{}", "--input-version", "4", "--app", app]) == 2
+    assert "VersionTooNew" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["slow", "aslow"])
+def test_run_stops_a_handler_at_its_timeout(
+    app_module: str, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A handler past its contract's timeout is stopped with HandlerTimeout, exit 1."""
+    started = time.monotonic()
+    assert main(["run", name, "--input", '{"n": 1}', "--app", f"{app_module}:app"]) == 1
+    assert time.monotonic() - started < 3
+    assert "HandlerTimeout: handler ran past its 0.2s timeout" in capsys.readouterr().err
 
 
 def test_jobs_status_prints_the_record(app_module: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -82,6 +82,23 @@ def test_validate_on_dispatch_can_be_turned_off_for_the_app() -> None:
             handle.result(5)
 
 
+def test_dispatch_validates_with_the_implementations_input_type(app: App) -> None:
+    """A producer that also implements the task checks payloads as its worker will."""
+    import attrs
+    from taskhop.sdk import ImplementOptions
+
+    @attrs.define
+    class Wide:
+        url: str = attrs.field(validator=attrs.validators.matches_re(r"https?://.+"))
+        width: int = attrs.field(validator=attrs.validators.gt(100))
+        tags: list[str] = attrs.Factory(list)
+        ship_to: Any = None
+
+    bound = app.implement(resize, make_resized, ImplementOptions(input_type=Wide))
+    with pytest.raises(ValidationError, match=r"input\.width"):
+        bound.dispatch(Resize(url="https://x", width=5))
+
+
 def test_static_contracts_are_validated_by_the_worker_only(app: App) -> None:
     """A static contract sends whatever it is given; the worker names the bad field."""
     bound = app.implement(send_email, send)

@@ -183,6 +183,30 @@ def test_every_refusal_has_its_status(worker: App) -> None:
     )
 
 
+def test_the_endpoint_validates_with_the_workers_own_versions() -> None:
+    """Old inputs are migrated then checked, unmigratable ones refused, newer ones accepted."""
+    from taskhop.sdk import ImplementOptions
+
+    app = create_app(queue=MemoryQueue(), store=MemoryStore())
+    v3 = send_email.replace(version=3)
+    app.implement(v3, handler, ImplementOptions(migrate=[lambda d: {**d, "subject": "s"}]))
+    endpoint = HttpEndpoint(app, secrets=[SECRET])
+
+    def post(envelope: Envelope) -> tuple[int, dict[str, Any]]:
+        body = envelope.encode()
+        return answer(endpoint(v2_event(body, signed_headers(SECRET, body))))
+
+    assert post(Envelope(task="send-email", input={"to": "a"}, version=2))[0] == 202
+    status, data = post(Envelope(task="send-email", input={"to": 1}, version=2))
+    assert (status, [f["path"] for f in data["error"]["fields"]]) == (400, ["input.to"])
+    status, data = post(Envelope(task="send-email", input={"to": "a"}, version=1))
+    assert (status, data["error"]["type"]) == (400, "MigrationError")
+    assert post(Envelope(task="send-email", input={"to": 1}, version=4))[0] == 202
+    offloaded = Envelope(task="send-email", input=None, version=3, input_ref="s3://b/k")
+    assert post(offloaded)[0] == 202
+    app.close()
+
+
 def test_run_mode_answers_with_the_outcome() -> None:
     """mode="run" runs the handler in the request and answers with its result or error."""
     app = create_app(queue=MemoryQueue(), store=MemoryStore())

@@ -287,6 +287,25 @@ def test_direct_invocation_returns_the_result(rig: Rig) -> None:
     assert [f["path"] for f in invalid["error"]["fields"]] == ["input.to", "input.subject"]
 
 
+def test_a_direct_invocation_is_built_at_the_contract_version(rig: Rig) -> None:
+    """``{"task", "input"}`` of a version 2 contract runs, like a schedule: nothing to migrate."""
+    v2 = send_email.replace(version=2)
+    rig.app.implement(v2, ok)
+    handler = rig.handler()
+    answer = handler({"task": "send-email", "input": {"to": "a", "subject": "s"}}, LocalContext())
+    assert (answer["status"], answer["result"]) == ("succeeded", {"message_id": "m-a"})
+    rig.app.schedule("rate(5 minutes)", v2, {"to": "cron", "subject": "s"})
+    assert handler({"taskhop_schedule": "send-email"}, LocalContext())["status"] == "succeeded"
+
+
+def test_unrecognised_events_are_taskhop_errors() -> None:
+    """``UnrecognisedEvent`` sits under ``TaskhopError`` and stays a ``ValueError``."""
+    from taskhop.sdk import TaskhopError
+
+    assert issubclass(UnrecognisedEvent, TaskhopError)
+    assert issubclass(UnrecognisedEvent, ValueError)
+
+
 def test_scheduled_events_run_the_declared_schedule(rig: Rig) -> None:
     """An EventBridge scheduled event runs the schedule its rule names."""
     rig.app.implement(send_email, ok)

@@ -1,4 +1,8 @@
-"""The SQS transport on moto: messages, batches, FIFO, delays, tracing, failures."""
+"""The boto3 SQS transport's own behaviour: its client, and botocore's retries on moto.
+
+What both SQS transports do alike (batches, FIFO, delays, tracing, offload, failed entries)
+is tested once for both in ``test_sqs_transports.py``.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +56,8 @@ def envelope(n: int = 0, **fields: Any) -> Envelope:
     return Envelope(task="greet", input={"n": n}, **fields)
 
 
-def test_send_puts_the_encoded_envelope_on_the_queue(sqs: Any, queue_url: str) -> None:
-    """One envelope, one SendMessage, body equal to the wire bytes."""
+def test_a_given_client_is_used_as_is(sqs: Any, queue_url: str) -> None:
+    """``client=`` is the client that sends: one SendMessage on it, the wire bytes arrive."""
     queue = SqsQueue(queue_url, client=sqs)
     seen = calls(sqs)
     sent = envelope()
@@ -61,133 +65,6 @@ def test_send_puts_the_encoded_envelope_on_the_queue(sqs: Any, queue_url: str) -
     assert seen == Counter({"SendMessage": 1})
     [message] = receive_all(sqs, queue_url)
     assert Envelope.decode(message["Body"]) == sent
-
-
-def test_send_many_batches_by_ten(sqs: Any, queue_url: str) -> None:
-    """25 envelopes take 3 SendMessageBatch requests and all arrive."""
-    queue = SqsQueue(queue_url, client=sqs)
-    seen = calls(sqs)
-    sent = [envelope(n) for n in range(25)]
-    queue.send_many(sent)
-    assert seen == Counter({"SendMessageBatch": 3})
-    ids = sorted(Envelope.decode(m["Body"]).id for m in receive_all(sqs, queue_url))
-    assert ids == sorted(e.id for e in sent)
-
-
-def test_send_many_splits_batches_by_size(sqs: Any, queue_url: str) -> None:
-    """A batch never exceeds the queue's message-size limit in total."""
-    queue = SqsQueue(queue_url, client=sqs, max_message_bytes=64 * 1024)
-    seen = calls(sqs)
-    big = [Envelope(task="greet", input={"blob": "x" * 20_000}) for _ in range(6)]
-    queue.send_many(big)
-    assert seen["SendMessageBatch"] == 2  # three 20 KB bodies fit in 64 KiB, four do not
-    assert len(receive_all(sqs, queue_url)) == 6
-
-
-def test_an_envelope_over_the_limit_is_refused_by_job_id(sqs: Any, queue_url: str) -> None:
-    """A message SQS would refuse is refused here first, naming the job."""
-    queue = SqsQueue(queue_url, client=sqs, max_message_bytes=1024)
-    too_big = Envelope(task="greet", input={"blob": "x" * 2000})
-    with pytest.raises(TransportError, match="over the queue's 1024-byte message limit") as caught:
-        queue.send(too_big)
-    assert caught.value.job_ids == (too_big.id,)
-    assert not caught.value.retryable
-
-
-def test_delays_use_delay_seconds_up_to_900(sqs: Any, queue_url: str) -> None:
-    """Short delays map to DelaySeconds; long ones are capped at SQS's 900 s maximum."""
-    queue = SqsQueue(queue_url, client=sqs)
-    entries: list[dict[str, Any]] = []
-    sqs.meta.events.register(
-        "provide-client-params.sqs.SendMessage", lambda params, **_: entries.append(params)
-    )
-    queue.send(envelope().with_delay(30))
-    queue.send(envelope().with_delay(3600))
-    assert [e["DelaySeconds"] for e in entries] == [30, 900]
-
-
-def test_fifo_queues_get_group_and_deterministic_deduplication(sqs: Any) -> None:
-    """FIFO: group from headers or task name; dedup id from the idempotency key or job id."""
-    url = sqs.create_queue(QueueName="jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    queue = SqsQueue(url, client=sqs)
-    keyed = envelope(1, idempotency_key="order-7")
-    grouped = envelope(2, headers={"group": "customer-42"})
-    duplicate = envelope(3, idempotency_key="order-7")
-    queue.send_many([keyed, grouped, duplicate.with_delay(60)])
-    messages = receive_all(sqs, url)
-    assert [json.loads(m["Body"])["input"]["n"] for m in messages] == [1, 2]  # 3 deduplicated
-    groups = {m["Attributes"]["MessageGroupId"] for m in messages}
-    assert groups == {"greet", "customer-42"}
-
-
-def test_fifo_group_can_come_from_a_function(sqs: Any) -> None:
-    """``message_group`` may compute the group from the envelope."""
-    url = sqs.create_queue(QueueName="g.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    SqsQueue(url, client=sqs, message_group=lambda e: f"n-{e.input['n']}").send(envelope(5))  # type: ignore[index, call-overload]
-    [message] = receive_all(sqs, url)
-    assert message["Attributes"]["MessageGroupId"] == "n-5"
-
-
-def test_xray_trace_header_is_propagated(sqs: Any, queue_url: str) -> None:
-    """The envelope's X-Ray header becomes the AWSTraceHeader system attribute."""
-    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-    SqsQueue(queue_url, client=sqs).send(envelope(trace={"xray": header}))
-    [message] = receive_all(sqs, queue_url)
-    assert message["Attributes"]["AWSTraceHeader"] == header
-
-
-def test_lambda_trace_header_is_propagated_unless_the_envelope_has_one(
-    sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Inside Lambda (``_X_AMZN_TRACE_ID``) batches carry the invocation's trace header."""
-    ambient = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-    own = "Root=1-5759e988-000000000000000000000001;Parent=53995c3f42cd8ad9;Sampled=0"
-    monkeypatch.setenv("_X_AMZN_TRACE_ID", ambient)
-    sent: list[dict[str, Any]] = []  # moto keeps system attributes of SendMessage only
-    sqs.meta.events.register(
-        "provide-client-params.sqs.SendMessageBatch",
-        lambda params, **_: sent.extend(params["Entries"]),
-    )
-    SqsQueue(queue_url, client=sqs).send_many([envelope(1), envelope(2, trace={"xray": own})])
-    headers = [e["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] for e in sent]
-    assert headers == [ambient, own]
-    assert len(receive_all(sqs, queue_url)) == 2
-
-
-def failing_batches(sqs: Any, plan: list[dict[str, bool]]) -> None:
-    """Make SendMessageBatch report entries failed: each dict maps entry index -> SenderFault."""
-    real = sqs.send_message_batch
-
-    def fake(**kwargs: Any) -> Any:
-        failures = plan.pop(0) if plan else {}
-        keep = [e for i, e in enumerate(kwargs["Entries"]) if str(i) not in failures]
-        answer = real(**{**kwargs, "Entries": keep}) if keep else {"Successful": []}
-        answer["Failed"] = [
-            {"Id": kwargs["Entries"][int(i)]["Id"], "SenderFault": fault, "Code": "Boom"}
-            for i, fault in failures.items()
-        ]
-        return answer
-
-    sqs.send_message_batch = fake
-
-
-def test_failed_batch_entries_are_sent_again(sqs: Any, queue_url: str) -> None:
-    """Entries SQS fails on its side are retried until accepted; nothing is lost."""
-    failing_batches(sqs, [{"1": False, "2": False}, {"0": False}])
-    sent = [envelope(n) for n in range(3)]
-    SqsQueue(queue_url, client=sqs).send_many(sent)
-    ids = sorted(Envelope.decode(m["Body"]).id for m in receive_all(sqs, queue_url))
-    assert ids == sorted(e.id for e in sent)
-
-
-def test_entries_that_keep_failing_are_raised_with_their_job_ids(sqs: Any, queue_url: str) -> None:
-    """Sender faults and exhausted retries raise TransportError listing every job not sent."""
-    failing_batches(sqs, [{"0": True, "1": False}, {"0": False}, {"0": False}])
-    sent = [envelope(n) for n in range(3)]
-    with pytest.raises(TransportError, match="2 of 3 envelopes were not accepted") as caught:
-        SqsQueue(queue_url, client=sqs, batch_retries=1).send_many(sent)
-    assert sorted(caught.value.job_ids) == sorted([sent[0].id, sent[1].id])
-    assert [Envelope.decode(m["Body"]).id for m in receive_all(sqs, queue_url)] == [sent[2].id]
 
 
 def throttle(
@@ -244,41 +121,3 @@ def test_exhausted_retries_raise_a_retryable_transport_error(
         queue.send(sent)
     assert caught.value.retryable
     assert caught.value.job_ids == (sent.id,)
-
-
-def test_a_missing_queue_is_one_clear_error_naming_it(sqs: Any) -> None:
-    """Sending to a queue that does not exist names the URL and is not retryable."""
-    url = "https://sqs.us-east-1.amazonaws.com/123456789012/nope"
-    with pytest.raises(TransportError, match=r"send to .*/nope: .*NonExistentQueue") as caught:
-        SqsQueue(url, client=sqs).send(envelope())
-    assert not caught.value.retryable
-
-
-def test_bad_urls_are_refused_at_construction() -> None:
-    """A queue name instead of a URL is caught before any request."""
-    with pytest.raises(ValueError, match="expected an SQS queue URL"):
-        SqsQueue("jobs")
-
-
-def test_a_failed_request_reports_every_job_not_sent(sqs: Any, queue_url: str) -> None:
-    """When a whole batch request fails, its jobs and every later batch's are listed."""
-    from botocore.exceptions import ClientError
-
-    real = sqs.send_message_batch
-    calls: list[int] = []
-
-    def second_fails(**kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise ClientError(
-                {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "SendMessageBatch"
-            )
-        return real(**kwargs)
-
-    sqs.send_message_batch = second_fails
-    sent = [envelope(n) for n in range(25)]
-    with pytest.raises(TransportError, match="15 of 25 envelopes were not accepted") as caught:
-        SqsQueue(queue_url, client=sqs).send_many(sent)
-    assert caught.value.job_ids == tuple(e.id for e in sent[10:])
-    assert caught.value.retryable
-    assert len(calls) == 2  # stopped at the failed request

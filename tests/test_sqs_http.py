@@ -74,51 +74,60 @@ def received(server_session: Any, url: str) -> list[dict[str, Any]]:
     return messages
 
 
-def test_send_and_send_many_reach_the_queue(
-    server_session: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys and region in the environment, where ``SqsHttpQueue`` reads them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def test_an_httpx_client_can_carry_the_requests(
+    server_session: Any, queue_url: str, aws_env: None
 ) -> None:
-    """Signed JSON-protocol requests land as messages (moto verifies nothing, SQS would)."""
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        monkeypatch.setenv(key, "us-east-1" if "REGION" in key else "testing")
-    queue = SqsHttpQueue(queue_url)
-    one = Envelope(task="t", input={"n": 1})
-    queue.send(one)
-    many = [Envelope(task="t", input={"n": n}) for n in range(23)]
-    queue.send_many(many)
-    ids = sorted(Envelope.decode(m["Body"]).id for m in received(server_session, queue_url))
-    assert ids == sorted([one.id, *(e.id for e in many)])
-    queue.close()
+    """With ``client=httpx.Client()`` the same signed requests go through httpx."""
     import httpx
 
     over_httpx = SqsHttpQueue(queue_url, client=httpx.Client())
     two = Envelope(task="t", input={"n": 2})
     over_httpx.send(two)
-    assert [Envelope.decode(m["Body"]).id for m in received(server_session, queue_url)] == [two.id]
+    many = [Envelope(task="t", input={"n": n}) for n in range(12)]
+    over_httpx.send_many(many)
+    ids = sorted(Envelope.decode(m["Body"]).id for m in received(server_session, queue_url))
+    assert ids == sorted([two.id, *(e.id for e in many)])
     over_httpx.close()
 
 
-def test_fifo_and_errors(server_session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """FIFO ids are deterministic; a missing queue is one clear, non-retryable error."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    sqs = server_session.client("sqs")
-    url = sqs.create_queue(QueueName="edge.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    queue = SqsHttpQueue(url)
-    queue.send_many(
-        [
-            Envelope(task="t", input={}, idempotency_key="k"),
-            Envelope(task="t", input={}, idempotency_key="k"),
-        ]
-    )
-    assert len(received(server_session, url)) == 1  # the same key: deduplicated by SQS
-    missing = SqsHttpQueue(url.replace("edge.fifo", "nope"))
-    with pytest.raises(TransportError, match=r"SendMessage to .*nope") as caught:
-        missing.send(Envelope(task="t", input={}))
-    assert not caught.value.retryable
+def test_the_connection_is_kept_and_reopened_after_close(
+    server_session: Any, queue_url: str, aws_env: None
+) -> None:
+    """Requests share one http.client connection; after ``close`` the next send reconnects."""
+    queue = SqsHttpQueue(queue_url)
+    queue.send(Envelope(task="t", input={"n": 1}))
+    first = queue._connection
+    queue.send_many([Envelope(task="t", input={"n": n}) for n in range(3)])
+    assert queue._connection is first is not None
+    queue.close()
+    assert queue._connection is None
+    queue.send(Envelope(task="t", input={"n": 5}))
+    assert len(received(server_session, queue_url)) == 5
+    queue.close()
+
+
+def test_missing_credentials_or_region_are_refused_at_construction(
+    queue_url: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No keys, or no region anywhere, is one clear non-retryable error before any request."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    with pytest.raises(TransportError, match="no AWS credentials"):
-        SqsHttpQueue(url)
+    with pytest.raises(TransportError, match="no AWS credentials") as caught:
+        SqsHttpQueue(queue_url)
+    assert not caught.value.retryable
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TransportError, match="no region"):
+        SqsHttpQueue(queue_url)
+    assert SqsHttpQueue("https://sqs.eu-west-1.amazonaws.com/1/q").region == "eu-west-1"
 
 
 def test_a_boto3_free_producer_loads_no_boto3(queue_url: str) -> None:

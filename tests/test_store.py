@@ -1,23 +1,46 @@
-"""The JobStore contract, run against every store implementation.
+"""The JobStore contract, run against every store that keeps state, and NoStore's promises.
 
-Each backend's store must keep these semantics exactly; the AWS stores join ``STORES``.
+Each store (``MemoryStore``, ``DynamoStore`` on moto in process) must answer exactly as
+``BaseJobStore``'s ``may_*`` predicates decide: the grid tests set every reachable state up and
+compare each answer with both a table written by hand and the predicate.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from taskhop.sdk import ErrorInfo, JobRecord, JobStatus, JobStore, poll_for_final
+from taskhop.sdk import (
+    BaseJobStore,
+    ErrorInfo,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    KeyClaim,
+    NoStore,
+    poll_for_final,
+)
 from taskhop.sdk.memory import MemoryStore
 
 STORES = ["memory", "dynamodb"]
+WORKER_METHODS = {
+    "begin",
+    "claim_key",
+    "complete",
+    "complete_key",
+    "get",
+    "get_many",
+    "release_key",
+    "wait",
+}
+"""The methods the worker and the result handles call: the whole protocol, nothing more."""
 
 
 @pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> JobStore:
+def store(request: pytest.FixtureRequest) -> BaseJobStore:
     """A fresh, empty store of each kind (DynamoDB on moto, in process)."""
     if request.param == "memory":
         return MemoryStore()
@@ -29,126 +52,579 @@ def store(request: pytest.FixtureRequest) -> JobStore:
     return dynamo
 
 
-def final(job_id: str, status: JobStatus = JobStatus.SUCCEEDED, attempt: int = 1) -> JobRecord:
-    return JobRecord(id=job_id, task="t", status=status, attempt=attempt, result={"ok": True})
+def ahead(seconds: float = 60) -> float:
+    return time.time() + seconds
 
 
-def test_store_implements_the_protocol(store: JobStore) -> None:
-    """Every store satisfies the runtime-checkable JobStore protocol."""
+def final(
+    job_id: str, status: JobStatus = JobStatus.SUCCEEDED, attempt: int = 1, result: Any = None
+) -> JobRecord:
+    value = {"ok": True} if result is None else result
+    return JobRecord(
+        id=job_id,
+        task="t",
+        status=status,
+        attempt=attempt,
+        result=value if status is JobStatus.SUCCEEDED else None,
+        error=None if status is JobStatus.SUCCEEDED else ErrorInfo("Boom", "no"),
+    )
+
+
+def retrying(job_id: str, attempt: int) -> JobRecord:
+    error = ErrorInfo("ConnectionError", "blip", retryable=True)
+    return JobRecord(id=job_id, task="t", status=JobStatus.RETRYING, attempt=attempt, error=error)
+
+
+def requests_of(store: BaseJobStore) -> list[str]:
+    """The DynamoDB operations ``store`` makes from now on (empty for other stores)."""
+    calls: list[str] = []
+    client: Any = getattr(store, "client", None)
+    if client is not None:
+        client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+# -- the protocol ---------------------------------------------------------------------------
+
+
+def test_store_implements_the_protocol(store: BaseJobStore) -> None:
+    """Every stateful store satisfies the JobStore protocol and derives from BaseJobStore."""
     assert isinstance(store, JobStore)
+    assert isinstance(store, BaseJobStore)
 
 
-def test_begin_starts_a_new_job_with_a_lease(store: JobStore) -> None:
-    """The first begin records RUNNING with the attempt and lease."""
-    begin = store.begin("j1", task="t", attempt=1, lease_until=time.time() + 60)
+def test_the_protocol_is_exactly_what_the_worker_calls() -> None:
+    """JobStore has the worker's eight methods and no others (no unused ``increment``)."""
+    members = {n for n in vars(JobStore) if not n.startswith("_")}
+    assert members == WORKER_METHODS
+    for store_class in (BaseJobStore, MemoryStore, NoStore):
+        assert not hasattr(store_class, "increment")
+
+
+def test_base_store_needs_every_primitive() -> None:
+    """A BaseJobStore that does not supply its primitives cannot be made."""
+    incomplete: Any = BaseJobStore
+    with pytest.raises(TypeError, match="abstract"):
+        incomplete()
+
+
+# -- begin ----------------------------------------------------------------------------------
+
+
+def test_begin_starts_a_new_job_with_a_lease(store: BaseJobStore) -> None:
+    """The first begin records RUNNING with the attempt, lease and idempotency key."""
+    lease = ahead()
+    begin = store.begin("j1", task="t", attempt=1, lease_until=lease, idempotency_key="k")
     assert begin.state == "started"
     assert begin.record.status is JobStatus.RUNNING
     stored = store.get("j1")
     assert stored is not None
-    assert stored.attempt == 1
+    assert (stored.attempt, stored.idempotency_key) == (1, "k")
+    assert stored.lease_until == pytest.approx(lease)
+    assert stored.created_at == pytest.approx(begin.record.created_at)
 
 
-def test_begin_on_a_final_job_reports_finished(store: JobStore) -> None:
-    """A duplicate delivery of a finished job must not run again."""
-    store.complete(final("j1"))
-    begin = store.begin("j1", task="t", attempt=2, lease_until=time.time() + 60)
+@pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED])
+def test_begin_on_a_final_job_reports_finished(store: BaseJobStore, status: JobStatus) -> None:
+    """A duplicate delivery of a finished job must not run again, even as a newer attempt."""
+    store.complete(final("j1", status))
+    begin = store.begin("j1", task="t", attempt=2, lease_until=ahead())
     assert begin.state == "finished"
-    assert begin.record.result == {"ok": True}
+    assert begin.record.status is status
+    assert begin.record.result == (
+        {"ok": True} if status is JobStatus.SUCCEEDED else None
+    )  # the stored outcome, for the skipped delivery to report
+    stored = store.get("j1")
+    assert stored is not None
+    assert (stored.status, stored.attempt) == (status, 1)
 
 
-def test_begin_respects_a_live_lease_and_takes_over_an_expired_one(store: JobStore) -> None:
-    """A live lease makes the same attempt busy; a newer attempt or an expired lease runs."""
-    store.begin("j1", task="t", attempt=1, lease_until=time.time() + 60)
-    assert store.begin("j1", task="t", attempt=1, lease_until=time.time() + 60).state == "busy"
-    assert store.begin("j1", task="t", attempt=2, lease_until=time.time() + 60).state == "started"
-    store.begin("j2", task="t", attempt=1, lease_until=time.time() - 1)
-    assert store.begin("j2", task="t", attempt=1, lease_until=time.time() + 60).state == "started"
+def test_begin_while_another_attempt_holds_a_live_lease_is_busy(store: BaseJobStore) -> None:
+    """The same or an older attempt waits for a live lease and learns when it ends."""
+    lease = ahead()
+    store.begin("j1", task="t", attempt=2, lease_until=lease)
+    for attempt in (1, 2):
+        busy = store.begin("j1", task="t", attempt=attempt, lease_until=ahead(120))
+        assert busy.state == "busy"
+        assert busy.record.attempt == 2
+        assert busy.record.lease_until == pytest.approx(lease)
+    stored = store.get("j1")
+    assert stored is not None
+    assert stored.lease_until == pytest.approx(lease)  # the holder's lease is untouched
 
 
-def test_complete_writes_once_and_refuses_stale_attempts(store: JobStore) -> None:
-    """A job completes exactly once; an older attempt cannot overwrite a newer one."""
-    store.begin("j1", task="t", attempt=2, lease_until=time.time() + 60)
-    assert not store.complete(final("j1", attempt=1))
+def test_a_newer_attempt_takes_over_a_live_lease(store: BaseJobStore) -> None:
+    """A redelivery with a higher attempt means the older one was given up on: it runs."""
+    store.begin("j1", task="t", attempt=1, lease_until=ahead())
+    begin = store.begin("j1", task="t", attempt=2, lease_until=ahead())
+    assert (begin.state, begin.record.attempt) == ("started", 2)
+
+
+def test_begin_after_the_lease_expired_starts(store: BaseJobStore) -> None:
+    """A holder that died (lease run out) does not block the same attempt's redelivery."""
+    store.begin("j1", task="t", attempt=1, lease_until=time.time() - 1)
+    begin = store.begin("j1", task="t", attempt=1, lease_until=ahead())
+    assert begin.state == "started"
+
+
+def test_begin_keeps_the_first_creation_time(store: BaseJobStore) -> None:
+    """Later attempts keep the job's created_at, and begin returns the stored one."""
+    first = store.begin("j1", task="t", attempt=1, lease_until=time.time() - 1).record
+    time.sleep(0.01)
+    again = store.begin("j1", task="t", attempt=2, lease_until=ahead()).record
+    assert again.created_at == pytest.approx(first.created_at)
+
+
+def test_retrying_is_not_final(store: BaseJobStore) -> None:
+    """A RETRYING record can be followed by the next attempt and its outcome."""
+    assert store.complete(retrying("j1", 1))
+    assert store.begin("j1", task="t", attempt=2, lease_until=ahead(9)).state == "started"
     assert store.complete(final("j1", attempt=2))
+
+
+def test_a_new_attempt_and_its_outcome_replace_the_last_ones_fields(store: BaseJobStore) -> None:
+    """An error from attempt 1 does not survive into attempt 2 or its success."""
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    store.complete(retrying("j", 1))
+    running = store.begin("j", task="t", attempt=2, lease_until=ahead()).record
+    assert running.error is None
+    assert store.complete(final("j", attempt=2))
+    record = store.get("j")
+    assert record is not None
+    assert (record.error, record.result, record.lease_until) == (None, {"ok": True}, None)
+
+
+JOB_STATES: dict[str, Callable[[BaseJobStore, str], object]] = {
+    "absent": lambda store, job: None,
+    "running-live": lambda store, job: store.begin(job, task="t", attempt=2, lease_until=ahead()),
+    "running-expired": lambda store, job: store.begin(
+        job, task="t", attempt=2, lease_until=time.time() - 1
+    ),
+    "retrying": lambda store, job: store.complete(retrying(job, 2)),
+    "succeeded": lambda store, job: store.complete(final(job, attempt=2)),
+    "failed": lambda store, job: store.complete(final(job, JobStatus.FAILED, attempt=2)),
+    "rejected": lambda store, job: store.complete(final(job, JobStatus.REJECTED, attempt=2)),
+}
+"""Every state a job record can be in, each at attempt 2 (a lease of 60 s when live)."""
+
+BEGIN_STARTS = {
+    "absent": {1, 2, 3},
+    "running-live": {3},
+    "running-expired": {1, 2, 3},
+    "retrying": {1, 2, 3},
+    "succeeded": set(),
+    "failed": set(),
+    "rejected": set(),
+}
+"""Which attempts begin starts from each state (the rest are busy, or finished if final)."""
+
+
+@pytest.mark.parametrize("state", JOB_STATES)
+def test_begin_answers_as_may_begin_decides(store: BaseJobStore, state: str) -> None:
+    """From every state and for older, equal and newer attempts, begin answers the table."""
+    for attempt in (1, 2, 3):
+        job = f"{state}-{attempt}"
+        JOB_STATES[state](store, job)
+        current = store.get(job)
+        allowed = BaseJobStore.may_begin(current, attempt, time.time())
+        begin = store.begin(job, task="t", attempt=attempt, lease_until=ahead())
+        expected = "started" if attempt in BEGIN_STARTS[state] else "busy"
+        if current is not None and current.status.is_final:
+            expected = "finished"
+        assert (begin.state, allowed) == (expected, expected == "started"), attempt
+
+
+# -- complete -------------------------------------------------------------------------------
+
+
+def test_complete_by_a_stale_attempt_is_refused(store: BaseJobStore) -> None:
+    """An older attempt cannot overwrite the record a newer attempt owns."""
+    store.begin("j1", task="t", attempt=2, lease_until=ahead())
+    assert not store.complete(final("j1", JobStatus.FAILED, attempt=1))
+    record = store.get("j1")
+    assert record is not None
+    assert (record.status, record.attempt) == (JobStatus.RUNNING, 2)
+    assert store.complete(final("j1", attempt=2))
+
+
+def test_complete_twice_keeps_the_first_outcome(store: BaseJobStore) -> None:
+    """A job completes exactly once, whatever the second outcome and its attempt."""
+    store.begin("j1", task="t", attempt=1, lease_until=ahead())
+    assert store.complete(final("j1", result={"v": "first"}))
+    assert not store.complete(final("j1", result={"v": "second"}))
     assert not store.complete(final("j1", JobStatus.FAILED, attempt=3))
     record = store.get("j1")
     assert record is not None
-    assert record.status is JobStatus.SUCCEEDED
-
-
-def test_retrying_is_not_final(store: JobStore) -> None:
-    """A RETRYING record can be followed by the next attempt's outcome."""
-    error = ErrorInfo("ConnectionError", "blip", retryable=True)
-    assert store.complete(
-        JobRecord(id="j1", task="t", status=JobStatus.RETRYING, attempt=1, error=error)
+    assert (record.status, record.result, record.attempt) == (
+        JobStatus.SUCCEEDED,
+        {"v": "first"},
+        1,
     )
-    assert store.begin("j1", task="t", attempt=2, lease_until=time.time() + 9).state == "started"
-    assert store.complete(final("j1", attempt=2))
 
 
-def test_get_many_returns_only_known_ids(store: JobStore) -> None:
-    """Batch reads skip ids with no record."""
-    store.complete(final("a"))
-    store.complete(final("b"))
-    assert sorted(store.get_many(["a", "b", "missing"])) == ["a", "b"]
+def test_complete_without_begin_records_the_outcome(store: BaseJobStore) -> None:
+    """A job rejected before it began (unknown task, bad input) still gets its record."""
+    assert store.complete(final("j1", JobStatus.REJECTED))
+    record = store.get("j1")
+    assert record is not None
+    assert record.status is JobStatus.REJECTED
 
 
-def test_idempotency_key_claims(store: JobStore) -> None:
-    """One holder at a time; completion is shared; release frees the key."""
-    lease = time.time() + 60
+def test_complete_ends_the_lease_and_keeps_the_creation_time(store: BaseJobStore) -> None:
+    """An outcome drops the attempt's lease, even if the record passed one, and keeps created_at."""
+    created = store.begin("j1", task="t", attempt=1, lease_until=ahead()).record.created_at
+    outcome = JobRecord(
+        id="j1",
+        task="t",
+        status=JobStatus.SUCCEEDED,
+        attempt=1,
+        result=1,
+        lease_until=ahead(),
+        created_at=created + 100,
+    )
+    assert store.complete(outcome)
+    record = store.get("j1")
+    assert record is not None
+    assert record.lease_until is None
+    assert record.created_at == pytest.approx(created)
+
+
+COMPLETE_WRITES = {
+    "absent": {1, 2, 3},
+    "running-live": {2, 3},
+    "running-expired": {2, 3},
+    "retrying": {2, 3},
+    "succeeded": set(),
+    "failed": set(),
+    "rejected": set(),
+}
+"""Which attempts' outcomes complete writes from each state."""
+
+
+@pytest.mark.parametrize("state", JOB_STATES)
+def test_complete_answers_as_may_complete_decides(store: BaseJobStore, state: str) -> None:
+    """From every state and for older, equal and newer attempts, complete answers the table."""
+    for attempt in (1, 2, 3):
+        job = f"{state}-{attempt}"
+        JOB_STATES[state](store, job)
+        before = store.get(job)
+        outcome = final(job, JobStatus.FAILED, attempt=attempt)
+        allowed = BaseJobStore.may_complete(before, outcome)
+        written = store.complete(outcome)
+        assert (written, allowed) == (attempt in COMPLETE_WRITES[state],) * 2, attempt
+        after = store.get(job)
+        assert after is not None
+        if written:
+            assert (after.status, after.attempt) == (JobStatus.FAILED, attempt)
+        else:
+            assert before is not None
+            assert (after.status, after.attempt) == (before.status, before.attempt)
+
+
+# -- idempotency keys -----------------------------------------------------------------------
+
+
+def test_claim_key_by_another_job_while_held_is_in_progress(store: BaseJobStore) -> None:
+    """A live holder keeps the key; others learn who holds it and until when."""
+    lease = ahead()
     assert store.claim_key("k", "j1", lease_until=lease).state == "acquired"
-    busy = store.claim_key("k", "j2", lease_until=lease)
+    busy = store.claim_key("k", "j2", lease_until=ahead(120))
     assert (busy.state, busy.holder) == ("in_progress", "j1")
-    assert store.claim_key("k", "j1", lease_until=lease).state == "acquired"  # a retry of j1
-    store.complete_key("k", "j1", {"v": 1})
-    done = store.claim_key("k", "j3", lease_until=lease)
-    assert (done.state, done.holder, done.result) == ("completed", "j1", {"v": 1})
-    store.release_key("k", "j1")  # completed keys stay completed
-    assert store.claim_key("k", "j4", lease_until=lease).state == "completed"
-    assert store.claim_key("other", "j5", lease_until=lease).state == "acquired"
-    store.release_key("other", "j5")
-    assert store.claim_key("other", "j6", lease_until=lease).state == "acquired"
+    assert busy.lease_until == pytest.approx(lease)
 
 
-def test_an_expired_key_lease_can_be_taken_over(store: JobStore) -> None:
+def test_claim_key_again_by_its_holder_is_acquired(store: BaseJobStore) -> None:
+    """A retry of the holding job holds its key again, with the new lease."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    again = store.claim_key("k", "j1", lease_until=ahead(120))
+    assert again.state == "acquired"
+    busy = store.claim_key("k", "j2", lease_until=ahead())
+    assert busy.lease_until == pytest.approx(again.lease_until)
+
+
+def test_claim_key_by_another_job_after_release_is_acquired(store: BaseJobStore) -> None:
+    """A released key (its job failed) may run again under another job."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.release_key("k", "j1")
+    claim = store.claim_key("k", "j2", lease_until=ahead())
+    assert (claim.state, claim.holder) == ("acquired", "j2")
+
+
+def test_an_expired_key_lease_can_be_taken_over(store: BaseJobStore) -> None:
     """A holder that died (lease expired) does not block the key forever."""
     store.claim_key("k", "dead", lease_until=time.time() - 1)
-    assert store.claim_key("k", "alive", lease_until=time.time() + 60).state == "acquired"
+    claim = store.claim_key("k", "alive", lease_until=ahead())
+    assert (claim.state, claim.holder) == ("acquired", "alive")
 
 
-def test_increment_is_atomic_under_contention(store: JobStore) -> None:
-    """Concurrent increments lose nothing and return distinct values."""
-    if not isinstance(store, MemoryStore):
-        # DynamoDB's ADD is atomic by contract, one UpdateItem per increment (checked below);
-        # moto in process is not thread-safe for it, so contention is tested where the
-        # atomicity is our own code's: the memory store's lock.
-        calls: list[str] = []
-        client: Any = store.client
-        client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
-        assert [store.increment("join") for _ in range(3)] == [1, 2, 3]
-        assert calls == ["UpdateItem"] * 3
-        return
-    seen: list[int] = []
-    lock = threading.Lock()
+def test_claim_key_by_another_job_after_complete_answers_the_result(store: BaseJobStore) -> None:
+    """A duplicate of a succeeded key gets the first job's result instead of running."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.complete_key("k", "j1", {"v": 1})
+    done = store.claim_key("k", "j2", lease_until=ahead())
+    assert (done.state, done.holder, done.result) == ("completed", "j1", {"v": 1})
 
-    def bump() -> None:
-        for _ in range(200):
-            value = store.increment("join")
-            with lock:
-                seen.append(value)
 
-    threads = [threading.Thread(target=bump) for _ in range(4)]
+def test_complete_key_then_claim_key_by_the_same_holder_is_completed(
+    store: BaseJobStore,
+) -> None:
+    """A completed key is never acquired again, not even by its own job, and keeps its result."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.complete_key("k", "j1", {"v": 1})
+    same = store.claim_key("k", "j1", lease_until=ahead())
+    assert (same.state, same.holder, same.result) == ("completed", "j1", {"v": 1})
+    other = store.claim_key("k", "j2", lease_until=ahead())
+    assert (other.state, other.holder, other.result) == ("completed", "j1", {"v": 1})
+
+
+def test_complete_key_twice_keeps_the_first_result(store: BaseJobStore) -> None:
+    """Every duplicate gets the first stored result, whoever completes the key again."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.complete_key("k", "j1", {"v": "first"})
+    store.complete_key("k", "j1", {"v": "second"})
+    store.complete_key("k", "j2", {"v": "third"})
+    done = store.claim_key("k", "j3", lease_until=ahead())
+    assert (done.holder, done.result) == ("j1", {"v": "first"})
+
+
+def test_complete_key_by_a_job_that_lost_the_key_is_ignored(store: BaseJobStore) -> None:
+    """A holder whose lease ran out and was taken over cannot store a result for the key."""
+    store.claim_key("k", "slow", lease_until=time.time() - 1)
+    store.claim_key("k", "fast", lease_until=ahead())
+    store.complete_key("k", "slow", {"v": "slow"})
+    claim = store.claim_key("k", "j3", lease_until=ahead())
+    assert (claim.state, claim.holder) == ("in_progress", "fast")
+
+
+def test_complete_key_on_a_free_key_stores_the_result(store: BaseJobStore) -> None:
+    """Finishing a key whose claim vanished still lets duplicates find the result."""
+    store.complete_key("k", "j1", [1, 2])
+    done = store.claim_key("k", "j2", lease_until=ahead())
+    assert (done.state, done.holder, done.result) == ("completed", "j1", [1, 2])
+
+
+def test_release_key_by_a_non_holder_changes_nothing(store: BaseJobStore) -> None:
+    """Only the holder can let a key go."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.release_key("k", "j2")
+    claim = store.claim_key("k", "j3", lease_until=ahead())
+    assert (claim.state, claim.holder) == ("in_progress", "j1")
+    store.release_key("missing", "j1")  # releasing a key nobody holds is a no-op
+    assert store.claim_key("missing", "j4", lease_until=ahead()).state == "acquired"
+
+
+def test_release_key_after_complete_keeps_the_result(store: BaseJobStore) -> None:
+    """A completed key stays completed, whoever releases it."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    store.complete_key("k", "j1", {"v": 1})
+    store.release_key("k", "j1")
+    store.release_key("k", "j2")
+    done = store.claim_key("k", "j4", lease_until=ahead())
+    assert (done.state, done.result) == ("completed", {"v": 1})
+
+
+KEY_STATES: dict[str, Callable[[BaseJobStore, str], object]] = {
+    "free": lambda store, key: None,
+    "held-live": lambda store, key: store.claim_key(key, "a", lease_until=ahead()),
+    "held-expired": lambda store, key: store.claim_key(key, "a", lease_until=time.time() - 1),
+    "completed": lambda store, key: store.complete_key(key, "a", {"by": "a"}),
+}
+"""Every state an idempotency key can be in; ``a`` is the holder."""
+
+CLAIM_ACQUIRES = {"free": {"a", "b"}, "held-live": {"a"}, "held-expired": {"a", "b"}}
+"""Who acquires a key from each state (nobody acquires a completed key)."""
+
+
+def stored_claim(store: BaseJobStore, key: str) -> KeyClaim | None:
+    """What a key holds, seen through the protocol: claim it under a lease already run out."""
+    # may_claim_key lets a claim through only where any claimant may take the key, so a
+    # probe that gets it has found no live holder and leaves nothing that blocks anyone.
+    probe = store.claim_key(key, "probe", lease_until=time.time() - 1)
+    return None if probe.state == "acquired" else probe
+
+
+@pytest.mark.parametrize("state", KEY_STATES)
+def test_claim_key_answers_as_may_claim_key_decides(store: BaseJobStore, state: str) -> None:
+    """From every key state, the holder and another job get the answer in the table."""
+    for claimant in ("a", "b"):
+        key = f"{state}-{claimant}"
+        KEY_STATES[state](store, key)
+        before = {
+            "free": None,
+            "held-live": KeyClaim("in_progress", "a", lease_until=ahead()),
+            "held-expired": KeyClaim("in_progress", "a", lease_until=time.time() - 1),
+            "completed": KeyClaim("completed", "a", result={"by": "a"}),
+        }[state]
+        allowed = BaseJobStore.may_claim_key(before, claimant, time.time())
+        claim = store.claim_key(key, claimant, lease_until=ahead())
+        acquires = claimant in CLAIM_ACQUIRES.get(state, set())
+        assert allowed == acquires, claimant
+        if acquires:
+            assert (claim.state, claim.holder) == ("acquired", claimant)
+        elif state == "completed":
+            assert (claim.state, claim.holder, claim.result) == ("completed", "a", {"by": "a"})
+        else:
+            assert (claim.state, claim.holder) == ("in_progress", "a")
+
+
+def test_key_guards_complete_and_release_only_for_the_holder(store: BaseJobStore) -> None:
+    """complete_key and release_key change a key exactly where their predicates allow."""
+    for state in KEY_STATES:
+        for job in ("a", "b"):
+            key = f"{state}-{job}-complete"
+            KEY_STATES[state](store, key)
+            store.complete_key(key, job, {"by": job})
+            writes = (state, job) in {("free", "a"), ("free", "b"), ("held-live", "a"),
+                                      ("held-expired", "a")}  # fmt: skip
+            seen = stored_claim(store, key)
+            if writes:
+                assert seen is not None
+                assert (seen.state, seen.holder, seen.result) == ("completed", job, {"by": job})
+            elif state == "completed":
+                assert seen is not None
+                assert (seen.holder, seen.result) == ("a", {"by": "a"})
+            elif state == "held-live":
+                assert seen is not None
+                assert (seen.state, seen.holder) == ("in_progress", "a")
+            else:  # expired and not written: no live holder, no result
+                assert seen is None
+            key = f"{state}-{job}-release"
+            KEY_STATES[state](store, key)
+            store.release_key(key, job)
+            seen = stored_claim(store, key)
+            if state == "held-live":
+                assert (seen is None) == (job == "a"), job
+            elif state == "completed":
+                assert seen is not None
+                assert seen.state == "completed"
+            else:
+                assert seen is None
+
+
+def test_key_predicates_match_the_tables() -> None:
+    """may_complete_key and may_release_key say what the stores were just shown to do."""
+    now = time.time()
+    live = KeyClaim("in_progress", "a", lease_until=now + 60)
+    expired = KeyClaim("in_progress", "a", lease_until=now - 1)
+    done = KeyClaim("completed", "a", result=1)
+    assert BaseJobStore.may_complete_key(None, "b")
+    assert BaseJobStore.may_complete_key(live, "a")
+    assert BaseJobStore.may_complete_key(expired, "a")
+    assert not BaseJobStore.may_complete_key(live, "b")
+    assert not BaseJobStore.may_complete_key(expired, "b")
+    assert not BaseJobStore.may_complete_key(done, "a")
+    assert BaseJobStore.may_release_key(live, "a")
+    assert BaseJobStore.may_release_key(expired, "a")
+    assert not BaseJobStore.may_release_key(live, "b")
+    assert not BaseJobStore.may_release_key(done, "a")
+    assert not BaseJobStore.may_release_key(None, "a")
+
+
+# -- atomicity ------------------------------------------------------------------------------
+
+
+def test_every_decision_is_one_conditional_request(mocked_aws: None) -> None:
+    """On DynamoDB each write is one conditional request, never a read and then a write."""
+    from taskhop.backends.dynamodb import DynamoStore
+
+    store = DynamoStore("taskhop-jobs")
+    store.create_table()
+    calls = requests_of(store)
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    store.begin("j", task="t", attempt=1, lease_until=ahead())  # busy: the failed condition
+    store.complete(final("j"))
+    store.complete(final("j"))  # refused
+    store.begin("j", task="t", attempt=2, lease_until=ahead())  # finished
+    store.claim_key("k", "j", lease_until=ahead())
+    store.claim_key("k", "other", lease_until=ahead())  # in progress
+    store.complete_key("k", "j", 1)
+    store.complete_key("k", "j", 2)  # refused
+    store.claim_key("k", "other", lease_until=ahead())  # completed
+    store.release_key("k", "j")  # refused
+    assert calls == ["UpdateItem"] * 10 + ["DeleteItem"]
+
+
+def test_concurrent_begins_and_claims_let_exactly_one_through() -> None:
+    """Under contention one attempt starts and one job holds the key (the memory lock).
+
+    DynamoDB's atomicity is the service's (one conditional request, tested above); moto in
+    process is not thread-safe, so contention is tested where the atomicity is our code's.
+    """
+    store = MemoryStore()
+    begins: list[str] = []
+    claims: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def race(n: int) -> None:
+        barrier.wait()
+        begins.append(store.begin("j", task="t", attempt=1, lease_until=ahead()).state)
+        claims.append(store.claim_key("k", f"j{n}", lease_until=ahead()).state)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(seen) == list(range(1, 801))
-    assert store.increment("join", 0) == 800
+    assert sorted(begins) == ["busy"] * 7 + ["started"]
+    assert sorted(claims) == ["acquired"] + ["in_progress"] * 7
 
 
-def test_wait_returns_when_the_job_becomes_final(store: JobStore) -> None:
-    """``wait`` wakes up on completion and times out with None."""
-    assert store.wait("j1", 0.01) is None
+# -- reads ----------------------------------------------------------------------------------
+
+
+def test_get_of_an_unknown_job_is_none(store: BaseJobStore) -> None:
+    """No record until a worker writes one."""
+    assert store.get("missing") is None
+
+
+def test_get_many_returns_only_known_ids(store: BaseJobStore) -> None:
+    """Batch reads skip ids with no record and answer each repeated id once."""
+    store.complete(final("a"))
+    store.complete(final("b"))
+    found = store.get_many(["a", "b", "missing", "a"])
+    assert sorted(found) == ["a", "b"]
+    assert found["a"].result == {"ok": True}
+    assert store.get_many([]) == {}
+
+
+def test_get_many_reads_more_than_one_batch(store: BaseJobStore) -> None:
+    """Over 100 ids (BatchGetItem's limit per request) every known record still comes back."""
+    known = [f"j{n}" for n in range(230)]
+    for job in known:
+        store.complete(final(job))
+    asked = [*known, *(f"missing{n}" for n in range(20)), *known[:10]]
+    calls = requests_of(store)
+    found = store.get_many(asked)
+    assert sorted(found) == sorted(known)
+    if not isinstance(store, MemoryStore):
+        assert calls == ["BatchGetItem"] * 3  # 250 distinct ids, 100 keys per request
+
+
+# -- wait -----------------------------------------------------------------------------------
+
+
+def test_wait_times_out_with_none(store: BaseJobStore) -> None:
+    """``wait`` on a job that never ends returns None once the timeout has passed."""
+    store.begin("running", task="t", attempt=1, lease_until=ahead())
+    store.complete(retrying("retrying", 1))
+    for job in ("missing", "running", "retrying"):
+        started = time.monotonic()
+        assert store.wait(job, 0.2) is None
+        assert 0.2 <= time.monotonic() - started < 1.5, job
+
+
+def test_wait_returns_a_final_record_at_once(store: BaseJobStore) -> None:
+    """A job already final is returned without waiting."""
+    store.complete(final("j1"))
+    started = time.monotonic()
+    record = store.wait("j1", 5)
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    assert time.monotonic() - started < 1
+
+
+def test_wait_returns_when_the_job_becomes_final(store: BaseJobStore) -> None:
+    """``wait`` wakes up on completion."""
     timer = threading.Timer(0.05, lambda: store.complete(final("j1")))
     timer.start()
     record = store.wait("j1", 5)
@@ -157,7 +633,7 @@ def test_wait_returns_when_the_job_becomes_final(store: JobStore) -> None:
     assert record.status is JobStatus.SUCCEEDED
 
 
-def test_poll_for_final_backs_off_until_final(store: JobStore) -> None:
+def test_poll_for_final_backs_off_until_final(store: BaseJobStore) -> None:
     """The polling helper for stores without push returns the final record or None."""
     assert poll_for_final(store, "j1", 0.02, first=0.005) is None
     timer = threading.Timer(0.05, lambda: store.complete(final("j1")))
@@ -165,6 +641,9 @@ def test_poll_for_final_backs_off_until_final(store: JobStore) -> None:
     record = poll_for_final(store, "j1", 5, first=0.005)
     timer.join()
     assert record is not None
+
+
+# -- records --------------------------------------------------------------------------------
 
 
 def test_records_round_trip_through_dicts() -> None:
@@ -181,14 +660,48 @@ def test_records_round_trip_through_dicts() -> None:
     assert JobRecord.from_dict(record.to_dict()) == record
 
 
-def test_a_new_attempt_and_its_outcome_replace_the_last_ones_fields(store: JobStore) -> None:
-    """An error from attempt 1 does not survive into attempt 2 or its success."""
-    error = ErrorInfo("ConnectionError", "blip", retryable=True)
-    store.begin("j", task="t", attempt=1, lease_until=time.time() + 60)
-    store.complete(JobRecord(id="j", task="t", status=JobStatus.RETRYING, attempt=1, error=error))
-    running = store.begin("j", task="t", attempt=2, lease_until=time.time() + 60).record
-    assert running.error is None
-    assert store.complete(final("j", attempt=2))
-    record = store.get("j")
-    assert record is not None
-    assert (record.error, record.result, record.lease_until) == (None, {"ok": True}, None)
+# -- NoStore --------------------------------------------------------------------------------
+
+
+def test_no_store_satisfies_the_protocol_without_state() -> None:
+    """NoStore is a JobStore that shares nothing with the stateful stores."""
+    store = NoStore()
+    assert isinstance(store, JobStore)
+    assert not isinstance(store, BaseJobStore)
+
+
+def test_no_store_starts_every_delivery() -> None:
+    """Without state every begin starts, even a duplicate of the same attempt."""
+    store = NoStore()
+    lease = ahead()
+    for _ in range(2):
+        begin = store.begin("j", task="t", attempt=1, lease_until=lease, idempotency_key="k")
+        assert begin.state == "started"
+        assert (begin.record.status, begin.record.attempt) == (JobStatus.RUNNING, 1)
+        assert (begin.record.lease_until, begin.record.idempotency_key) == (lease, "k")
+
+
+def test_no_store_accepts_every_outcome_and_records_none() -> None:
+    """complete always succeeds, and nothing can be read back."""
+    store = NoStore()
+    assert store.complete(final("j"))
+    assert store.complete(final("j", JobStatus.FAILED, attempt=1))
+    assert store.get("j") is None
+    assert store.get_many(["j"]) == {}
+
+
+def test_no_store_does_not_deduplicate_keys() -> None:
+    """Every job holds its key, even after another completed it."""
+    store = NoStore()
+    lease = ahead()
+    assert store.claim_key("k", "j1", lease_until=lease) == KeyClaim("acquired", "j1", None, lease)
+    store.complete_key("k", "j1", 1)
+    store.release_key("k", "j1")
+    assert store.claim_key("k", "j2", lease_until=lease).state == "acquired"
+
+
+def test_no_store_wait_returns_none_at_once() -> None:
+    """There is nothing to wait for, so wait never blocks, even without a timeout."""
+    started = time.monotonic()
+    assert NoStore().wait("j", None) is None
+    assert time.monotonic() - started < 0.5

@@ -73,6 +73,28 @@ def test_run_task_accepts_a_contract_with_its_app_and_a_custom_context(app: App)
         run_task(send_email, SendEmail(to="a", subject="s"))  # type: ignore[call-overload]
 
 
+def test_run_task_builds_the_job_a_dispatch_would_send(app: App) -> None:
+    """The handler's context holds the envelope: the contract's version, middleware applied."""
+    from taskhop.sdk import Envelope, Middleware
+
+    class Tag(Middleware):
+        def before_dispatch(self, envelope: Envelope) -> Envelope | None:
+            return envelope.replace(headers={"tenant": "t1"})
+
+    app.middleware = (Tag(),)
+    seen: list[JobContext] = []
+
+    def look(data: SendEmail, ctx: JobContext) -> EmailSent:
+        seen.append(ctx)
+        return EmailSent("ok")
+
+    bound = app.implement(send_email.replace(version=2), look)
+    run_task(bound, SendEmail(to="a", subject="s"))
+    assert seen[0].envelope is not None
+    assert (seen[0].envelope.version, seen[0].headers) == (2, {"tenant": "t1"})
+    assert seen[0].job_id == seen[0].envelope.id
+
+
 def test_run_task_on_an_unimplemented_task_is_an_error(app: App) -> None:
     """A registered-only task has no handler to run."""
     bound = app.register(send_email)

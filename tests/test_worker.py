@@ -1,4 +1,9 @@
-"""The worker path (``taskhop.sdk.Worker``): every step, one message at a time, no threads."""
+"""The worker path (``taskhop.sdk.Worker``): every step, one message at a time.
+
+Each test runs on the in-memory backend and on moto, where the message goes through SQS, the
+shipped ``LocalEventSourceMapping`` and ``make_handler`` runtime, and a ``DynamoStore`` table
+(see ``backends.py``). The few that stay in memory say why.
+"""
 
 from __future__ import annotations
 
@@ -27,13 +32,23 @@ from taskhop.sdk import (
 )
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
+from backends import BACKENDS, Backend, open_backend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The backend under test, fresh: tests deliver its messages one at a time."""
+    with open_backend(str(request.param), request) as chosen:
+        yield chosen
+
 
 @pytest.fixture
-def app() -> Iterator[App]:
-    """An app whose queue is not served: tests feed its worker by hand."""
-    application = create_app(queue=MemoryQueue(), store=MemoryStore())
-    yield application
-    application.close()
+def app(backend: Backend) -> App:
+    """The app on the backend under test (a producer and worker in one process)."""
+    return backend.app
+
+
+MEMORY_ONLY = pytest.mark.parametrize("backend", ["memory"], indirect=True)
 
 
 def envelope_for(task: str, data: Any, **fields: Any) -> bytes:
@@ -48,47 +63,55 @@ def ok_handler(data: SendEmail, ctx: JobContext) -> EmailSent:
     return EmailSent(message_id=f"m-{data['to']}")
 
 
-def test_success_is_recorded_with_the_json_result(app: App) -> None:
+def test_success_is_recorded_with_the_json_result(app: App, backend: Backend) -> None:
     """A valid job runs its handler and the store keeps the result as JSON."""
     app.implement(send_email, ok_handler)
     body = envelope_for("send-email", email())
-    outcome = app.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.SUCCEEDED
     assert outcome.result == {"message_id": "m-a@example.com"}
-    record = app.store.get(Envelope.decode(body).id) if app.store else None
+    record = backend.record(Envelope.decode(body).id)
     assert record is not None
     assert record.status is JobStatus.SUCCEEDED
     assert record.result == {"message_id": "m-a@example.com"}
     assert outcome.acknowledged
 
 
+POISON = [
+    (b"{not json", "not_json"),
+    (b"[1, 2]", "not_object"),
+    (b'{"Records": []}', "not_envelope"),
+    (b'{"taskhop": 2, "id": "x"}', "unsupported_version"),
+    (b'{"taskhop": 1, "id": "x", "task": "t", "version": 1, "attempt": 1}', "invalid_field"),
+]
+
+
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("backend", "body", "reason"),
     [
-        (b"\xff\xfe", "not_json"),
-        (b"{not json", "not_json"),
-        (b"[1, 2]", "not_object"),
-        (b'{"Records": []}', "not_envelope"),
-        (b'{"taskhop": 2, "id": "x"}', "unsupported_version"),
-        (b'{"taskhop": 1, "id": "x", "task": "t", "version": 1, "attempt": 1}', "invalid_field"),
+        # An SQS body is Unicode text, so bytes that are not UTF-8 only reach a memory queue.
+        ("memory", b"\xff\xfe", "not_json"),
+        *[(name, body, reason) for name in BACKENDS for body, reason in POISON],
     ],
+    indirect=["backend"],
 )
 def test_poison_messages_are_classified_for_the_dead_letter_queue(
-    app: App, body: bytes, reason: str
+    backend: Backend, body: bytes, reason: str
 ) -> None:
     """Bytes that are not a v1 envelope become POISON with a reason, never an exception."""
-    outcome = app.worker().process(body)
+    [outcome] = backend.drain(body)
     assert outcome.kind is OutcomeKind.POISON
     assert outcome.dead_letter
     assert outcome.reason == reason
     assert outcome.error is not None
+    assert [(d.body, d.reason) for d in backend.dead_letters()] == [(body, reason)]
 
 
-def test_unknown_task_is_rejected_and_recorded(app: App) -> None:
+def test_unknown_task_is_rejected_and_recorded(app: App, backend: Backend) -> None:
     """A job for a task this worker does not implement is rejected, with a hint."""
     app.implement(send_email, ok_handler)
     body = envelope_for("send-emial", email())
-    outcome = app.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.REJECTED
     assert outcome.reason == "unknown_task"
     assert outcome.error is not None
@@ -96,12 +119,14 @@ def test_unknown_task_is_rejected_and_recorded(app: App) -> None:
     assert not outcome.dead_letter
 
 
-def test_invalid_input_is_rejected_with_every_field_path_and_never_retried(app: App) -> None:
+def test_invalid_input_is_rejected_with_every_field_path_and_never_retried(
+    app: App, backend: Backend
+) -> None:
     """Validation runs before the handler; each failing field is recorded by path."""
     calls: list[object] = []
     app.implement(resize, lambda data, ctx: calls.append(data) or Resized(key="k"))
     data = {"url": "ftp://x", "width": 0, "tags": ["a", 3], "ship_to": {"city": "Z"}}
-    outcome = app.worker().process(envelope_for("resize", data))
+    outcome = backend.process(envelope_for("resize", data))
     assert outcome.kind is OutcomeKind.REJECTED
     assert outcome.error is not None
     paths = {f.path: f.message for f in outcome.error.fields}
@@ -111,65 +136,90 @@ def test_invalid_input_is_rejected_with_every_field_path_and_never_retried(app: 
     assert calls == []
 
 
-def test_unknown_and_missing_fields_are_reported(app: App) -> None:
+def test_unknown_and_missing_fields_are_reported(app: App, backend: Backend) -> None:
     """A typo'd key is an unknown field and the real one is reported missing."""
     app.implement(send_email, ok_handler)
-    outcome = app.worker().process(envelope_for("send-email", {"to": "a", "subjcet": "x"}))
+    outcome = backend.process(envelope_for("send-email", {"to": "a", "subjcet": "x"}))
     assert outcome.error is not None
     messages = [str(f) for f in outcome.error.fields]
     assert any("subject" in m and "required" in m for m in messages), messages
 
 
-def test_retryable_failure_backs_off_then_fails_after_the_last_attempt(app: App) -> None:
+def test_retryable_failure_backs_off_then_fails_after_the_last_attempt(
+    app: App, backend: Backend
+) -> None:
     """Exceptions are retried with the policy's backoff; the last failure is dead-lettered."""
 
     def flaky(data: SendEmail, ctx: JobContext) -> EmailSent:
         raise ConnectionError("smtp down")
 
     app.implement(send_email, flaky)
-    worker = app.worker()
-    first = worker.process(envelope_for("send-email", email()))
+    first = backend.process(envelope_for("send-email", email()))
     assert first.kind is OutcomeKind.RETRY
     assert first.retry_after == pytest.approx(0.01)
     assert first.error is not None
     assert first.error.type == "ConnectionError"
     assert first.error.retryable
     assert first.envelope is not None
-    assert app.store is not None
-    record = app.store.get(first.envelope.id)
+    record = backend.record(first.envelope.id)
     assert record is not None
     assert record.status is JobStatus.RETRYING
-    second = worker.process(first.envelope.retried(not_before=None))
+    second = backend.redeliver(first)
+    assert second.attempt == 2
     assert second.retry_after == pytest.approx(0.02)
-    third = worker.process(first.envelope.retried(not_before=None).retried(not_before=None))
+    third = backend.redeliver(second)
+    assert third.attempt == 3
     assert third.kind is OutcomeKind.FAILED
     assert third.dead_letter
     assert third.reason == "retries_exhausted"
-    final = app.store.get(first.envelope.id)
+    final = backend.record(first.envelope.id)
     assert final is not None
     assert final.status is JobStatus.FAILED
 
 
-def test_retry_signal_sets_the_delay(app: App) -> None:
+def test_a_job_failing_every_attempt_is_dead_lettered_once_by_its_host(
+    app: App, backend: Backend
+) -> None:
+    """The host runs each retry after its backoff and dead-letters the last failure, once."""
+
+    def down(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise ConnectionError("smtp down")
+
+    app.implement(send_email, down)
+    body = envelope_for("send-email", email())
+    outcomes = backend.drain(body)
+    assert [(o.kind, o.attempt) for o in outcomes] == [
+        (OutcomeKind.RETRY, 1),
+        (OutcomeKind.RETRY, 2),
+        (OutcomeKind.FAILED, 3),
+    ]
+    job_id = Envelope.decode(body).id
+    assert [(d.reason, d.job_id) for d in backend.dead_letters()] == [("retries_exhausted", job_id)]
+    record = backend.record(job_id)
+    assert record is not None
+    assert (record.status, record.attempt) == (JobStatus.FAILED, 3)
+
+
+def test_retry_signal_sets_the_delay(app: App, backend: Backend) -> None:
     """``Retry(after=...)`` from a handler overrides the policy's backoff."""
 
     def later(data: SendEmail, ctx: JobContext) -> EmailSent:
         raise Retry("rate limited", after=7.5)
 
     app.implement(send_email, later)
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.retry_after == 7.5
 
 
-def test_permanent_error_fails_at_once_without_dead_lettering(app: App) -> None:
+def test_permanent_error_fails_at_once_without_dead_lettering(app: App, backend: Backend) -> None:
     """``PermanentError`` records the job failed on the first attempt."""
 
     def refuse(data: SendEmail, ctx: JobContext) -> EmailSent:
         raise PermanentError("mailbox does not exist")
 
     app.implement(send_email, refuse)
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.kind is OutcomeKind.FAILED
     assert not outcome.dead_letter
     assert outcome.error is not None
@@ -177,7 +227,7 @@ def test_permanent_error_fails_at_once_without_dead_lettering(app: App) -> None:
     assert not outcome.error.retryable
 
 
-def test_host_attempt_count_wins_over_the_envelope(app: App) -> None:
+def test_host_attempt_count_wins_over_the_envelope(app: App, backend: Backend) -> None:
     """The host's receive count (SQS ApproximateReceiveCount) sets the attempt."""
     seen: list[int] = []
 
@@ -186,12 +236,12 @@ def test_host_attempt_count_wins_over_the_envelope(app: App) -> None:
         raise ConnectionError("again")
 
     app.implement(send_email, record_attempt)
-    outcome = app.worker().process(envelope_for("send-email", email()), attempt=3)
+    outcome = backend.process(envelope_for("send-email", email()), attempt=3)
     assert seen == [3]
     assert outcome.kind is OutcomeKind.FAILED
 
 
-def test_sync_handler_past_its_timeout_is_retried(app: App) -> None:
+def test_sync_handler_past_its_timeout_is_retried(app: App, backend: Backend) -> None:
     """A handler that outlives the contract's timeout becomes a retryable HandlerTimeout."""
     release = threading.Event()
     slow = static_contract("slow", input=SendEmail, output=EmailSent, timeout=0.05, retry=2)
@@ -202,7 +252,7 @@ def test_sync_handler_past_its_timeout_is_retried(app: App) -> None:
 
     app.implement(slow, sleepy)
     started = time.monotonic()
-    outcome = app.worker().process(envelope_for("slow", email()))
+    outcome = backend.process(envelope_for("slow", email()))
     release.set()
     assert time.monotonic() - started < 2
     assert outcome.kind is OutcomeKind.RETRY
@@ -210,7 +260,7 @@ def test_sync_handler_past_its_timeout_is_retried(app: App) -> None:
     assert outcome.error.type == "HandlerTimeout"
 
 
-def test_async_handler_past_its_timeout_is_cancelled(app: App) -> None:
+def test_async_handler_past_its_timeout_is_cancelled(app: App, backend: Backend) -> None:
     """An ``async def`` handler is cancelled at its deadline."""
     cancelled = threading.Event()
     slow = static_contract("slow-async", input=SendEmail, output=EmailSent, timeout=0.05)
@@ -224,13 +274,13 @@ def test_async_handler_past_its_timeout_is_cancelled(app: App) -> None:
         return EmailSent("late")
 
     app.implement(slow, sleepy)
-    outcome = app.worker().process(envelope_for("slow-async", email()))
+    outcome = backend.process(envelope_for("slow-async", email()))
     assert outcome.error is not None
     assert outcome.error.type == "HandlerTimeout"
     assert cancelled.is_set()
 
 
-def test_host_deadline_bounds_the_handler_timeout(app: App) -> None:
+def test_host_deadline_bounds_the_handler_timeout(app: App, backend: Backend) -> None:
     """With less time left than the contract allows, the context's deadline is the host's."""
     seen: list[float | None] = []
 
@@ -240,12 +290,12 @@ def test_host_deadline_bounds_the_handler_timeout(app: App) -> None:
 
     timed = static_contract("timed", input=SendEmail, output=EmailSent, timeout="30s")
     app.implement(timed, report)
-    app.worker().process(envelope_for("timed", email()), deadline=time.monotonic() + 2)
+    backend.process(envelope_for("timed", email()), time_left=2)
     assert seen[0] is not None
     assert 0 < seen[0] <= 2
 
 
-def test_duplicate_delivery_of_a_finished_job_is_skipped(app: App) -> None:
+def test_duplicate_delivery_of_a_finished_job_is_skipped(app: App, backend: Backend) -> None:
     """At-least-once delivery: a job already final is acknowledged without running again."""
     runs: list[str] = []
 
@@ -255,14 +305,14 @@ def test_duplicate_delivery_of_a_finished_job_is_skipped(app: App) -> None:
 
     app.implement(send_email, count)
     body = envelope_for("send-email", email())
-    assert app.worker().process(body).kind is OutcomeKind.SUCCEEDED
-    again = app.worker().process(body)
+    assert backend.process(body).kind is OutcomeKind.SUCCEEDED
+    again = backend.process(body)
     assert again.kind is OutcomeKind.SKIPPED
     assert again.reason == "already_final"
     assert len(runs) == 1
 
 
-def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App) -> None:
+def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App, backend: Backend) -> None:
     """A worker finishing an old attempt after a newer one recorded is dropped as stale."""
     gate, entered = threading.Event(), threading.Event()
 
@@ -276,24 +326,29 @@ def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App) -> None:
     app.implement(send_email, first_waits)
     body = envelope_for("send-email", email())
     results: list[Outcome] = []
-    thread = threading.Thread(target=lambda: results.append(app.worker().process(body)))
+    thread = threading.Thread(target=lambda: results.append(backend.process(body)))
     thread.start()
     assert entered.wait(5)
-    # The lease of attempt 1 is live, so attempt 1 again is busy; attempt 2 takes over.
-    assert app.worker().process(body).kind is OutcomeKind.RETRY
-    newer = app.worker().process(body, attempt=2)
+    # The lease of attempt 1 is live, so attempt 1 again (a duplicate message) is busy;
+    # attempt 2 takes over.
+    busy = backend.process(body)
+    assert busy.kind is OutcomeKind.RETRY
+    assert busy.reason == "attempt_in_progress"
+    newer = backend.process(body, attempt=2)
     assert newer.kind is OutcomeKind.SUCCEEDED
+    assert newer.attempt == 2
     gate.set()
     thread.join(5)
     assert results[0].kind is OutcomeKind.SKIPPED
     assert results[0].reason == "stale_attempt"
-    assert app.store is not None
-    record = app.store.get(Envelope.decode(body).id)
+    record = backend.record(Envelope.decode(body).id)
     assert record is not None
     assert record.result == {"message_id": "fresh"}
 
 
-def test_idempotency_key_runs_the_handler_once_and_shares_the_result(app: App) -> None:
+def test_idempotency_key_runs_the_handler_once_and_shares_the_result(
+    app: App, backend: Backend
+) -> None:
     """Two jobs with one key: the second returns the first's result without running."""
     runs: list[str] = []
 
@@ -302,25 +357,23 @@ def test_idempotency_key_runs_the_handler_once_and_shares_the_result(app: App) -
         return EmailSent(f"m-{len(runs)}")
 
     app.implement(send_email, count)
-    first = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
-    second = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    first = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
+    second = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert len(runs) == 1
     assert second.kind is OutcomeKind.SUCCEEDED
     assert second.reason == "duplicate_key"
     assert second.result == first.result
-    assert app.store is not None
     assert second.envelope is not None
-    record = app.store.get(second.envelope.id)
+    record = backend.record(second.envelope.id)
     assert record is not None
     assert record.duplicate_of == first.job_id
 
 
-def test_idempotency_key_held_by_a_running_job_is_retried(app: App) -> None:
+def test_idempotency_key_held_by_a_running_job_is_retried(app: App, backend: Backend) -> None:
     """A duplicate of a job still running waits (RETRY), reporting DuplicateJobInProgress."""
-    assert app.store is not None
     app.implement(send_email, ok_handler)
-    app.store.claim_key("K", "other-job", lease_until=time.time() + 60)
-    outcome = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    backend.store.claim_key("K", "other-job", lease_until=time.time() + 60)
+    outcome = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert outcome.error.type == "DuplicateJobInProgress"
@@ -328,18 +381,19 @@ def test_idempotency_key_held_by_a_running_job_is_retried(app: App) -> None:
     assert 29 < outcome.retry_after <= 31  # the holder's deadline: its lease less the margin
 
 
-def test_a_held_key_past_its_holders_deadline_waits_for_the_lease(app: App) -> None:
+def test_a_held_key_past_its_holders_deadline_waits_for_the_lease(
+    app: App, backend: Backend
+) -> None:
     """The holder should be done but still holds the key (crashed?): wait out its lease."""
-    assert app.store is not None
     app.implement(send_email, ok_handler)
-    app.store.claim_key("K", "other-job", lease_until=time.time() + 20)
-    outcome = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    backend.store.claim_key("K", "other-job", lease_until=time.time() + 20)
+    outcome = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.retry_after is not None
     assert 19 < outcome.retry_after <= 21
 
 
-def test_failure_releases_the_idempotency_key(app: App) -> None:
+def test_failure_releases_the_idempotency_key(app: App, backend: Backend) -> None:
     """A failed holder lets the next job with the same key run."""
     runs: list[int] = []
 
@@ -350,13 +404,13 @@ def test_failure_releases_the_idempotency_key(app: App) -> None:
         return EmailSent("second")
 
     app.implement(send_email, fail_first)
-    app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
-    outcome = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+    backend.process(envelope_for("send-email", email(), idempotency_key="K"))
+    outcome = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert outcome.kind is OutcomeKind.SUCCEEDED
     assert outcome.result == {"message_id": "second"}
 
 
-def test_old_versions_are_migrated_before_validation(app: App) -> None:
+def test_old_versions_are_migrated_before_validation(app: App, backend: Backend) -> None:
     """A v1 job reaches a v3 handler through each migration in order."""
     v3 = static_contract("greet", input=SendEmail, output=EmailSent, version=3)
     app.implement(
@@ -369,31 +423,31 @@ def test_old_versions_are_migrated_before_validation(app: App) -> None:
             ]
         ),
     )
-    outcome = app.worker().process(envelope_for("greet", {"email": "a@b"}, version=1))
+    outcome = backend.process(envelope_for("greet", {"email": "a@b"}, version=1))
     assert outcome.kind is OutcomeKind.SUCCEEDED, outcome.error
     assert outcome.result == {"message_id": "m-a@b"}
 
 
-def test_versions_older_than_the_migrations_are_rejected(app: App) -> None:
+def test_versions_older_than_the_migrations_are_rejected(app: App, backend: Backend) -> None:
     """Without a migration path the job is rejected, saying which versions are supported."""
     v3 = static_contract("greet", input=SendEmail, output=EmailSent, version=3)
     app.implement(v3, ok_handler, ImplementOptions(migrate=[lambda v2: v2]))
-    outcome = app.worker().process(envelope_for("greet", email(), version=1))
+    outcome = backend.process(envelope_for("greet", email(), version=1))
     assert outcome.kind is OutcomeKind.REJECTED
     assert outcome.error is not None
     assert "versions 2..3" in outcome.error.message
 
 
-def test_versions_newer_than_the_worker_are_retried(app: App) -> None:
+def test_versions_newer_than_the_worker_are_retried(app: App, backend: Backend) -> None:
     """A job from a newer producer waits for a newer worker instead of being misread."""
     app.implement(send_email, ok_handler)
-    outcome = app.worker().process(envelope_for("send-email", email(), version=2))
+    outcome = backend.process(envelope_for("send-email", email(), version=2))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert outcome.error.type == "VersionTooNew"
 
 
-def test_a_richer_input_type_can_be_attached_at_implement(app: App) -> None:
+def test_a_richer_input_type_can_be_attached_at_implement(app: App, backend: Backend) -> None:
     """``ImplementOptions(input_type=...)`` validates a static contract with attrs validators."""
     import attrs
 
@@ -409,39 +463,40 @@ def test_a_richer_input_type_can_be_attached_at_implement(app: App) -> None:
         return EmailSent("ok")
 
     app.implement(send_email, handler, ImplementOptions(input_type=StrictEmail))
-    bad = app.worker().process(envelope_for("send-email", {"to": "nope", "subject": "s"}))
+    bad = backend.process(envelope_for("send-email", {"to": "nope", "subject": "s"}))
     assert bad.kind is OutcomeKind.REJECTED
     assert bad.error is not None
     assert [f.path for f in bad.error.fields] == ["input.to"]
-    good = app.worker().process(envelope_for("send-email", email()))
+    good = backend.process(envelope_for("send-email", email()))
     assert good.kind is OutcomeKind.SUCCEEDED
     assert isinstance(received[0], StrictEmail)
 
 
-def test_output_that_does_not_fit_the_contract_fails_permanently(app: App) -> None:
+def test_output_that_does_not_fit_the_contract_fails_permanently(
+    app: App, backend: Backend
+) -> None:
     """A handler returning something JSON cannot carry is a bug: failed, not retried."""
     app.implement(send_email, lambda data, ctx: EmailSent(message_id=object()))  # type: ignore[arg-type]
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.error is not None
     assert outcome.error.type == "OutputError"
     assert "output.message_id" in outcome.error.message
 
 
-def test_jobs_not_yet_due_are_deferred_without_using_an_attempt(app: App) -> None:
+def test_jobs_not_yet_due_are_deferred_without_using_an_attempt(app: App, backend: Backend) -> None:
     """An envelope whose not_before is in the future is held back, untouched."""
     app.implement(send_email, ok_handler)
     body = Envelope(task="send-email", input=email()).with_delay(60).encode()
-    outcome = app.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.DEFERRED
     assert outcome.retry_after is not None
     assert 55 < outcome.retry_after <= 60
-    assert app.store is not None
     assert outcome.job_id is not None
-    assert app.store.get(outcome.job_id) is None
+    assert backend.record(outcome.job_id) is None
 
 
-def test_middleware_runs_in_order_around_the_handler(app: App) -> None:
+def test_middleware_runs_in_order_around_the_handler(app: App, backend: Backend) -> None:
     """App middleware runs before the task's; after_process sees the outcome."""
     events: list[str] = []
 
@@ -457,7 +512,7 @@ def test_middleware_runs_in_order_around_the_handler(app: App) -> None:
 
     app.middleware = (Tap("app"),)
     app.implement(send_email, ok_handler, ImplementOptions(middleware=[Tap("task")]))
-    app.worker().process(envelope_for("send-email", email()))
+    backend.process(envelope_for("send-email", email()))
     assert events == [
         "app:before:send-email",
         "task:before:send-email",
@@ -466,7 +521,9 @@ def test_middleware_runs_in_order_around_the_handler(app: App) -> None:
     ]
 
 
-def test_a_failing_before_process_hook_fails_the_job_like_a_handler(app: App) -> None:
+def test_a_failing_before_process_hook_fails_the_job_like_a_handler(
+    app: App, backend: Backend
+) -> None:
     """An exception in before_process goes through the retry policy."""
 
     class Broken(Middleware):
@@ -474,13 +531,13 @@ def test_a_failing_before_process_hook_fails_the_job_like_a_handler(app: App) ->
             raise RuntimeError("hook broke")
 
     app.implement(send_email, ok_handler, ImplementOptions(middleware=[Broken()]))
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert outcome.error.message == "hook broke"
 
 
-def test_a_failing_after_process_hook_does_not_undo_the_outcome(app: App) -> None:
+def test_a_failing_after_process_hook_does_not_undo_the_outcome(app: App, backend: Backend) -> None:
     """The outcome is recorded before after_process; a broken hook is only logged."""
 
     class Broken(Middleware):
@@ -488,11 +545,11 @@ def test_a_failing_after_process_hook_does_not_undo_the_outcome(app: App) -> Non
             raise RuntimeError("hook broke")
 
     app.implement(send_email, ok_handler, ImplementOptions(middleware=[Broken()]))
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.kind is OutcomeKind.SUCCEEDED
 
 
-def test_context_describes_the_job(app: App) -> None:
+def test_context_describes_the_job(app: App, backend: Backend) -> None:
     """The handler's context carries ids, attempts, deadline, headers and a logger."""
     seen: list[JobContext] = []
     timed = static_contract(
@@ -506,7 +563,7 @@ def test_context_describes_the_job(app: App) -> None:
 
     app.implement(timed, look)
     body = envelope_for("ctx", email(), headers={"tenant": "t1"}, trace={"traceparent": "00-x"})
-    app.worker().process(body)
+    backend.process(body)
     ctx = seen[0]
     assert ctx.job_id == Envelope.decode(body).id
     assert (ctx.task, ctx.attempt, ctx.max_attempts) == ("ctx", 1, 4)
@@ -519,7 +576,7 @@ def test_context_describes_the_job(app: App) -> None:
     assert ctx.envelope.trace == {"traceparent": "00-x"}
 
 
-def test_async_handlers_share_one_loop_across_jobs(app: App) -> None:
+def test_async_handlers_share_one_loop_across_jobs(app: App, backend: Backend) -> None:
     """``async def`` handlers run on a loop kept between jobs, as Lambda invocations need."""
     loops: list[asyncio.AbstractEventLoop] = []
 
@@ -528,13 +585,13 @@ def test_async_handlers_share_one_loop_across_jobs(app: App) -> None:
         return EmailSent("ok")
 
     app.implement(send_email, on_loop)
-    worker = app.worker()
-    worker.process(envelope_for("send-email", email()))
-    worker.process(envelope_for("send-email", email()))
+    backend.process(envelope_for("send-email", email()))
+    backend.process(envelope_for("send-email", email()))
     assert len(loops) == 2
     assert loops[0] is loops[1]
 
 
+@MEMORY_ONLY  # aprocess is the asyncio host's entry point; the Lambda runtime calls process
 @pytest.mark.parametrize("is_async", [False, True])
 def test_aprocess_runs_sync_and_async_handlers_inside_an_event_loop(
     app: App, is_async: bool
@@ -554,6 +611,7 @@ def test_aprocess_runs_sync_and_async_handlers_inside_an_event_loop(
     assert outcome.result == {"key": "https://x"}
 
 
+@MEMORY_ONLY  # aprocess is the asyncio host's entry point; the Lambda runtime calls process
 def test_aprocess_records_failures_too(app: App) -> None:
     """Failures through the async entry point follow the same policy."""
 
@@ -567,16 +625,19 @@ def test_aprocess_records_failures_too(app: App) -> None:
     assert outcome.error.type == "ValueError"
 
 
-def test_define_task_contracts_run_their_validators_on_the_worker(app: App) -> None:
+def test_define_task_contracts_run_their_validators_on_the_worker(
+    app: App, backend: Backend
+) -> None:
     """A producer that skipped validation still cannot get bad input past the worker."""
     app.implement(resize, lambda data, ctx: Resized(key="k"))
     body = envelope_for("resize", {"url": "https://x", "width": -1})
-    outcome = app.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.REJECTED
     assert outcome.error is not None
     assert [str(f) for f in outcome.error.fields] == ["input.width: 'width' must be > 0: -1"]
 
 
+# Configuration only: no message is processed, so no backend is involved.
 def test_retry_policy_defaults_apply_to_define_task_too() -> None:
     """The contract's retry policy is what the worker enforces unless overridden."""
     contract = define_task("p", input=Resize, output=Resized, retry=FAST_RETRY)
@@ -588,34 +649,32 @@ def test_retry_policy_defaults_apply_to_define_task_too() -> None:
     application.close()
 
 
-def test_offloaded_inputs_are_loaded_validated_and_deleted_after_success() -> None:
+def test_offloaded_inputs_are_loaded_validated_and_deleted_after_success(
+    app: App, backend: Backend
+) -> None:
     """An envelope with input_ref runs on the stored input, which is deleted on success."""
-    from taskhop.sdk.memory import MemoryPayloads
-
-    payloads = MemoryPayloads()
-    application = create_app(queue=MemoryQueue(), store=MemoryStore(), payloads=payloads)
-    application.implement(send_email, ok_handler)
+    payloads = backend.payloads()
+    app.implement(send_email, ok_handler)
     ref = payloads.put("j", b'{"to": "big@example.com", "subject": "s"}')
     body = Envelope(task="send-email", input=None, input_ref=ref).encode()
-    outcome = application.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.SUCCEEDED
     assert outcome.result == {"message_id": "m-big@example.com"}
-    assert len(payloads) == 0
+    assert backend.payload_count() == 0
     bad_ref = payloads.put("k", b'{"to": 1, "subject": "s"}')
-    rejected = application.worker().process(
-        Envelope(task="send-email", input=None, input_ref=bad_ref).encode()
-    )
+    rejected = backend.process(Envelope(task="send-email", input=None, input_ref=bad_ref).encode())
     assert rejected.kind is OutcomeKind.REJECTED
-    assert len(payloads) == 1  # kept for inspection; a lifecycle rule expires it
-    application.close()
+    assert backend.payload_count() == 1  # kept for inspection; a lifecycle rule expires it
 
 
-def test_an_offloaded_input_without_a_payload_store_is_retried_not_run(app: App) -> None:
+def test_an_offloaded_input_without_a_payload_store_is_retried_not_run(
+    app: App, backend: Backend
+) -> None:
     """A worker that cannot read the input retries (then dead-letters); the handler never runs."""
     runs: list[object] = []
     app.implement(send_email, lambda d, c: runs.append(d) or EmailSent("x"))
     body = Envelope(task="send-email", input=None, input_ref="s3://b/k").encode()
-    outcome = app.worker().process(body)
+    outcome = backend.process(body)
     assert outcome.kind is OutcomeKind.RETRY
     assert outcome.error is not None
     assert outcome.error.type == "PayloadUnavailable"
@@ -623,21 +682,21 @@ def test_an_offloaded_input_without_a_payload_store_is_retried_not_run(app: App)
     assert runs == []
 
 
-def test_huge_error_messages_are_clipped_before_they_are_stored(app: App) -> None:
+def test_huge_error_messages_are_clipped_before_they_are_stored(app: App, backend: Backend) -> None:
     """A handler's giant exception text cannot overflow a job record."""
 
     def shout(data: SendEmail, ctx: JobContext) -> EmailSent:
         raise PermanentError("x" * 500_000)
 
     app.implement(send_email, shout)
-    outcome = app.worker().process(envelope_for("send-email", email()))
+    outcome = backend.process(envelope_for("send-email", email()))
     assert outcome.error is not None
     assert len(outcome.error.message) < 4200
     assert outcome.error.message.endswith("(truncated)")
 
 
 def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: App, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If completing the key failed after the job completed, the redelivery completes it."""
     from taskhop.sdk import StoreError
@@ -649,8 +708,7 @@ def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
         return EmailSent("first")
 
     app.implement(send_email, once)
-    assert app.store is not None
-    real = app.store.complete_key
+    real = backend.store.complete_key
     broken = [True]
 
     def flaky(key: str, job_id: str, result: Any) -> None:
@@ -658,12 +716,12 @@ def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
             raise StoreError("lost connection")
         real(key, job_id, result)
 
-    monkeypatch.setattr(app.store, "complete_key", flaky)
+    monkeypatch.setattr(backend.store, "complete_key", flaky)
     body = envelope_for("send-email", email(), idempotency_key="K")
     with pytest.raises(StoreError):
-        app.worker().process(body)
-    assert app.worker().process(body).kind is OutcomeKind.SKIPPED  # redelivery repairs the key
-    duplicate = app.worker().process(envelope_for("send-email", email(), idempotency_key="K"))
+        backend.process(body)
+    assert backend.redeliver(body).kind is OutcomeKind.SKIPPED  # redelivery repairs the key
+    duplicate = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert duplicate.reason == "duplicate_key"
     assert duplicate.result == {"message_id": "first"}
     assert len(runs) == 1

@@ -28,7 +28,18 @@ from taskhop.sdk import (
     static_contract,
 )
 from taskhop.sdk.testing import run_task
-from taskhop.static_contracts import Producer, ProducerTask, Transport
+from taskhop.static_contracts import (
+    AsyncProducer,
+    AsyncProducerTask,
+    AsyncTransport,
+    Envelope,
+    EnvelopeError,
+    Producer,
+    ProducerTask,
+    Reason,
+    SignatureError,
+    Transport,
+)
 
 
 class SendEmail(TypedDict):
@@ -166,4 +177,35 @@ def edge_producer(transport: Transport) -> None:
     task = Producer(transport).register(send_email)
     assert_type(task, ProducerTask[SendEmail, EmailSent])
     assert_type(task.dispatch({"to": "a", "subject": "b"}), str)
+    assert_type(task.dispatch_many([{"to": "a", "subject": "b"}]), list[str])
+    assert_type(task.envelope({"to": "a", "subject": "b"}), Envelope)
     task.dispatch({"to": 1, "subject": "b"})  # type: ignore[typeddict-item]  # pyright: ignore[reportArgumentType]
+    # A sync producer's task has no async methods: there is nothing to await.
+    task.adispatch({"to": "a", "subject": "b"})  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+    task.adispatch_many([])  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+
+
+async def async_edge_producer(transport: AsyncTransport) -> None:
+    task = AsyncProducer(transport).register(send_email)
+    assert_type(task, AsyncProducerTask[SendEmail, EmailSent])
+    assert_type(await task.adispatch({"to": "a", "subject": "b"}), str)
+    assert_type(await task.adispatch_many([{"to": "a", "subject": "b"}]), list[str])
+    assert_type(task.envelope({"to": "a", "subject": "b"}), Envelope)
+    await task.adispatch({"to": 1, "subject": "b"})  # type: ignore[typeddict-item]  # pyright: ignore[reportArgumentType]
+    # An async producer's task has no sync methods, and its coroutines must be awaited.
+    task.dispatch({"to": "a", "subject": "b"})  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+    task.dispatch_many([])  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+    task.adispatch({"to": "a", "subject": "b"})  # type: ignore[unused-coroutine]  # pyright: ignore[reportUnusedCoroutine]
+    _job_id: str = task.adispatch({"to": "a", "subject": "b"})  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+
+
+# -- reasons: one enum, so a misspelt reason is a type error ---------------------------------
+
+
+def reasons_are_typed(envelope_error: EnvelopeError, signature_error: SignatureError) -> None:
+    assert_type(envelope_error.reason, Reason)
+    assert_type(signature_error.reason, Reason)
+
+
+EnvelopeError("bad body", reason=Reason.NOT_JSON)
+EnvelopeError("bad body", reason="not_jsn")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

@@ -3,7 +3,8 @@
 Private to ``backends``: ``sqs`` and ``dynamodb`` import it, nothing else does. Retries of
 throttling and 5xx answers are botocore's own ("standard" mode, with its token bucket and
 capped exponential backoff with jitter); this module only decides how many, and turns what is
-left after them into taskhop errors (``raise ... from exc``).
+left after them into taskhop errors (``raise ... from exc``), retryable or not by the one code
+list in ``_sqs_entries`` (standard library, so the boto3-free transport shares it).
 """
 
 from __future__ import annotations
@@ -22,15 +23,9 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-__all__ = ["RETRYABLE_CODES", "aws_errors", "error_code", "make_client"]
+from ._sqs_entries import RETRYABLE_CODES, is_retryable
 
-RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException", "Throttling", "RequestThrottled", "RequestLimitExceeded",
-        "ProvisionedThroughputExceededException", "TooManyRequestsException",
-        "InternalServerError", "InternalFailure", "ServiceUnavailable", "KMS.ThrottlingException",
-    }
-)  # fmt: skip
+__all__ = ["RETRYABLE_CODES", "aws_errors", "error_code", "make_client"]
 
 DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
 """Eight tries with botocore's standard backoff: about 20 s of throttling before giving up."""
@@ -76,7 +71,7 @@ def aws_errors(make: Callable[..., Exception], what: str, **fields: Any) -> Gene
         if code == "ConditionalCheckFailedException":
             raise
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        retryable = code in RETRYABLE_CODES or int(status or 0) >= 500
+        retryable = is_retryable(code, int(status or 0))  # one list, shared with sqs_http
         message = exc.response.get("Error", {}).get("Message", str(exc))
         raise make(f"{what}: {code}: {message}", retryable=retryable, **fields) from exc
     except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:

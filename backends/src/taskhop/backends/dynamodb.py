@@ -1,18 +1,20 @@
-"""The DynamoDB job store: job state, results, idempotency keys and counters in one table.
+"""The DynamoDB job store: job state, results and idempotency keys in one table.
 
 Single-table schema (``create_table`` makes it; the infra templates make the same)::
 
-    pk (S, partition key)   "job#<job id>" | "key#<idempotency key>" | "counter#<name>"
+    pk (S, partition key)   "job#<job id>" | "key#<idempotency key>"
     job items               task, status, attempt, result (JSON text) or result_ref (s3://),
                             error (JSON text), idem, dup, lease, created, updated, expires_at
     key items               holder, state (in_progress | completed), result, lease, expires_at
-    counter items           value (N)
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
-Every status change is one conditional ``UpdateItem``; a failed condition returns the item as
-it is (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so deciding "finished or busy" costs
-no extra read. Values are stored as JSON text rather than DynamoDB maps: JSON round-trips
-exactly (no Decimal, no empty-set rules) and producers in other languages can read it.
+``DynamoStore`` supplies ``BaseJobStore``'s primitives: each guard (``may_begin``,
+``may_complete``, the key guards) is the ``ConditionExpression`` of one ``UpdateItem`` or
+``DeleteItem``, so every status change stays one atomic conditional write. A failed condition
+returns the item as it is (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so deciding
+"finished or busy" costs no extra read. Values are stored as JSON text rather than DynamoDB
+maps: JSON round-trips exactly (no Decimal, no empty-set rules) and producers in other
+languages can read it.
 
 AWS requests per job on the happy path: 2 writes (begin, complete), plus 2 with an
 idempotency key (claim, complete key), plus the producer's reads while it waits for a result.
@@ -29,13 +31,12 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from taskhop.sdk import (
-    Begin,
+    BaseJobStore,
     ErrorInfo,
     JobRecord,
     JobStatus,
     KeyClaim,
     StoreError,
-    poll_for_final,
 )
 from taskhop.static_contracts import Duration, JsonValue, dumps, parse_duration
 from taskhop.static_contracts.limits import DYNAMODB_MAX_ITEM_BYTES
@@ -55,8 +56,8 @@ _BATCH_GET = 100
 _FINAL = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.REJECTED.value)
 
 
-class DynamoStore:
-    """A ``JobStore`` on one DynamoDB table.
+class DynamoStore(BaseJobStore):
+    """A ``JobStore`` on one DynamoDB table (``wait`` polls with strongly consistent reads).
 
     Args:
         table: the table name.
@@ -153,46 +154,37 @@ class DynamoStore:
                 raise StoreError("batch get jobs: keys still unprocessed after 8 tries")
         return found
 
-    def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
-        """Poll with strongly consistent reads and capped backoff until the job is final."""
-        return poll_for_final(self, job_id, timeout, first=0.05, cap=1.0)
+    # -- job state: BaseJobStore's primitives ------------------------------------------------
 
-    # -- job state --------------------------------------------------------------------------
-
-    def begin(
-        self,
-        job_id: str,
-        *,
-        task: str,
-        attempt: int,
-        lease_until: float,
-        idempotency_key: str | None = None,
-    ) -> Begin:
-        """Start an attempt unless the job is final or another live attempt holds it."""
-        now = time.time()
+    def _start_attempt(self, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
         names = {"#s": "status", "#t": "task", "#a": "attempt", "#l": "lease", "#u": "updated",
                  "#c": "created", "#e": "expires_at"}  # fmt: skip
+        lease = record.lease_until if record.lease_until is not None else now
         values = {
-            ":t": {"S": task}, ":run": {"S": JobStatus.RUNNING.value}, ":a": _n(attempt),
-            ":l": _n(lease_until), ":now": _n(now), ":e": _n(lease_until + self.retention),
+            ":t": {"S": record.task}, ":run": {"S": JobStatus.RUNNING.value},
+            ":a": _n(record.attempt), ":l": _n(lease), ":now": _n(now),
+            ":e": _n(lease + self.retention),
             ":q": {"S": JobStatus.QUEUED.value}, ":r": {"S": JobStatus.RETRYING.value},
         }  # fmt: skip
         update = "SET #s = :run, #t = :t, #a = :a, #l = :l, #u = :now, #e = :e, "
         update += "#c = if_not_exists(#c, :now)"
         names.update({"#err": "error", "#res": "result", "#ref": "result_ref", "#dup": "dup"})
         remove = " REMOVE #err, #res, #ref, #dup"  # an earlier attempt's outcome is not ours
-        if idempotency_key is not None:
+        if record.idempotency_key is not None:
             names["#i"] = "idem"
-            values[":i"] = {"S": idempotency_key}
+            values[":i"] = {"S": record.idempotency_key}
             update += ", #i = :i"
         update += remove
+        # BaseJobStore.may_begin, evaluated server-side. A comparison with a missing attribute
+        # is false in a condition expression, hence attribute_not_exists(#l) for "no lease".
         condition = (
-            "attribute_not_exists(pk) OR #s IN (:q, :r) OR (#s = :run AND (#l < :now OR #a < :a))"
+            "attribute_not_exists(pk) OR #s IN (:q, :r)"
+            " OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now OR #a < :a))"
         )
-        with aws_errors(StoreError, f"begin job {job_id} in table {self.table}"):
+        with aws_errors(StoreError, f"begin job {record.id} in table {self.table}"):
             try:
                 answer = self.client.update_item(
-                    TableName=self.table, Key=_key("job", job_id), UpdateExpression=update,
+                    TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
                     ConditionExpression=condition, ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -200,13 +192,10 @@ class DynamoStore:
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                current = self._record(_old_item(exc))
-                return Begin("finished" if current.status.is_final else "busy", current)
-        return Begin("started", self._record(answer["Attributes"]))
+                return False, self._record(_old_item(exc))
+        return True, self._record(answer["Attributes"])
 
-    def complete(self, record: JobRecord) -> bool:
-        """Write an outcome unless the job is final or a newer attempt owns it."""
-        now = time.time()
+    def _write_outcome(self, record: JobRecord, now: float) -> bool:
         names = {"#s": "status", "#t": "task", "#a": "attempt", "#u": "updated", "#c": "created",
                  "#e": "expires_at", "#l": "lease"}  # fmt: skip
         values: dict[str, Any] = {
@@ -232,6 +221,7 @@ class DynamoStore:
         update = (
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(["#l"] + [f"#{a}" for a in stale])
         )
+        # BaseJobStore.may_complete, evaluated server-side.
         condition = "attribute_not_exists(pk) OR (NOT #s IN (:f1, :f2, :f3) AND #a <= :a)"
         with aws_errors(StoreError, f"complete job {record.id} in table {self.table}"):
             try:
@@ -247,16 +237,20 @@ class DynamoStore:
                 return False
         return True
 
-    # -- idempotency keys -------------------------------------------------------------------
+    # -- idempotency keys: BaseJobStore's primitives -----------------------------------------
 
-    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
-        """Hold ``key`` for ``job_id`` unless another job holds it or already completed it."""
+    def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
+        lease = claim.lease_until if claim.lease_until is not None else now
         names = {"#h": "holder", "#st": "state", "#l": "lease", "#e": "expires_at"}
         values = {
-            ":j": {"S": job_id}, ":ip": {"S": "in_progress"}, ":l": _n(lease_until),
-            ":now": _n(time.time()), ":e": _n(lease_until + self.retention),
+            ":j": {"S": claim.holder}, ":ip": {"S": "in_progress"}, ":l": _n(lease),
+            ":now": _n(now), ":e": _n(lease + self.retention),
         }  # fmt: skip
-        condition = "attribute_not_exists(pk) OR (#st = :ip AND (#h = :j OR #l < :now))"
+        # BaseJobStore.may_claim_key, evaluated server-side: a completed key never matches.
+        condition = (
+            "attribute_not_exists(pk)"
+            " OR (#st = :ip AND (#h = :j OR attribute_not_exists(#l) OR #l <= :now))"
+        )
         with aws_errors(StoreError, f"claim idempotency key {key} in table {self.table}"):
             try:
                 self.client.update_item(
@@ -273,59 +267,56 @@ class DynamoStore:
                 holder = item["holder"]["S"]
                 if item["state"]["S"] == "completed":
                     return KeyClaim("completed", holder, result=self._result(item))
-                return KeyClaim("in_progress", holder, lease_until=float(item["lease"]["N"]))
-        return KeyClaim("acquired", job_id, lease_until=lease_until)
+                held = float(item["lease"]["N"]) if "lease" in item else None
+                return KeyClaim("in_progress", holder, lease_until=held)
+        return None
 
-    def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
-        """Store the result for later duplicates of ``key`` (if ``job_id`` still holds it)."""
+    def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
         names = {"#h": "holder", "#st": "state", "#l": "lease", "#e": "expires_at"}
-        values: dict[str, Any] = {":j": {"S": job_id}, ":c": {"S": "completed"},
+        values: dict[str, Any] = {":j": {"S": claim.holder}, ":c": {"S": "completed"},
+                                  ":ip": {"S": "in_progress"},
                                   ":e": _n(time.time() + self.retention)}  # fmt: skip
         sets = ["#h = :j", "#st = :c", "#e = :e"]
-        for attr, value in self._result_attributes(result, f"key/{key}").items():
+        for attr, value in self._result_attributes(claim.result, f"key/{key}").items():
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
+        # BaseJobStore.may_complete_key, evaluated server-side.
+        condition = "attribute_not_exists(pk) OR (#st = :ip AND #h = :j)"
         with aws_errors(StoreError, f"complete idempotency key {key} in table {self.table}"):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
                     UpdateExpression="SET " + ", ".join(sets) + " REMOVE #l",
-                    ConditionExpression="attribute_not_exists(pk) OR #h = :j",
+                    ConditionExpression=condition,
                     ExpressionAttributeNames=names, ExpressionAttributeValues=values,
                 )  # fmt: skip
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                # Another job took the key over after our lease ran out: the key is theirs.
+                # Another job took the key over after our lease ran out, or a result is
+                # stored already: the key is not ours to write, nor is our upload needed.
                 self._discard_offloaded(
                     {a: values[f":{a}"] for a in ("result_ref",) if f":{a}" in values}
                 )
+                return False
+        return True
 
-    def release_key(self, key: str, job_id: str) -> None:
-        """Free ``key`` if ``job_id`` holds it and has not completed."""
+    def _drop_claim(self, key: str, job_id: str) -> bool:
         with aws_errors(StoreError, f"release idempotency key {key} in table {self.table}"):
             try:
                 self.client.delete_item(
                     TableName=self.table, Key=_key("key", key),
-                    ConditionExpression="#h = :j AND #st <> :c",
+                    # BaseJobStore.may_release_key, evaluated server-side.
+                    ConditionExpression="#h = :j AND #st = :ip",
                     ExpressionAttributeNames={"#h": "holder", "#st": "state"},
-                    ExpressionAttributeValues={":j": {"S": job_id}, ":c": {"S": "completed"}},
+                    ExpressionAttributeValues={":j": {"S": job_id}, ":ip": {"S": "in_progress"}},
                 )  # fmt: skip
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-
-    def increment(self, counter: str, amount: int = 1) -> int:
-        """Atomic ``ADD`` on a counter item; returns the value after the update."""
-        with aws_errors(StoreError, f"increment counter {counter} in table {self.table}"):
-            answer = self.client.update_item(
-                TableName=self.table, Key=_key("counter", counter),
-                UpdateExpression="ADD #v :n", ExpressionAttributeNames={"#v": "value"},
-                ExpressionAttributeValues={":n": _n(amount)}, ReturnValues="ALL_NEW",
-            )  # fmt: skip
-        value: dict[str, Any] = dict(answer["Attributes"]["value"])
-        return int(value["N"])
+                return False
+        return True
 
     # -- item <-> record --------------------------------------------------------------------
 

@@ -10,56 +10,56 @@ cross-check botocore's. Credentials come from the standard environment variables
 tokens included; the region from the queue URL (``sqs.<region>.amazonaws.com``) or
 ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
 
-Same behaviour as ``taskhop.backends.sqs.SqsQueue`` where it matters: batches of 10, entries SQS
-failed on its side sent again, delays up to 900 s, FIFO group and deduplication ids, and
-``TransportError`` naming every job not accepted. Throttling and 5xx are retried with capped,
-jittered backoff.
+The messages are ``SqsQueue``'s, built by the same code (``taskhop.backends._sqs_entries``):
+batches of at most 10 entries and ``max_message_bytes`` in total, delays up to 900 s, FIFO
+group and deduplication ids (``message_group``), the X-Ray trace header, inputs too large for
+a message offloaded to ``payloads``, entries SQS failed on its side sent again, and
+``TransportError`` naming every job not accepted. What differs is the request: where boto3
+retries throttling and 5xx answers itself, here ``retries`` does, with capped, jittered
+backoff, deciding what is retryable by the same list of error codes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
-import math
 import os
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from taskhop.static_contracts import Envelope, TransportError
+from taskhop.static_contracts import Envelope, PayloadStore, TransportError
+from taskhop.static_contracts.limits import SQS_MAX_MESSAGE_BYTES
 
 from ._sigv4 import Credentials, sign_request
+from ._sqs_entries import SqsEntries, backoff, is_retryable, lambda_trace
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["SqsHttpQueue"]
 
-MAX_DELAY = 900
-MAX_BATCH = 10
-RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
-RETRYABLE_CODES = (
-    "Throttling",
-    "RequestThrottled",
-    "ThrottlingException",
-    "ServiceUnavailable",
-    "InternalError",
-)
-
 
 class SqsHttpQueue:
-    """A ``Transport`` to one SQS queue over httpx with SigV4 signing.
+    """A ``Transport`` to one SQS queue: signed JSON-protocol requests, no boto3.
+
+    ``entries`` is the shared ``SqsEntries`` that builds and batches the messages (the same
+    one ``SqsQueue`` uses).
 
     Args:
-        url: the queue URL.
+        url: the queue URL (a ``.fifo`` suffix makes it a FIFO queue).
         region: the AWS region (default: from the URL, else the environment).
         credentials: keys to sign with (default: the standard environment variables).
         client: an ``httpx.Client`` to send with (default: the standard library's http.client).
         timeout: seconds per request.
         retries: retries of throttled or 5xx requests.
+        message_group: FIFO only: a group id, or a function of the envelope returning one.
+        max_message_bytes: the queue's maximum message size (set it to match the queue's
+            ``MaximumMessageSize`` attribute if you lowered it).
+        batch_retries: how many times entries SQS reports as failed are sent again.
+        payloads: where inputs too large for a message go (any ``PayloadStore``); the envelope
+            then carries ``input_ref`` and the worker loads the input from there.
 
     """
 
@@ -72,12 +72,24 @@ class SqsHttpQueue:
         client: httpx.Client | None = None,
         timeout: float = 10.0,
         retries: int = 4,
+        message_group: str | Callable[[Envelope], str] | None = None,
+        max_message_bytes: int = SQS_MAX_MESSAGE_BYTES,
+        batch_retries: int = 5,
+        payloads: PayloadStore | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"url: expected an SQS queue URL, got {url!r}")
         self.url = url
-        self.fifo = url.endswith(".fifo")
+        self.entries = SqsEntries(
+            url,
+            message_group=message_group,
+            max_message_bytes=max_message_bytes,
+            batch_retries=batch_retries,
+            payloads=payloads,
+            transport="SqsHttpQueue",
+        )
+        self.fifo = self.entries.fifo
         self.endpoint = f"{parts.scheme}://{parts.netloc}/"
         host = parts.hostname or ""
         region = region or (host.split(".")[1] if host.startswith("sqs.") else None)
@@ -95,42 +107,17 @@ class SqsHttpQueue:
         self._parts = parts
         self._connection: http.client.HTTPConnection | None = None
 
+    def __repr__(self) -> str:
+        return f"SqsHttpQueue({self.url!r})"
+
     def send(self, envelope: Envelope) -> None:
         """Send one envelope (SendMessage)."""
-        entry = self._entry(envelope)
-        self._call("SendMessage", {"QueueUrl": self.url, **entry}, (envelope.id,))
+        entry = self.entries.entry(envelope, lambda_trace())
+        self._call("SendMessage", {"QueueUrl": self.url, **entry.fields}, (envelope.id,))
 
     def send_many(self, envelopes: Sequence[Envelope]) -> None:
-        """Send in batches of 10; raise listing every job not accepted."""
-        failed: list[str] = []
-        reasons: list[str] = []
-        for start in range(0, len(envelopes), MAX_BATCH):
-            batch = list(envelopes[start : start + MAX_BATCH])
-            pending = {str(i): e for i, e in enumerate(batch)}
-            for attempt in range(self.retries + 1):
-                entries = [{"Id": i, **self._entry(e)} for i, e in pending.items()]
-                ids = tuple(e.id for e in pending.values())
-                answer = self._call(
-                    "SendMessageBatch", {"QueueUrl": self.url, "Entries": entries}, ids
-                )
-                retry: dict[str, Envelope] = {}
-                for failure in answer.get("Failed", []):
-                    reasons.append(f"{failure.get('Code')}: {failure.get('Message', '')}")
-                    if failure.get("SenderFault"):
-                        failed.append(pending[failure["Id"]].id)
-                    else:
-                        retry[failure["Id"]] = pending[failure["Id"]]
-                pending = retry
-                if not pending:
-                    break
-                time.sleep(_backoff(attempt + 1))
-            failed += [e.id for e in pending.values()]
-        if failed:
-            raise TransportError(
-                f"{len(failed)} of {len(envelopes)} envelopes were not accepted by {self.url}: "
-                + "; ".join(sorted(set(reasons))),
-                job_ids=tuple(failed),
-            )
+        """Send in batches of up to 10 (and 1 MiB); raise listing every job not accepted."""
+        self.entries.send_many(envelopes, self._send_batch)
 
     def close(self) -> None:
         """Close the connection (or the httpx client)."""
@@ -140,17 +127,11 @@ class SqsHttpQueue:
             self._connection.close()
             self._connection = None
 
-    def _entry(self, envelope: Envelope) -> dict[str, Any]:
-        entry: dict[str, Any] = {"MessageBody": envelope.encode().decode()}
-        if self.fifo:
-            entry["MessageGroupId"] = (envelope.headers or {}).get("group") or envelope.task
-            key = envelope.idempotency_key or envelope.id
-            entry["MessageDeduplicationId"] = hashlib.sha256(key.encode()).hexdigest()
-        else:
-            delay = min(MAX_DELAY, math.ceil(envelope.delay_seconds()))
-            if delay > 0:
-                entry["DelaySeconds"] = delay
-        return entry
+    def _send_batch(
+        self, entries: list[dict[str, Any]], job_ids: tuple[str, ...]
+    ) -> Mapping[str, Any]:
+        """One SendMessageBatch request."""
+        return self._call("SendMessageBatch", {"QueueUrl": self.url, "Entries": entries}, job_ids)
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
         """POST to the endpoint; (status, reason, body). Network trouble raises OSError."""
@@ -196,13 +177,13 @@ class SqsHttpQueue:
             except (OSError, http.client.HTTPException) as exc:
                 if attempt == self.retries:
                     raise TransportError(f"{what}: {exc}", job_ids=job_ids) from exc
-                time.sleep(_backoff(attempt + 1))
+                time.sleep(backoff(attempt + 1))
                 continue
             data: dict[str, Any] = json.loads(content) if content else {}
             if 200 <= status < 300:
                 return data
             code = str(data.get("__type", "")).rsplit("#", 1)[-1]
-            transient = status in RETRYABLE_STATUS or code in RETRYABLE_CODES
+            transient = is_retryable(code, status)
             if not transient or attempt == self.retries:
                 message = data.get("message") or data.get("Message") or reason
                 raise TransportError(
@@ -210,7 +191,7 @@ class SqsHttpQueue:
                     job_ids=job_ids,
                     retryable=transient,
                 )
-            time.sleep(_backoff(attempt + 1))
+            time.sleep(backoff(attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -218,8 +199,3 @@ def _connect(scheme: str, netloc: str, timeout: float) -> http.client.HTTPConnec
     if scheme == "https":
         return http.client.HTTPSConnection(netloc, timeout=timeout)
     return http.client.HTTPConnection(netloc, timeout=timeout)
-
-
-def _backoff(attempt: int) -> float:
-    base = min(5.0, 0.05 * 2.0**attempt)
-    return float(base / 2 + random.uniform(0, base / 2))

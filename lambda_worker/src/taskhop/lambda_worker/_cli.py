@@ -90,7 +90,7 @@ def register(commands: Any) -> None:
 def infra_render(args: argparse.Namespace) -> int:
     """``taskhop infra render``: see ``taskhop.lambda_worker._infra``."""
     from taskhop.infra import GuardrailError, sam_template
-    from taskhop.sdk._cli import load_app
+    from taskhop.sdk import load_app
 
     from ._infra import render
 
@@ -184,7 +184,7 @@ def run_dev_command(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """Poll until SIGTERM/SIGINT (the batch in flight finishes first)."""
     import boto3
-    from taskhop.sdk._cli import load_app
+    from taskhop.sdk import load_app
 
     from ._handler import make_handler
     from ._local import LocalEventSourceMapping

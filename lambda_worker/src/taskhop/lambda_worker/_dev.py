@@ -86,7 +86,7 @@ def run_dev(app_spec: str, *, idle_exit: float | None = None) -> int:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from taskhop.sdk._cli import load_app
+    from taskhop.sdk import load_app
 
     from ._handler import make_handler
     from ._local import LocalEventSourceMapping

@@ -86,11 +86,12 @@ class LambdaHandler:
     # -- event kinds ------------------------------------------------------------------------
 
     def _direct(self, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
-        envelope = (
-            Envelope.from_dict(event) if "taskhop" in event
-            else Envelope(task=str(event["task"]), input=event["input"],
-                          idempotency_key=event.get("idempotency_key"))
-        )  # fmt: skip
+        if "taskhop" in event:
+            envelope = Envelope.from_dict(event)
+        else:  # built like any job of the task: at its contract's current version
+            envelope = self.app.envelope(
+                str(event["task"]), event["input"], idempotency_key=event.get("idempotency_key")
+            )
         outcome = self.app.worker().process(envelope, deadline=deadline)
         emit_job(outcome, source="invoke")
         emit_metrics([outcome])
@@ -103,8 +104,7 @@ class LambdaHandler:
             raise UnrecognisedEvent(
                 f"no schedule named {name!r} (declared: {sorted(self.app.schedules)})"
             )
-        envelope = Envelope(task=schedule.contract.name, input=schedule.input,
-                            version=schedule.contract.version)  # fmt: skip
+        envelope = self.app.envelope(schedule.contract.name, schedule.input)
         outcome = self.app.worker().process(envelope, deadline=deadline)
         emit_job(outcome, source="schedule")
         emit_metrics([outcome])

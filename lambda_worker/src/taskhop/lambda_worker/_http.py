@@ -20,8 +20,15 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from taskhop.sdk import App, Envelope, EnvelopeError, ErrorInfo, OutcomeKind, ValidationError
-from taskhop.sdk._converter import structure
+from taskhop.sdk import (
+    App,
+    Envelope,
+    EnvelopeError,
+    ErrorInfo,
+    MigrationError,
+    OutcomeKind,
+    ValidationError,
+)
 from taskhop.static_contracts import SignatureError, Verifier
 from taskhop.static_contracts.limits import SQS_MAX_MESSAGE_BYTES
 
@@ -94,14 +101,19 @@ class HttpEndpoint:
         return self._run(envelope, context)
 
     def _invalid(self, envelope: Envelope) -> ErrorInfo | None:
-        """Validate the input now, unless the job is for another version (the worker migrates)."""
-        entry = self.app.implementation(envelope.task)
-        contract = entry.contract if entry else self.app.tasks[envelope.task].contract
-        if envelope.version != (entry.version if entry else contract.version):
+        """Why the task's validator refuses the input now, or None to accept the job.
+
+        The validator is the worker's own (migrations included), so what is refused here is
+        what the worker would reject. A job no worker here can judge (a newer version, or an
+        older one for a task this app only registers) is accepted: a worker decides. An
+        offloaded input (``input_ref``) is the worker's to load and check.
+        """
+        if envelope.input_ref is not None:
             return None
-        input_type = entry.input_type if entry else contract.input
         try:
-            structure(self.app.converter, envelope.input, input_type, task=envelope.task)
+            self.app.get(envelope.task).validator.validate(envelope.input, envelope.version)
+        except MigrationError as exc:
+            return None if exc.retryable else exc.info
         except ValidationError as exc:
             return ErrorInfo("ValidationError", exc.summary, exc.errors)
         return None

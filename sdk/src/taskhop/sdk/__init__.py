@@ -8,12 +8,13 @@ import logging
 from taskhop.static_contracts import (
     Duration,
     Envelope,
+    Reason,
     RetryPolicy,
     StaticContract,
     static_contract,
 )
 
-from ._app import App, Registered, create_app
+from ._app import App, Registered, create_app, load_app
 from ._bound import BoundTask
 from ._context import JobContext
 from ._contract import Contract, TaskContract, define_task
@@ -44,9 +45,11 @@ from ._errors import (
 from ._handle import ResultHandle, gather
 from ._implementation import Handler, Implementation, ImplementOptions, Migration
 from ._middleware import Middleware
+from ._registered import InputValidator, MigrationError
 from ._schedule import Schedule
 from ._store import (
     FINAL_STATUSES,
+    BaseJobStore,
     Begin,
     JobRecord,
     JobStatus,
@@ -61,6 +64,7 @@ from ._worker import Outcome, OutcomeKind, Worker
 __all__ = [
     "AlreadyImplementedError",
     "App",
+    "BaseJobStore",
     "Begin",
     "BoundTask",
     "Contract",
@@ -77,6 +81,7 @@ __all__ = [
     "HandlerTimeout",
     "ImplementOptions",
     "Implementation",
+    "InputValidator",
     "JobContext",
     "JobNotFoundError",
     "JobRecord",
@@ -85,11 +90,13 @@ __all__ = [
     "KeyClaim",
     "Middleware",
     "Migration",
+    "MigrationError",
     "NoStore",
     "Outcome",
     "OutcomeKind",
     "PayloadError",
     "PermanentError",
+    "Reason",
     "Registered",
     "ResultHandle",
     "ResultTimeout",
@@ -111,6 +118,7 @@ __all__ = [
     "define_task",
     "gather",
     "input_type",
+    "load_app",
     "make_converter",
     "output_type",
     "poll_for_final",

@@ -7,11 +7,11 @@ only the contracts.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import threading
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from cattrs import Converter
@@ -19,12 +19,12 @@ from taskhop.static_contracts import (
     AsyncTransport,
     ContractError,
     Duration,
+    Envelope,
+    JsonValue,
     PayloadStore,
-    RetryPolicy,
     RetrySpec,
     StaticContract,
     Transport,
-    parse_duration,
 )
 
 from ._bound import BoundTask
@@ -32,30 +32,17 @@ from ._context import JobContext
 from ._contract import define_task
 from ._converter import make_converter
 from ._errors import AlreadyImplementedError, TaskhopError, UnknownTaskError
-from ._implementation import Handler, Implementation, ImplementOptions, Migration
+from ._implementation import Handler, Implementation, ImplementOptions
 from ._middleware import Middleware
+from ._registered import Registered
 from ._schedule import Schedule
 from ._store import JobStore
 from ._worker import Worker
 
-__all__ = ["App", "Registered", "create_app"]
+__all__ = ["App", "Registered", "create_app", "load_app"]
 
 I = TypeVar("I")
 O = TypeVar("O")
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """An implemented task with its effective worker-side settings, resolved once."""
-
-    contract: StaticContract[Any, Any]
-    implementation: Implementation[Any, Any]
-    policy: RetryPolicy
-    timeout: float | None
-    version: int
-    migrations: tuple[Migration, ...]
-    input_type: type[Any]
-    middleware: tuple[Middleware, ...]
 
 
 class App:
@@ -124,6 +111,42 @@ class App:
         """Every registered task by name (read-only view)."""
         return dict(self._tasks)
 
+    def envelope(
+        self,
+        task: str,
+        input: JsonValue,
+        *,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """A job of the task called ``task`` on input that is already JSON data.
+
+        The door for jobs that arrive as data rather than typed payloads: a direct Lambda
+        invocation, a schedule's rule, ``taskhop run``. A registered task's job is built by
+        its ``BoundTask`` (at the contract's current version, through ``before_dispatch``);
+        the input is not validated here, because the worker validates it and records a
+        rejection with its field paths. A task this app does not know still gets an envelope,
+        so the worker records it rejected as unknown, like any other job for no handler.
+
+        Raises:
+            EnvelopeError: ``task`` or a field is not what an envelope can carry (named).
+
+        """
+        bound = self._tasks.get(task)
+        if bound is None:
+            # no contract to build from: the worker's rejection is what the caller gets back
+            return Envelope(
+                task=task,
+                input=input,
+                idempotency_key=idempotency_key,
+                trace=dict(trace) if trace else None,
+                headers=dict(headers) if headers else None,
+            )
+        return bound.envelope_from_json(
+            input, idempotency_key=idempotency_key, trace=trace, headers=headers
+        )
+
     # -- worker side ------------------------------------------------------------------------
 
     @overload
@@ -174,7 +197,9 @@ class App:
                 raise TypeError(f"{contract.name}: handler must be callable, got {handler!r}")
             implementation = Implementation(handler, options or ImplementOptions())
         bound = self.register(contract)
-        entry = self._resolve(contract, implementation)
+        entry = Registered.resolve(
+            contract, implementation, converter=self.converter, middleware=self.middleware
+        )
         with self._lock:
             if contract.name in self._implemented:
                 raise AlreadyImplementedError(
@@ -190,41 +215,6 @@ class App:
     def implemented_names(self) -> list[str]:
         """Names of the tasks this app can run."""
         return sorted(self._implemented)
-
-    def _resolve(
-        self, contract: StaticContract[Any, Any], impl: Implementation[Any, Any]
-    ) -> Registered:
-        opts = impl.options
-        name = contract.name
-        try:
-            policy = contract.retry if opts.retry is None else RetryPolicy.of(opts.retry)
-            timeout = (
-                contract.timeout
-                if opts.timeout is None
-                else parse_duration(opts.timeout, field="timeout")
-            )
-        except (ValueError, ContractError) as exc:
-            raise ContractError(f"{name}: {exc}") from None
-        version = contract.version if opts.version is None else opts.version
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ContractError(f"{name}: options.version must be an int >= 1, got {version!r}")
-        migrations = tuple(opts.migrate)
-        if len(migrations) >= version:
-            raise ContractError(
-                f"{name}: {len(migrations)} migrations for version {version}; at most {version - 1}"
-            )
-        if not all(callable(m) for m in migrations):
-            raise ContractError(f"{name}: every migration must be callable")
-        return Registered(
-            contract=contract,
-            implementation=impl,
-            policy=policy,
-            timeout=timeout or None,
-            version=version,
-            migrations=migrations,
-            input_type=opts.input_type or contract.input,
-            middleware=(*self.middleware, *opts.middleware),
-        )
 
     # -- inline tasks -----------------------------------------------------------------------
 
@@ -343,7 +333,7 @@ class App:
             name=name or contract.name,
             expression=expression,
             contract=contract,
-            input=bound.envelope(input).input,
+            input=bound.input_json(input),
         )
         with self._lock:
             if schedule.name in self._schedules:
@@ -422,6 +412,26 @@ def _annotated_types(name: str, fn: Callable[..., Any]) -> tuple[type[Any], type
         raise ContractError(f"{name}: annotate the awaited output type, not {out_type!r}")
     types: tuple[type[Any], type[Any]] = (in_type, out_type)
     return types
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` and return the ``App`` it names (for command lines).
+
+    Raises:
+        SystemExit: the spec is malformed, does not import, or names something else; the
+            message says which.
+
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"--app: expected 'module:attribute', got {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--app {spec}: {exc}") from None
+    if not isinstance(obj, App):
+        raise SystemExit(f"--app {spec}: expected an App, got {type(obj).__name__}")
+    return obj
 
 
 def create_app(

@@ -15,8 +15,9 @@ from taskhop.static_contracts import (
     to_json_value,
 )
 
-from ._converter import structure, unstructure
+from ._converter import unstructure
 from ._handle import ResultHandle
+from ._registered import InputValidator, MigrationError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -59,6 +60,25 @@ class BoundTask(Generic[I, O]):
         entry = self.app.implementation(self.name)
         return None if entry is None else entry.implementation.handler
 
+    @property
+    def validator(self) -> InputValidator:
+        """The task's one input validator: its implementation's, or the contract's.
+
+        An implemented task validates with its ``Registered`` (migrations, ``input_type``);
+        a registered-only one checks inputs of the contract's version against its input
+        type and leaves other versions to the worker.
+        """
+        entry = self.app.implementation(self.name)
+        if entry is not None:
+            return entry.validator
+        return InputValidator(
+            task=self.name,
+            input_type=self.contract.input,
+            version=self.contract.version,
+            converter=self.app.converter,
+            implemented=False,
+        )
+
     # -- building envelopes -----------------------------------------------------------------
 
     def envelope(
@@ -72,9 +92,32 @@ class BoundTask(Generic[I, O]):
         headers: Mapping[str, str] | None = None,
     ) -> Envelope:
         """The envelope ``dispatch`` would send, validated as ``dispatch`` would validate it."""
+        return self.envelope_from_json(
+            self.input_json(payload, skip_validation=skip_validation),
+            delay=delay,
+            idempotency_key=idempotency_key,
+            trace=trace,
+            headers=headers,
+        )
+
+    def envelope_from_json(
+        self,
+        data: JsonValue,
+        *,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """The one envelope builder: JSON input at the contract's current version.
+
+        Every job this app creates comes from here (dispatch, direct invocations,
+        schedules, ``taskhop run``, the test helpers): ``make_envelope`` builds it, then the
+        app's ``before_dispatch`` middleware sees it. ``data`` is not validated here.
+        """
         envelope = make_envelope(
             self.contract,
-            self._input_json(payload, skip_validation),
+            data,
             delay=delay,
             idempotency_key=idempotency_key,
             trace=trace,
@@ -84,7 +127,20 @@ class BoundTask(Generic[I, O]):
             envelope = middleware.before_dispatch(envelope) or envelope
         return envelope
 
-    def _input_json(self, payload: Any, skip_validation: bool) -> JsonValue:
+    def input_json(self, payload: I, *, skip_validation: bool = False) -> JsonValue:
+        """``payload`` as JSON data, validated as ``dispatch`` validates it.
+
+        A ``define_task`` contract's input is checked by the task's ``validator`` unless
+        ``skip_validation`` or the app's ``validate_on_dispatch=False``; a static contract's
+        is only written as JSON (the worker validates).
+
+        Raises:
+            ValidationError: the payload failed the runtime schema.
+            PayloadError: the payload cannot be written as JSON (names the path).
+            MigrationError: this app implements the task at a later version and its
+                migrations cannot bring the payload there.
+
+        """
         contract, converter = self.contract, self.app.converter
         value: Any = payload
         if isinstance(payload, Mapping) and not _is_mapping_type(contract.input):
@@ -93,7 +149,11 @@ class BoundTask(Generic[I, O]):
         else:
             data = unstructure(converter, value, contract.input, path="input")
         if contract.runtime_schema and self.app.validate_on_dispatch and not skip_validation:
-            structure(converter, data, contract.input, task=self.name)
+            try:
+                self.validator.validate(data, contract.version)
+            except MigrationError as exc:
+                if not exc.retryable:  # a worker on another version judges the rest
+                    raise
         return data
 
     def handle(self, job_id: str) -> ResultHandle[O]:

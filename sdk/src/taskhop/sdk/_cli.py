@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
-import inspect
 import json
 import os
 import sys
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from taskhop.static_contracts import new_job_id
-
-from ._app import App
+from ._app import load_app
 from ._context import JobContext
-from ._converter import structure, unstructure
+from ._converter import unstructure
 from ._errors import ErrorInfo, UnknownTaskError, ValidationError
+from ._registered import MigrationError
 
 __all__ = ["load_app", "main"]
 
@@ -27,20 +25,6 @@ __all__ = ["load_app", "main"]
 APP_OPTION: dict[str, Any] = (
     {"default": os.environ["TASKHOP_APP"]} if os.environ.get("TASKHOP_APP") else {"required": True}
 ) | {"help": "module:attribute of the App (default: $TASKHOP_APP)"}
-
-
-def load_app(spec: str) -> App:
-    """Import ``module:attribute`` and return the ``App`` it names."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"--app: expected 'module:attribute', got {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"--app {spec}: {exc}") from None
-    if not isinstance(obj, App):
-        raise SystemExit(f"--app {spec}: expected an App, got {type(obj).__name__}")
-    return obj
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -54,7 +38,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run one handler on JSON input, validated as the worker validates it."""
+    """Run one handler on JSON input, as the worker runs a job: migrated, validated, timed."""
     app = load_app(args.app)
     try:
         raw = json.loads(args.input)
@@ -64,15 +48,26 @@ def _run(args: argparse.Namespace) -> int:
     if entry is None:
         error = UnknownTaskError(args.name, app.implemented_names())
         return _report(args, 2, {"type": "UnknownTaskError", "message": str(error)})
+    envelope = app.envelope(args.name, raw)
+    version = envelope.version if args.input_version is None else args.input_version
     try:
-        data = structure(app.converter, raw, entry.input_type, task=args.name)
+        data = entry.validate(envelope.input, version)
+    except MigrationError as exc:
+        return _report(args, 2, exc.info.to_dict())
     except ValidationError as exc:
         return _report(args, 2, ErrorInfo("ValidationError", exc.summary, exc.errors).to_dict())
-    ctx = JobContext(job_id=new_job_id(), task=args.name, max_attempts=entry.policy.attempts)
+    ctx = JobContext(
+        job_id=envelope.id,
+        task=envelope.task,
+        max_attempts=entry.policy.attempts,
+        deadline=None if entry.timeout is None else time.monotonic() + entry.timeout,
+        envelope=envelope,
+    )
     try:
-        value = entry.implementation.handler(data, ctx)
-        if inspect.isawaitable(value):
-            value = asyncio.run(_awaited(value))
+        if entry.implementation.is_async:
+            value = asyncio.run(entry.acall(data, ctx, entry.timeout))
+        else:
+            value = entry.call(data, ctx, entry.timeout)
         result = unstructure(app.converter, value, entry.contract.output, path="output")
     except Exception as exc:
         return _report(args, 1, {"type": type(exc).__name__, "message": str(exc)})
@@ -81,10 +76,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(result, indent=2))
     return 0
-
-
-async def _awaited(value: Awaitable[Any]) -> Any:
-    return await value
 
 
 def _report(args: argparse.Namespace, code: int, error: dict[str, Any]) -> int:
@@ -143,6 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("name", help="the task name")
     run.add_argument("--input", required=True, help="the input as JSON")
+    run.add_argument(
+        "--input-version",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the contract version the input is for; older inputs are migrated"
+        " (default: the contract's)",
+    )
     run.add_argument("--app", **APP_OPTION)
     run.add_argument("--json", action="store_true", help="answer as one JSON object (for CI)")
     run.set_defaults(run=_run)

@@ -1,30 +1,37 @@
 """Every error taskhop raises, in one tree under ``TaskhopError``.
 
-::
+Each class with the distribution it lives in (``taskhop.<package>``) and, in brackets, the
+built-in exception it also derives from, so ``except ValueError`` code keeps working::
 
-    TaskhopError
-    ├── ContractError              a contract is invalid or clashes with another of its name
-    ├── PayloadError               a payload cannot be written as JSON (names the path)
-    ├── EnvelopeError              bytes are not a valid envelope (reason + field)
-    │   └── UnsupportedProtocolError   an envelope of a protocol version we do not speak
-    ├── TransportError             sending failed; lists the job ids not accepted
-    ├── ValidationError            input or output failed its schema (path: message lines)
-    ├── UnknownTaskError           no task of that name is registered or implemented
-    ├── AlreadyImplementedError    implement() twice for one task in one app
-    ├── JobNotFoundError           the store has no record of a job id
-    ├── StoreError                 the job store failed (after its own retries)
-    ├── ResultTimeout              result() waited longer than its timeout
-    ├── HandlerTimeout             a handler ran past its deadline (retried)
-    ├── TaskFailed                 the job ended failed; carries the remote ``ErrorInfo``
-    │   └── TaskRejected           the job was rejected before its handler ran
-    ├── DuplicateJobInProgress     an idempotency key is held by a job still running
-    └── HandlerSignal              control flow a handler raises on purpose
-        ├── Retry                  run me again, after ``after`` seconds if given
-        └── PermanentError         do not retry: record the job failed now
+    TaskhopError                       static_contracts  root of every error raised on purpose
+    ├── ContractError                  static_contracts  [ValueError] bad or clashing contract
+    ├── PayloadError                   static_contracts  [TypeError] not JSON data (names path)
+    ├── EnvelopeError                  static_contracts  [ValueError] not an envelope (reason)
+    │   └── UnsupportedProtocolError   static_contracts  an envelope version we do not speak
+    ├── TransportError                 static_contracts  sending failed; the job ids refused
+    ├── SignatureError                 static_contracts  a signed request refused (reason)
+    ├── ValidationError                sdk               [ValueError] input/output fails schema
+    ├── MigrationError                 sdk               [ValueError] input not migratable here
+    ├── UnknownTaskError               sdk               [LookupError] no task of that name
+    ├── AlreadyImplementedError        sdk               [RuntimeError] implement() twice
+    ├── JobNotFoundError               sdk               [LookupError] no record of a job id
+    ├── StoreError                     sdk               the job store failed (after retries)
+    ├── ResultTimeout                  sdk               [TimeoutError] result() gave up waiting
+    ├── HandlerTimeout                 sdk               [TimeoutError] handler past deadline
+    ├── TaskFailed                     sdk               the job ended failed (``ErrorInfo``)
+    │   └── TaskRejected               sdk               rejected before its handler ran
+    ├── DuplicateJobInProgress         sdk               an idempotency key held by a running job
+    ├── HandlerSignal                  sdk               control flow a handler raises on purpose
+    │   ├── Retry                      sdk               run me again, after ``after`` seconds
+    │   └── PermanentError             sdk               do not retry: record the job failed now
+    ├── UnrecognisedEvent              lambda_worker     [ValueError] an event of no known kind
+    └── GuardrailError                 infra             [ValueError] deploy parameters unsafe
 
 Errors a handler raises that are not ``HandlerSignal`` are retried under the task's policy.
-``ContractError`` to ``TransportError`` live in ``static_contracts`` so a producer without the
-sdk can catch them; they are the same classes.
+The ``static_contracts`` classes live there so a producer without the sdk can catch them; the
+sdk re-exports the same classes. Errors that carry a ``reason`` (``EnvelopeError``,
+``SignatureError``) take it from ``taskhop.static_contracts.Reason``. ``tests/test_error_tree.py``
+checks this drawing against the classes, so it cannot fall behind.
 """
 
 from __future__ import annotations
@@ -49,14 +56,14 @@ __all__ = [
     "EnvelopeError",
     "ErrorInfo",
     "FieldError",
-    "HandlerTimeout",
     "HandlerSignal",
+    "HandlerTimeout",
     "JobNotFoundError",
     "PayloadError",
     "PermanentError",
     "ResultTimeout",
-    "StoreError",
     "Retry",
+    "StoreError",
     "TaskFailed",
     "TaskRejected",
     "TaskhopError",

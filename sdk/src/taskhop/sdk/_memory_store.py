@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from dataclasses import replace
 
-from taskhop.static_contracts import JsonValue, TransportError
+from taskhop.static_contracts import TransportError
 
-from ._store import Begin as BeginResult
-from ._store import JobRecord, JobStatus, KeyClaim
+from ._store import BaseJobStore, JobRecord, KeyClaim
 
 __all__ = ["MemoryPayloads", "MemoryStore"]
 
 
-class MemoryStore:
-    """An in-process ``JobStore``: one lock makes every conditional write atomic."""
+class MemoryStore(BaseJobStore):
+    """An in-process ``JobStore``: one lock makes every conditional write atomic.
+
+    Its primitives evaluate ``BaseJobStore``'s guards under the lock; ``wait`` is woken by
+    ``complete`` instead of polling.
+    """
 
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
         self._keys: dict[str, KeyClaim] = {}
-        self._counters: dict[str, int] = {}
         self._cond = threading.Condition()
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -28,101 +30,49 @@ class MemoryStore:
         with self._cond:
             return self._records.get(job_id)
 
-    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
-        """Records for the ids that have one."""
-        with self._cond:
-            return {i: self._records[i] for i in job_ids if i in self._records}
-
-    def begin(
-        self,
-        job_id: str,
-        *,
-        task: str,
-        attempt: int,
-        lease_until: float,
-        idempotency_key: str | None = None,
-    ) -> BeginResult:
-        """Start an attempt unless the job is final or another live attempt holds it."""
-        with self._cond:
-            current = self._records.get(job_id)
-            if current is not None:
-                if current.status.is_final:
-                    return BeginResult("finished", current)
-                live = current.lease_until is not None and current.lease_until > time.time()
-                if current.status is JobStatus.RUNNING and live and current.attempt >= attempt:
-                    return BeginResult("busy", current)
-            record = JobRecord(
-                id=job_id,
-                task=task,
-                status=JobStatus.RUNNING,
-                attempt=attempt,
-                idempotency_key=idempotency_key,
-                lease_until=lease_until,
-                created_at=current.created_at if current else time.time(),
-            )
-            self._records[job_id] = record
-            return BeginResult("started", record)
-
-    def complete(self, record: JobRecord) -> bool:
-        """Write an outcome unless the job is final or a newer attempt owns it."""
+    def _start_attempt(self, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
         with self._cond:
             current = self._records.get(record.id)
-            if current is not None and (
-                current.status.is_final or current.attempt > record.attempt
-            ):
+            if current is not None:
+                if not self.may_begin(current, record.attempt, now):
+                    return False, current
+                record = replace(record, created_at=current.created_at)
+            self._records[record.id] = record
+            return True, record
+
+    def _write_outcome(self, record: JobRecord, now: float) -> bool:
+        with self._cond:
+            current = self._records.get(record.id)
+            if not self.may_complete(current, record):
                 return False
-            created = current.created_at if current else record.created_at
-            if record.created_at != created or record.lease_until is not None:
-                record = JobRecord(  # direct, not evolve(): once per job on the worker's path
-                    id=record.id,
-                    task=record.task,
-                    status=record.status,
-                    attempt=record.attempt,
-                    result=record.result,
-                    error=record.error,
-                    idempotency_key=record.idempotency_key,
-                    duplicate_of=record.duplicate_of,
-                    lease_until=None,
-                    created_at=created,
-                    updated_at=record.updated_at,
-                )
+            if current is not None and record.created_at != current.created_at:
+                # The worker passes the stored created_at on, so this copy is the rare path.
+                record = replace(record, created_at=current.created_at)
             self._records[record.id] = record
             self._cond.notify_all()
             return True
 
-    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
-        """Hold ``key`` for ``job_id`` unless another job holds it or already completed it."""
+    def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
         with self._cond:
-            claim = self._keys.get(key)
-            if claim is not None and claim.holder != job_id:
-                if claim.state == "completed":
-                    return claim
-                if claim.lease_until is not None and claim.lease_until > time.time():
-                    return claim
-            claim = KeyClaim("in_progress", job_id, lease_until=lease_until)
+            current = self._keys.get(key)
+            if not self.may_claim_key(current, claim.holder, now):
+                return current
             self._keys[key] = claim
-            return KeyClaim("acquired", job_id, lease_until=lease_until)
+            return None
 
-    def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
-        """Store the result for later duplicates of ``key``."""
+    def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
         with self._cond:
-            claim = self._keys.get(key)
-            if claim is None or claim.holder == job_id:
-                self._keys[key] = KeyClaim("completed", job_id, result=result)
+            if not self.may_complete_key(self._keys.get(key), claim.holder):
+                return False
+            self._keys[key] = claim
+            return True
 
-    def release_key(self, key: str, job_id: str) -> None:
-        """Free ``key`` if ``job_id`` holds it and has not completed."""
+    def _drop_claim(self, key: str, job_id: str) -> bool:
         with self._cond:
-            claim = self._keys.get(key)
-            if claim is not None and claim.holder == job_id and claim.state != "completed":
-                del self._keys[key]
-
-    def increment(self, counter: str, amount: int = 1) -> int:
-        """Add to a named counter atomically; return the new value."""
-        with self._cond:
-            value = self._counters.get(counter, 0) + amount
-            self._counters[counter] = value
-            return value
+            if not self.may_release_key(self._keys.get(key), job_id):
+                return False
+            del self._keys[key]
+            return True
 
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Block until the job is final (woken by ``complete``); None after ``timeout``."""

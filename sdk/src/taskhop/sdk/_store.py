@@ -1,8 +1,10 @@
 """The job store seam: where job state, results and idempotency keys live.
 
-Every backend implements ``JobStore`` in one module (``taskhop.sdk.memory``, later
-``taskhop.backends.dynamodb``). The semantics below are the contract each one keeps; the
-behaviour suite runs the same tests against all of them.
+``JobStore`` is the protocol the worker and the result handles use. The stores that keep
+state (``taskhop.sdk.memory.MemoryStore``, ``taskhop.backends.dynamodb.DynamoStore``) derive
+from ``BaseJobStore``, which writes the decisions once and leaves each adapter only atomic
+conditional reads and writes; ``NoStore`` keeps nothing. The semantics below are the contract
+each one keeps; ``tests/test_store.py`` runs the same tests against all of them.
 
 Every write is conditional, so at-least-once delivery cannot corrupt state:
 
@@ -10,12 +12,13 @@ Every write is conditional, so at-least-once delivery cannot corrupt state:
 - ``complete`` records an outcome only if the job is not final and no newer attempt owns it,
   so a job completes exactly once and a stale worker cannot overwrite a newer outcome;
 - ``claim_key`` lets one job at a time hold an idempotency key; a key whose job succeeded
-  returns the stored result to later duplicates.
+  is never held again, by anyone (its own job included): it answers the stored result.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -27,6 +30,7 @@ from ._errors import ErrorInfo
 
 __all__ = [
     "FINAL_STATUSES",
+    "BaseJobStore",
     "Begin",
     "JobRecord",
     "JobStatus",
@@ -140,7 +144,7 @@ class KeyClaim:
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Job state, results, idempotency keys and counters."""
+    """Job state, results and idempotency keys."""
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, read consistently, or None if no worker has recorded it yet."""
@@ -178,13 +182,176 @@ class JobStore(Protocol):
         """Let go of a key after a failure, so a later job with the key may run."""
         ...
 
-    def increment(self, counter: str, amount: int = 1) -> int:
-        """Add atomically to a named counter and return the new value (for joins)."""
-        ...
-
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Block until the job is final and return its record; None after ``timeout``."""
         ...
+
+
+def _lease_live(lease_until: float | None, now: float) -> bool:
+    """Whether a lease still holds at ``now`` (one that ends exactly now has run out)."""
+    return lease_until is not None and lease_until > now
+
+
+class BaseJobStore(ABC):
+    """The ``JobStore`` decisions, written once; adapters supply conditional primitives.
+
+    In the spirit of Powertools' idempotency ``BasePersistenceLayer``: this class builds the
+    records, answers ``begin`` and ``claim_key`` from what a conditional write saw, waits by
+    polling and reads many ids one by one. An adapter implements ``get`` and five atomic
+    conditional writes (``_start_attempt``, ``_write_outcome``, ``_claim``, ``_complete_claim``,
+    ``_drop_claim``), each guarded by one of the ``may_*`` predicates below. An in-process
+    store evaluates the predicate under its lock; a service evaluates the same predicate
+    server-side (DynamoDB: a ``ConditionExpression``), so no guard is ever a read followed by a
+    write. The contract suite (``tests/test_store.py``) checks every adapter against the
+    predicates. Adapters override ``get_many`` and ``wait`` where the service does better.
+    """
+
+    # -- the decisions -----------------------------------------------------------------------
+
+    @staticmethod
+    def may_begin(current: JobRecord | None, attempt: int, now: float) -> bool:
+        """Whether ``attempt`` may start.
+
+        Not if the job is final, nor while a live lease of the same or a newer attempt holds
+        it; a newer attempt means the older one was given up on (its message came back).
+        """
+        if current is None:
+            return True
+        if current.status.is_final:
+            return False
+        held = current.status is JobStatus.RUNNING and _lease_live(current.lease_until, now)
+        return not (held and current.attempt >= attempt)
+
+    @staticmethod
+    def may_complete(current: JobRecord | None, record: JobRecord) -> bool:
+        """Whether an outcome may be written: the job is not final and no newer attempt owns it."""
+        return current is None or (
+            not current.status.is_final and current.attempt <= record.attempt
+        )
+
+    @staticmethod
+    def may_claim_key(current: KeyClaim | None, job_id: str, now: float) -> bool:
+        """Whether ``job_id`` may hold a key.
+
+        Yes if it is free, already its own, or its holder's lease ran out. A completed key is
+        never claimed again, whoever asks (its own job included): it answers its result.
+        """
+        return current is None or (
+            current.state == "in_progress"
+            and (current.holder == job_id or not _lease_live(current.lease_until, now))
+        )
+
+    @staticmethod
+    def may_complete_key(current: KeyClaim | None, job_id: str) -> bool:
+        """Whether ``job_id`` may store the key's result.
+
+        Only while it holds the key (or nobody does) and no result is stored yet: the first
+        result is the one every duplicate gets.
+        """
+        return current is None or (current.state == "in_progress" and current.holder == job_id)
+
+    @staticmethod
+    def may_release_key(current: KeyClaim | None, job_id: str) -> bool:
+        """Whether ``job_id`` may free a key: it holds it and has not completed it."""
+        return current is not None and current.state == "in_progress" and current.holder == job_id
+
+    # -- the primitives each adapter supplies -------------------------------------------------
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job's record, read consistently, or None if no worker has recorded it yet."""
+
+    @abstractmethod
+    def _start_attempt(self, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
+        """Atomically store the RUNNING ``record`` if ``may_begin`` allows it at ``now``.
+
+        The stored ``created_at`` is kept. Returns ``(True, the record as stored)`` or
+        ``(False, the record that failed the guard)``.
+        """
+
+    @abstractmethod
+    def _write_outcome(self, record: JobRecord, now: float) -> bool:
+        """Atomically store ``record`` (it has no lease) if ``may_complete`` allows it.
+
+        The stored ``created_at`` is kept. Returns False if the guard failed.
+        """
+
+    @abstractmethod
+    def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
+        """Atomically store the in-progress ``claim`` if ``may_claim_key`` allows it.
+
+        Returns None when stored, else the stored claim that failed the guard (a completed
+        one with its result).
+        """
+
+    @abstractmethod
+    def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
+        """Atomically store the completed ``claim`` if ``may_complete_key`` allows it."""
+
+    @abstractmethod
+    def _drop_claim(self, key: str, job_id: str) -> bool:
+        """Atomically delete the key if ``may_release_key`` allows it."""
+
+    # -- the JobStore methods, on top of them ----------------------------------------------
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        """Records for the ids that have one, read one by one with ``get``."""
+        found: dict[str, JobRecord] = {}
+        for job_id in dict.fromkeys(job_ids):
+            record = self.get(job_id)
+            if record is not None:
+                found[job_id] = record
+        return found
+
+    def begin(
+        self,
+        job_id: str,
+        *,
+        task: str,
+        attempt: int,
+        lease_until: float,
+        idempotency_key: str | None = None,
+    ) -> Begin:
+        """Start an attempt unless the job is final or another live attempt holds it."""
+        now = time.time()
+        record = JobRecord(
+            id=job_id,
+            task=task,
+            status=JobStatus.RUNNING,
+            attempt=attempt,
+            idempotency_key=idempotency_key,
+            lease_until=lease_until,
+            created_at=now,
+            updated_at=now,
+        )
+        started, current = self._start_attempt(record, now)
+        if started:
+            return Begin("started", current)
+        return Begin("finished" if current.status.is_final else "busy", current)
+
+    def complete(self, record: JobRecord) -> bool:
+        """Write an outcome unless the job is final or a newer attempt owns it."""
+        if record.lease_until is not None:  # an outcome ends the attempt, and its lease
+            record = replace(record, lease_until=None)
+        return self._write_outcome(record, time.time())
+
+    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
+        """Hold ``key`` for ``job_id`` unless another live holder has it or it is completed."""
+        claim = KeyClaim("in_progress", job_id, lease_until=lease_until)
+        current = self._claim(key, claim, time.time())
+        return KeyClaim("acquired", job_id, lease_until=lease_until) if current is None else current
+
+    def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
+        """Store the result for later duplicates of ``key`` (if ``job_id`` still holds it)."""
+        self._complete_claim(key, KeyClaim("completed", job_id, result=result))
+
+    def release_key(self, key: str, job_id: str) -> None:
+        """Free ``key`` if ``job_id`` holds it and has not completed."""
+        self._drop_claim(key, job_id)
+
+    def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        """Poll ``get`` with capped backoff until the job is final; None after ``timeout``."""
+        return poll_for_final(self, job_id, timeout)
 
 
 class NoStore:
@@ -193,7 +360,8 @@ class NoStore:
     Every job runs as delivered: no results are kept (``result()`` is unavailable), duplicate
     deliveries may run twice, and idempotency keys are not enforced. Rejected and failed jobs
     go to the dead-letter queue instead of a record, so nothing is lost. It costs no request
-    per job beyond the queue's own.
+    per job beyond the queue's own. Having no state to guard, it shares no code with
+    ``BaseJobStore``.
     """
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -221,6 +389,7 @@ class NoStore:
                 task=task,
                 status=JobStatus.RUNNING,
                 attempt=attempt,
+                idempotency_key=idempotency_key,
                 lease_until=lease_until,
             ),
         )
@@ -238,10 +407,6 @@ class NoStore:
 
     def release_key(self, key: str, job_id: str) -> None:
         """Nothing to release."""
-
-    def increment(self, counter: str, amount: int = 1) -> int:
-        """Counters need state: refused."""
-        raise NotImplementedError("counters need a job store: pass store= to create_app()")
 
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Nothing will ever be recorded, so there is nothing to wait for."""

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from taskhop.static_contracts import Envelope, EnvelopeError, JsonValue, Payload
 from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT
 
 from ._context import JobContext
-from ._converter import structure, unstructure
+from ._converter import unstructure
 from ._errors import (
     DuplicateJobInProgress,
     ErrorInfo,
@@ -37,13 +36,14 @@ from ._errors import (
     UnknownTaskError,
     ValidationError,
 )
+from ._registered import MigrationError
 from ._store import JobRecord, JobStatus, JobStore, NoStore
-from ._timeouts import call_with_timeout
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._app import App, Registered
+    from ._app import App
+    from ._registered import Registered
 
 __all__ = ["Outcome", "OutcomeKind", "Worker"]
 
@@ -281,17 +281,15 @@ class Worker:
             else self._load_input(envelope, entry, started)
         )
         try:
-            raw = migrate_input(data, envelope.version, entry.version, entry.migrations)
-        except _VersionTooNew as exc:
-            info = ErrorInfo("VersionTooNew", str(exc), retryable=True)
-            raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
-        except Exception as exc:
-            info = ErrorInfo("MigrationError", str(exc))
+            return entry.validate(data, envelope.version)
+        except MigrationError as exc:
+            if exc.retryable:
+                raise _Stop(
+                    self._retry_or_fail(envelope, entry.policy, exc.info, started)
+                ) from None
             raise _Stop(
-                self._final(envelope, JobStatus.REJECTED, info, started, reason="migration")
+                self._final(envelope, JobStatus.REJECTED, exc.info, started, reason="migration")
             ) from None
-        try:
-            return structure(self.app.converter, raw, entry.input_type, task=envelope.task)
         except ValidationError as exc:
             info = ErrorInfo("ValidationError", exc.summary, exc.errors)
             raise _Stop(
@@ -351,21 +349,10 @@ class Worker:
     # -- running the handler --------------------------------------------------------------
 
     def _call_handler(self, step: _Prepared) -> Any:
-        handler: Callable[..., Any] = step.entry.implementation.handler
-        if step.timeout is None:
-            return handler(step.data, step.ctx)
-        return call_with_timeout(handler, (step.data, step.ctx), step.timeout)
+        return step.entry.call(step.data, step.ctx, step.timeout)
 
     async def _await_handler(self, step: _Prepared) -> Any:
-        import asyncio
-
-        coro = step.entry.implementation.handler(step.data, step.ctx)
-        if step.timeout is None:
-            return await coro
-        try:
-            return await asyncio.wait_for(coro, step.timeout)
-        except TimeoutError:
-            raise HandlerTimeout(f"handler ran past its {step.timeout:g}s timeout") from None
+        return await step.entry.acall(step.data, step.ctx, step.timeout)
 
     def _loop(self) -> asyncio.Runner:
         # One loop per host thread, kept across jobs: async clients a handler module creates
@@ -493,31 +480,6 @@ class Worker:
             except Exception:  # the outcome is recorded; a hook must not undo it
                 _log.exception("after_process hook failed", extra={"job_id": step.ctx.job_id})
         return outcome
-
-
-class _VersionTooNew(Exception):
-    """A job built for a newer contract version than this worker implements."""
-
-
-def migrate_input(
-    data: Any, from_version: int, to_version: int, migrations: tuple[Callable[[Any], Any], ...]
-) -> Any:
-    """Bring ``data`` from ``from_version`` to ``to_version`` with the trailing ``migrations``."""
-    if from_version == to_version:
-        return data
-    if from_version > to_version:
-        raise _VersionTooNew(
-            f"job is for contract version {from_version}; this worker implements {to_version}"
-        )
-    oldest = to_version - len(migrations)
-    if from_version < oldest:
-        raise ValueError(
-            f"no migration from version {from_version}: this worker migrates versions "
-            f"{max(oldest, 1)}..{to_version}"
-        )
-    for migration in migrations[from_version - oldest :]:
-        data = migration(data)
-    return data
 
 
 def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:

@@ -20,7 +20,8 @@ from ._errors import (
 from ._ids import new_job_id
 from ._json import JsonValue, dumps, to_json_value
 from ._policy import Backoff, RetryPolicy, RetrySpec
-from ._producer import AsyncProducer, Producer, ProducerTask, make_envelope
+from ._producer import AsyncProducer, AsyncProducerTask, Producer, ProducerTask, make_envelope
+from ._reasons import Reason
 from ._signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -33,6 +34,7 @@ from ._transport import AsyncTransport, PayloadStore, Transport
 
 __all__ = [
     "AsyncProducer",
+    "AsyncProducerTask",
     "AsyncTransport",
     "Backoff",
     "ContractError",
@@ -45,6 +47,7 @@ __all__ = [
     "PayloadStore",
     "Producer",
     "ProducerTask",
+    "Reason",
     "RetryPolicy",
     "RetrySpec",
     "SIGNATURE_HEADER",

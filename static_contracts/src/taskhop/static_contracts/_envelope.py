@@ -21,6 +21,7 @@ from typing import Any
 from ._errors import EnvelopeError, UnsupportedProtocolError
 from ._ids import new_job_id
 from ._json import JsonValue, dumps
+from ._reasons import Reason
 
 __all__ = ["PROTOCOL_VERSION", "Envelope", "format_timestamp", "parse_timestamp"]
 
@@ -140,12 +141,12 @@ class Envelope:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
             parsed = json.loads(text)
         except UnicodeDecodeError as exc:
-            raise EnvelopeError(f"body is not UTF-8: {exc}", reason="not_json") from None
+            raise EnvelopeError(f"body is not UTF-8: {exc}", reason=Reason.NOT_JSON) from None
         except ValueError as exc:
-            raise EnvelopeError(f"body is not JSON: {exc}", reason="not_json") from None
+            raise EnvelopeError(f"body is not JSON: {exc}", reason=Reason.NOT_JSON) from None
         except RecursionError:
             raise EnvelopeError(
-                "body is JSON nested too deeply to parse", reason="not_json"
+                "body is JSON nested too deeply to parse", reason=Reason.NOT_JSON
             ) from None
         return cls.from_dict(parsed)
 
@@ -154,13 +155,13 @@ class Envelope:
         """Build an envelope from parsed JSON, checking every field."""
         if not isinstance(data, dict):
             raise EnvelopeError(
-                f"envelope must be a JSON object, got {_json_kind(data)}", reason="not_object"
+                f"envelope must be a JSON object, got {_json_kind(data)}", reason=Reason.NOT_OBJECT
             )
         obj: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]
         if "taskhop" not in obj:
             raise EnvelopeError(
                 "not a taskhop envelope: the 'taskhop' protocol marker is missing",
-                reason="not_envelope",
+                reason=Reason.NOT_ENVELOPE,
                 field="taskhop",
             )
         if obj["taskhop"] != PROTOCOL_VERSION or isinstance(obj["taskhop"], bool):
@@ -173,7 +174,7 @@ class Envelope:
                     f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without"
                     " them; upgrade the worker or drop the key (extensions must start with"
                     " 'x-')",
-                    reason="invalid_field",
+                    reason=Reason.INVALID_FIELD,
                     field=unknown[0],
                 )
         if "input" not in obj:
@@ -255,7 +256,9 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def _field_error(name: str, problem: str) -> EnvelopeError:
-    return EnvelopeError(f"envelope field '{name}' {problem}", reason="invalid_field", field=name)
+    return EnvelopeError(
+        f"envelope field '{name}' {problem}", reason=Reason.INVALID_FIELD, field=name
+    )
 
 
 def _json_kind(value: object) -> str:

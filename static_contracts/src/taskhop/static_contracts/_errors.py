@@ -6,6 +6,8 @@ ships only ``static_contracts`` (plus one transport) must be able to catch them.
 
 from __future__ import annotations
 
+from ._reasons import Reason
+
 __all__ = [
     "ContractError",
     "EnvelopeError",
@@ -36,12 +38,13 @@ class PayloadError(TaskhopError, TypeError):
 class EnvelopeError(TaskhopError, ValueError):
     """Bytes that are not a valid job envelope.
 
-    ``reason`` classifies the failure for logs and dead-letter records: ``not_json``,
-    ``not_object``, ``not_envelope`` (no ``taskhop`` marker: a body from another producer),
-    ``unsupported_version`` or ``invalid_field``; ``field`` names the key when there is one.
+    ``reason`` (a ``Reason``) classifies the failure for logs and dead-letter records:
+    ``NOT_JSON``, ``NOT_OBJECT``, ``NOT_ENVELOPE`` (no ``taskhop`` marker: a body from another
+    producer), ``UNSUPPORTED_VERSION`` or ``INVALID_FIELD``; ``field`` names the key when there
+    is one.
     """
 
-    def __init__(self, message: str, *, reason: str, field: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: Reason, field: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.field = field
@@ -53,7 +56,7 @@ class UnsupportedProtocolError(EnvelopeError):
     def __init__(self, version: object) -> None:
         super().__init__(
             f"envelope protocol version {version!r} is not supported (this build speaks 1)",
-            reason="unsupported_version",
+            reason=Reason.UNSUPPORTED_VERSION,
             field="taskhop",
         )
         self.version = version

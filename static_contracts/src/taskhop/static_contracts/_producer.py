@@ -2,6 +2,8 @@
 
 This is the smallest producer: no schemas, no job store, no third-party import. It turns a
 typed payload into an envelope and hands it to a transport; the worker validates.
+Sync and async are twins, as in httpx: a ``Producer`` gives ``ProducerTask``s that
+``dispatch``, an ``AsyncProducer`` gives ``AsyncProducerTask``s that ``adispatch``.
 The sdk's ``App`` builds its envelopes with the same ``make_envelope``.
 """
 
@@ -13,10 +15,12 @@ from typing import Generic, TypeVar
 from ._contract import StaticContract
 from ._durations import Duration, parse_duration
 from ._envelope import Envelope
+from ._errors import EnvelopeError
 from ._json import JsonValue, to_json_value
+from ._reasons import Reason
 from ._transport import AsyncTransport, Transport
 
-__all__ = ["AsyncProducer", "Producer", "ProducerTask", "make_envelope"]
+__all__ = ["AsyncProducer", "AsyncProducerTask", "Producer", "ProducerTask", "make_envelope"]
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -35,7 +39,11 @@ def make_envelope(
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not idempotency_key
     ):
-        raise ValueError(f"idempotency_key: expected a non-empty string, got {idempotency_key!r}")
+        raise EnvelopeError(
+            f"idempotency_key: expected a non-empty string, got {idempotency_key!r}",
+            reason=Reason.INVALID_FIELD,
+            field="idempotency_key",
+        )
     envelope = Envelope(
         task=contract.name,
         input=input,
@@ -47,11 +55,15 @@ def make_envelope(
     return envelope.with_delay(parse_duration(delay, field="delay")) if delay else envelope
 
 
-class ProducerTask(Generic[I, O]):
-    """A contract bound to a producer: ``dispatch`` is typed by the contract's input."""
+class _ContractTask(Generic[I, O]):
+    """What both producer tasks share: the contract, and how a payload becomes an envelope.
 
-    def __init__(self, producer: Producer | AsyncProducer, contract: StaticContract[I, O]):
-        self._producer = producer
+    The sending lives in the two subclasses, one per kind of producer, so a task bound to an
+    ``AsyncProducer`` has no ``dispatch`` at all: calling the wrong one is a type error, not
+    a run-time surprise.
+    """
+
+    def __init__(self, contract: StaticContract[I, O]) -> None:
         self.contract = contract
 
     def envelope(
@@ -63,7 +75,7 @@ class ProducerTask(Generic[I, O]):
         trace: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope:
-        """The envelope ``dispatch`` would send (for batching or inspection)."""
+        """The envelope a dispatch would send (for batching or inspection)."""
         return make_envelope(
             self.contract,
             to_json_value(payload),
@@ -72,6 +84,18 @@ class ProducerTask(Generic[I, O]):
             trace=trace,
             headers=headers,
         )
+
+    def _envelopes(self, payloads: Iterable[I]) -> list[Envelope]:
+        """One envelope per payload, all built before anything is sent."""
+        return [self.envelope(p) for p in payloads]
+
+
+class ProducerTask(_ContractTask[I, O]):
+    """A contract bound to a sync ``Producer``: ``dispatch`` is typed by the contract's input."""
+
+    def __init__(self, producer: Producer, contract: StaticContract[I, O]) -> None:
+        super().__init__(contract)
+        self._producer = producer
 
     def dispatch(
         self,
@@ -82,12 +106,26 @@ class ProducerTask(Generic[I, O]):
         trace: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        """Send one job and return its id (needs a sync ``Producer``)."""
+        """Send one job and return its id."""
         envelope = self.envelope(
             payload, delay=delay, idempotency_key=idempotency_key, trace=trace, headers=headers
         )
-        _sync(self._producer).transport.send(envelope)
+        self._producer.transport.send(envelope)
         return envelope.id
+
+    def dispatch_many(self, payloads: Iterable[I]) -> list[str]:
+        """Send several jobs in as few requests as the transport allows; return their ids."""
+        envelopes = self._envelopes(payloads)
+        self._producer.transport.send_many(envelopes)
+        return [e.id for e in envelopes]
+
+
+class AsyncProducerTask(_ContractTask[I, O]):
+    """A contract bound to an ``AsyncProducer``: ``adispatch`` is typed by the contract's input."""
+
+    def __init__(self, producer: AsyncProducer, contract: StaticContract[I, O]) -> None:
+        super().__init__(contract)
+        self._producer = producer
 
     async def adispatch(
         self,
@@ -98,23 +136,17 @@ class ProducerTask(Generic[I, O]):
         trace: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        """Send one job without blocking the event loop (needs an ``AsyncProducer``)."""
+        """Send one job without blocking the event loop; return its id."""
         envelope = self.envelope(
             payload, delay=delay, idempotency_key=idempotency_key, trace=trace, headers=headers
         )
-        await _async(self._producer).transport.asend(envelope)
+        await self._producer.transport.asend(envelope)
         return envelope.id
 
-    def dispatch_many(self, payloads: Iterable[I]) -> list[str]:
-        """Send several jobs in as few requests as the transport allows; return their ids."""
-        envelopes = [self.envelope(p) for p in payloads]
-        _sync(self._producer).transport.send_many(envelopes)
-        return [e.id for e in envelopes]
-
     async def adispatch_many(self, payloads: Iterable[I]) -> list[str]:
-        """Async ``dispatch_many``."""
-        envelopes = [self.envelope(p) for p in payloads]
-        await _async(self._producer).transport.asend_many(envelopes)
+        """Async ``dispatch_many``: send several jobs, return their ids."""
+        envelopes = self._envelopes(payloads)
+        await self._producer.transport.asend_many(envelopes)
         return [e.id for e in envelopes]
 
 
@@ -134,27 +166,15 @@ class Producer:
 
 
 class AsyncProducer:
-    """The minimal async producer, over an ``AsyncTransport``."""
+    """The minimal async producer, over an ``AsyncTransport``: its tasks ``adispatch``."""
 
     def __init__(self, transport: AsyncTransport) -> None:
         self.transport = transport
 
-    def register(self, contract: StaticContract[I, O]) -> ProducerTask[I, O]:
+    def register(self, contract: StaticContract[I, O]) -> AsyncProducerTask[I, O]:
         """Bind a contract so its ``adispatch`` is typed by the contract's input."""
-        return ProducerTask(self, contract)
+        return AsyncProducerTask(self, contract)
 
     async def aclose(self) -> None:
         """Close the transport."""
         await self.transport.aclose()
-
-
-def _sync(producer: Producer | AsyncProducer) -> Producer:
-    if not isinstance(producer, Producer):
-        raise TypeError("this task is bound to an AsyncProducer: use adispatch()")
-    return producer
-
-
-def _async(producer: Producer | AsyncProducer) -> AsyncProducer:
-    if not isinstance(producer, AsyncProducer):
-        raise TypeError("this task is bound to a sync Producer: use dispatch()")
-    return producer

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from ._errors import TaskhopError
+from ._reasons import Reason
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -39,9 +40,12 @@ _SCHEME = "v1="
 
 
 class SignatureError(TaskhopError):
-    """A request's signature is missing, malformed, wrong, expired or replayed (``reason``)."""
+    """A request's signature is missing, malformed, wrong, expired or replayed.
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    ``reason`` says which: one of the ``Reason.SIGNATURE_*`` members.
+    """
+
+    def __init__(self, message: str, *, reason: Reason) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -86,26 +90,26 @@ class Verifier:
         timestamp = lowered.get(TIMESTAMP_HEADER)
         signature = lowered.get(SIGNATURE_HEADER)
         if not timestamp or not signature:
-            raise SignatureError("missing signature headers", reason="missing")
+            raise SignatureError("missing signature headers", reason=Reason.SIGNATURE_MISSING)
         if not signature.startswith(_SCHEME) or not timestamp.isdigit():
-            raise SignatureError("malformed signature headers", reason="malformed")
+            raise SignatureError("malformed signature headers", reason=Reason.SIGNATURE_MALFORMED)
         clock = time.time() if now is None else now
         if abs(clock - int(timestamp)) > self.max_skew:
             raise SignatureError(
                 f"timestamp is more than {self.max_skew:g}s from the endpoint's clock",
-                reason="expired",
+                reason=Reason.SIGNATURE_EXPIRED,
             )
         given = signature[len(_SCHEME) :]
         # compare_digest for each key: the time taken says nothing about how much matched.
         valid = [hmac.compare_digest(sign(key, timestamp, body), given) for key in self._keys]
         if not any(valid):
-            raise SignatureError("signature does not match", reason="invalid")
+            raise SignatureError("signature does not match", reason=Reason.SIGNATURE_INVALID)
         self._remember(given, clock)
 
     def _remember(self, signature: str, clock: float) -> None:
         with self._lock:
             if signature in self._seen:
-                raise SignatureError("signature was already used", reason="replayed")
+                raise SignatureError("signature was already used", reason=Reason.SIGNATURE_REPLAYED)
             self._seen[signature] = clock
             horizon = clock - 2 * self.max_skew  # older signatures fail the skew check anyway
             while self._seen and (

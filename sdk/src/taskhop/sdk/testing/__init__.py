@@ -10,10 +10,10 @@ The pytest plugin (installed with the package) provides the ``taskhop_app`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskhop.sdk._app import App, Registered
 from taskhop.sdk._bound import BoundTask
@@ -21,7 +21,7 @@ from taskhop.sdk._context import JobContext
 from taskhop.sdk._converter import structure, unstructure
 from taskhop.sdk._errors import JobNotFoundError, UnknownTaskError
 from taskhop.sdk._store import JobRecord
-from taskhop.static_contracts import StaticContract, new_job_id
+from taskhop.static_contracts import StaticContract
 
 if TYPE_CHECKING:
     from taskhop.sdk.memory import DeadLetter, MemoryQueue, MemoryStore
@@ -54,10 +54,9 @@ def run_task(
     """
     entry, context, data = _prepare(task, input, app, ctx)
     if entry.implementation.is_async:
-        coroutine = cast("Coroutine[Any, Any, Any]", entry.implementation.handler(data, context))
-        value = asyncio.run(coroutine)
+        value = asyncio.run(entry.acall(data, context, None))
     else:
-        value = entry.implementation.handler(data, context)
+        value = entry.call(data, context, None)
     return _roundtrip(task, entry, value)
 
 
@@ -76,9 +75,10 @@ async def arun_task(
 ) -> Any:
     """``run_task`` for async tests: awaits ``async def`` handlers on the running loop."""
     entry, context, data = _prepare(task, input, app, ctx)
-    value = entry.implementation.handler(data, context)
     if entry.implementation.is_async:
-        value = await value
+        value = await entry.acall(data, context, None)
+    else:
+        value = entry.call(data, context, None)
     return _roundtrip(task, entry, value)
 
 
@@ -101,9 +101,16 @@ def _prepare(
     entry = owner.implementation(name)
     if entry is None:
         raise UnknownTaskError(name, owner.implemented_names())
+    # The job a dispatch would send (one builder), validated by the task's one validator.
     raw = unstructure(owner.converter, input, entry.input_type, path="input")
-    data = structure(owner.converter, raw, entry.input_type, task=name)
-    context = ctx or JobContext(job_id=new_job_id(), task=name, max_attempts=entry.policy.attempts)
+    envelope = owner.get(name).envelope_from_json(raw)
+    data = entry.validate(envelope.input, envelope.version)
+    context = ctx or JobContext(
+        job_id=envelope.id,
+        task=name,
+        max_attempts=entry.policy.attempts,
+        envelope=envelope,
+    )
     return entry, context, data
 
 
