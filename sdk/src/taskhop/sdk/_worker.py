@@ -21,7 +21,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from taskhop.static_contracts import Envelope, EnvelopeError, JsonValue, PayloadError, RetryPolicy
+from taskhop.static_contracts import (
+    Envelope,
+    EnvelopeError,
+    JsonValue,
+    PayloadError,
+    Reason,
+    RetryPolicy,
+)
 from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT
 
 from ._context import JobContext
@@ -233,7 +240,7 @@ class Worker:
             error = UnknownTaskError(envelope.task, self.app.implemented_names())
             info = ErrorInfo("UnknownTaskError", str(error))
             raise _Stop(
-                self._final(envelope, JobStatus.REJECTED, info, started, reason="unknown_task")
+                self._final(envelope, JobStatus.REJECTED, info, started, reason=Reason.UNKNOWN_TASK)
             )
         return entry
 
@@ -258,7 +265,7 @@ class Worker:
                     envelope.attempt,
                     result=record.result,
                     error=record.error,
-                    reason="already_final",
+                    reason=Reason.ALREADY_FINAL,
                 )
             )
         if begin.state == "busy":  # the same attempt runs elsewhere: look again after its lease
@@ -269,7 +276,7 @@ class Worker:
                     envelope,
                     envelope.attempt,
                     retry_after=after,
-                    reason="attempt_in_progress",
+                    reason=Reason.ATTEMPT_IN_PROGRESS,
                 )
             )
         return begin.record.created_at
@@ -288,12 +295,16 @@ class Worker:
                     self._retry_or_fail(envelope, entry.policy, exc.info, started)
                 ) from None
             raise _Stop(
-                self._final(envelope, JobStatus.REJECTED, exc.info, started, reason="migration")
+                self._final(
+                    envelope, JobStatus.REJECTED, exc.info, started, reason=Reason.MIGRATION
+                )
             ) from None
         except ValidationError as exc:
             info = ErrorInfo("ValidationError", exc.summary, exc.errors)
             raise _Stop(
-                self._final(envelope, JobStatus.REJECTED, info, started, reason="invalid_input")
+                self._final(
+                    envelope, JobStatus.REJECTED, info, started, reason=Reason.INVALID_INPUT
+                )
             ) from None
 
     def _load_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
@@ -335,7 +346,7 @@ class Worker:
                 envelope,
                 envelope.attempt,
                 result=claim.result,
-                reason="duplicate_key",
+                reason=Reason.DUPLICATE_KEY,
             )
             raise _Stop(self._finish(step, outcome))
         if claim.state == "in_progress":
@@ -422,7 +433,7 @@ class Worker:
                 JobStatus.FAILED,
                 info,
                 started,
-                reason="retries_exhausted",
+                reason=Reason.RETRIES_EXHAUSTED,
                 dead_letter=True,
             )
         if not self._store.complete(_record(envelope, JobStatus.RETRYING, error=info)):
@@ -511,7 +522,7 @@ def _record(envelope: Envelope, status: JobStatus, **fields: Any) -> JobRecord:
 def _stale(envelope: Envelope) -> Outcome:
     """A newer attempt (or a duplicate delivery) already owns the outcome: drop this one."""
     _log.info("stale outcome dropped", extra={"job_id": envelope.id, "task": envelope.task})
-    return Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason="stale_attempt")
+    return Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason=Reason.STALE_ATTEMPT)
 
 
 def _recheck_after(lease_until: float | None) -> float:
