@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from backend_legs import BACKENDS, Backend, open_backend
 from conftest import FAST_RETRY, EmailSent, Resize, Resized, SendEmail, resize, send_email
 from taskhop.sdk import (
     App,
@@ -31,8 +32,6 @@ from taskhop.sdk import (
     static_contract,
 )
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
-
-from backends import BACKENDS, Backend, open_backend
 
 
 @pytest.fixture(params=BACKENDS)
