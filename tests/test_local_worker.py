@@ -18,7 +18,16 @@ from conftest import EmailSent, SendEmail
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
-from taskhop.sdk import JobContext, JobStatus, TaskRejected, create_app, gather, static_contract
+from taskhop.sdk import (
+    Envelope,
+    JobContext,
+    JobStatus,
+    TaskRejected,
+    create_app,
+    gather,
+    static_contract,
+)
+from taskhop.static_contracts.limits import SQS_MAX_DELAY
 
 contract = static_contract(
     "mail", input=SendEmail, output=EmailSent, retry={"attempts": 2, "delay": 0, "jitter": False}
@@ -93,6 +102,44 @@ def test_poison_without_a_dlq_url_is_redriven_by_the_queue(server_session: Any) 
     dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
     assert [m["Body"] for m in dead] == ['{"taskhop": 9}']
     assert esm.invocations == 2
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("fifo", "wait", "delays_sent", "visibilities_set"),
+    [(False, 3600, [SQS_MAX_DELAY], []), (True, 120, [], [120])],
+    ids=["standard-over-900s", "fifo"],
+)
+def test_jobs_received_early_are_held_back_as_the_settle_rules_say(
+    server_session: Any,
+    fifo: bool,
+    wait: int,
+    delays_sent: list[int],
+    visibilities_set: list[int],
+) -> None:
+    """Through the mapping: re-sent for 900 s at most and deleted, or on FIFO kept and hidden."""
+    sqs = server_session.client("sqs")
+    name = f"t-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    app = create_app(queue=SqsQueue(url, session=server_session))
+    app.implement(contract, lambda d, c: EmailSent("too soon"))
+    early = Envelope(task="mail", input={"to": "a", "subject": "s"}).with_delay(wait)
+    group = {"MessageGroupId": "g"} if fifo else {}
+    sqs.send_message(QueueUrl=url, MessageBody=early.encode().decode(), **group)
+    calls: dict[str, list[dict[str, Any]]] = {"SendMessage": [], "ChangeMessageVisibility": []}
+    for operation, seen in calls.items():
+        sqs.meta.events.register(
+            f"provide-client-params.sqs.{operation}",
+            lambda params, seen=seen, **_: seen.append(params),
+        )
+    esm = LocalEventSourceMapping(make_handler(app, sqs_client=sqs), url, sqs, wait_time=0)
+    assert esm.poll_once() == 1
+    assert [c["DelaySeconds"] for c in calls["SendMessage"]] == delays_sent
+    assert [c["VisibilityTimeout"] for c in calls["ChangeMessageVisibility"]] == visibilities_set
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == ("1" if fifo else "0")
+    assert counts["ApproximateNumberOfMessagesDelayed"] == ("0" if fifo else "1")
     app.close()
 
 

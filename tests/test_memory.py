@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from taskhop.sdk import App, Envelope, JobContext, create_app
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk.testing import MemoryHarness
 from taskhop.static_contracts import AsyncTransport, Transport, TransportError
+from taskhop.static_contracts.limits import SQS_MAX_DELAY
 
 
 @pytest.fixture
@@ -54,6 +56,27 @@ def test_delayed_messages_run_in_due_order(app: App, harness: MemoryHarness) -> 
     bound.dispatch({"to": "now", "subject": "s"})
     harness.join()
     assert order == ["now", "soon", "late"]
+
+
+def test_a_job_received_early_is_re_sent_as_it_arrived_for_at_most_900s() -> None:
+    """As on Lambda: a deferral re-queues the body untouched (no attempt used), one SQS hop."""
+    queue = MemoryQueue()
+    app = create_app(queue=queue, store=MemoryStore())
+    app.implement(send_email, lambda d, c: EmailSent("ok"))
+    early = Envelope(task="send-email", input={"to": "a", "subject": "s"}, attempt=2)
+    body = json.dumps(early.with_delay(3600).to_dict(), indent=2).encode()  # not our encoding
+    queue.send_raw(body)  # visible now, an hour before it is due
+    queue.serve(app)
+    deadline = time.monotonic() + 5
+    while not (queue._heap and queue._heap[0][0] > time.monotonic() + 60):
+        assert time.monotonic() < deadline, "the early job was never deferred"
+        time.sleep(0.01)
+    [(ready_at, _, kept)] = queue._heap
+    assert kept == body
+    assert SQS_MAX_DELAY - 60 < ready_at - time.monotonic() <= SQS_MAX_DELAY
+    assert app.store is not None
+    assert app.store.get(early.id) is None  # held back, not begun
+    app.close()
 
 
 def test_join_times_out_when_work_remains(app: App, harness: MemoryHarness) -> None:

@@ -1,7 +1,9 @@
 """One SQS batch from Lambda's event source mapping, processed record by record.
 
 The answer follows AWS's partial batch response rules (``ReportBatchItemFailures``): the
-ids in ``batchItemFailures`` stay on the queue, every other record is deleted by Lambda.
+ids in ``batchItemFailures`` stay on the queue, every other record is deleted by Lambda. What
+each outcome means for its record is decided by ``taskhop.sdk.queue_actions``; this module
+only carries the actions out:
 
 - A retry changes the record's visibility to the backoff delay (ChangeMessageVisibility) and
   is reported failed; SQS's ``ApproximateReceiveCount`` is the attempt number.
@@ -19,13 +21,11 @@ ids in ``batchItemFailures`` stay on the queue, every other record is deleted by
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from taskhop.sdk import App, Outcome, OutcomeKind
-from taskhop.static_contracts.limits import SQS_MAX_DELAY, SQS_MAX_VISIBILITY
+from taskhop.sdk import App, Outcome, queue_actions
 
 from ._logs import emit_job, emit_metrics
 
@@ -86,32 +86,49 @@ def _process_record(
     outcomes.append(outcome)
     emit_job(outcome, source="sqs", message_id=message_id)
     try:
-        if outcome.dead_letter:
-            return _dead_letter(record, outcome, sqs, dlq_url)
-        if outcome.kind is OutcomeKind.DEFERRED:
-            return _defer(record, outcome, sqs, queue_url)
-        if outcome.kind is OutcomeKind.RETRY:
-            _set_visibility(record, outcome.retry_after, sqs, queue_url)
-            return False
+        return _settle(record, outcome, sqs, queue_url, dlq_url)
     except Exception:  # the settling call failed: leaving the message is always safe
         _log.exception("record %s could not be settled", message_id)
         return False
-    return True
 
 
-def _dead_letter(
-    record: dict[str, Any], outcome: Outcome, sqs: Callable[[], Any], dlq_url: str | None
+def _settle(
+    record: dict[str, Any],
+    outcome: Outcome,
+    sqs: Callable[[], Any],
+    queue_url: Callable[[str], str],
+    dlq_url: str | None,
 ) -> bool:
-    if dlq_url is None:
-        return False  # the queue's redrive policy moves it after maxReceiveCount
-    attributes = {
-        "taskhop-reason": {
-            "DataType": "String",
-            "StringValue": outcome.reason or outcome.kind.value,
-        },
-    }
-    if outcome.job_id is not None:
-        attributes["taskhop-job-id"] = {"DataType": "String", "StringValue": outcome.job_id}
+    """Carry out the record's queue actions; True when Lambda may delete it.
+
+    The sends happen here, before the answer; the delete is Lambda's, after it, so a record
+    is only ever deleted once its dead letter or re-sent copy is on a queue.
+    """
+    source = record["eventSourceARN"]
+    actions = queue_actions(outcome, has_dlq=dlq_url is not None, fifo=source.endswith(".fifo"))
+    if actions.dead_letter is not None and dlq_url is not None:
+        _send_dead_letter(record, outcome.job_id, actions.dead_letter, sqs(), dlq_url)
+    if actions.delay_seconds is not None:
+        sqs().send_message(
+            QueueUrl=queue_url(source),
+            MessageBody=record["body"],
+            DelaySeconds=actions.delay_seconds,
+        )
+    if actions.visibility_timeout is not None:
+        sqs().change_message_visibility(
+            QueueUrl=queue_url(source),
+            ReceiptHandle=record["receiptHandle"],
+            VisibilityTimeout=actions.visibility_timeout,
+        )
+    return actions.delete
+
+
+def _send_dead_letter(
+    record: dict[str, Any], job_id: str | None, reason: str, client: Any, dlq_url: str
+) -> None:
+    attributes = {"taskhop-reason": {"DataType": "String", "StringValue": reason}}
+    if job_id is not None:
+        attributes["taskhop-job-id"] = {"DataType": "String", "StringValue": job_id}
     entry: dict[str, Any] = {
         "QueueUrl": dlq_url,
         "MessageBody": record["body"],
@@ -120,34 +137,4 @@ def _dead_letter(
     if dlq_url.endswith(".fifo"):
         entry["MessageGroupId"] = record.get("attributes", {}).get("MessageGroupId", "dead-letters")
         entry["MessageDeduplicationId"] = record["messageId"]
-    sqs().send_message(**entry)
-    return True
-
-
-def _defer(
-    record: dict[str, Any],
-    outcome: Outcome,
-    sqs: Callable[[], Any],
-    queue_url: Callable[[str], str],
-) -> bool:
-    if record["eventSourceARN"].endswith(".fifo"):
-        _set_visibility(record, outcome.retry_after, sqs, queue_url)
-        return False
-    delay = min(SQS_MAX_DELAY, math.ceil(outcome.retry_after or 0))
-    sqs().send_message(
-        QueueUrl=queue_url(record["eventSourceARN"]), MessageBody=record["body"], DelaySeconds=delay
-    )
-    return True
-
-
-def _set_visibility(
-    record: dict[str, Any],
-    seconds: float | None,
-    sqs: Callable[[], Any],
-    queue_url: Callable[[str], str],
-) -> None:
-    sqs().change_message_visibility(
-        QueueUrl=queue_url(record["eventSourceARN"]),
-        ReceiptHandle=record["receiptHandle"],
-        VisibilityTimeout=min(SQS_MAX_VISIBILITY, math.ceil(seconds or 0)),
-    )
+    client.send_message(**entry)

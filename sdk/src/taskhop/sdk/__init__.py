@@ -47,6 +47,7 @@ from ._implementation import Handler, Implementation, ImplementOptions, Migratio
 from ._middleware import Middleware
 from ._registered import InputValidator, MigrationError
 from ._schedule import Schedule
+from ._settle import QueueActions, queue_actions
 from ._store import (
     FINAL_STATUSES,
     BaseJobStore,
@@ -96,6 +97,7 @@ __all__ = [
     "OutcomeKind",
     "PayloadError",
     "PermanentError",
+    "QueueActions",
     "Reason",
     "Registered",
     "ResultHandle",
@@ -122,6 +124,7 @@ __all__ = [
     "make_converter",
     "output_type",
     "poll_for_final",
+    "queue_actions",
     "static_contract",
 ]
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from taskhop.static_contracts import Envelope, TransportError
 
 from ._errors import ErrorInfo
-from ._worker import Outcome, OutcomeKind
+from ._settle import queue_actions
+from ._worker import Outcome
 
 if TYPE_CHECKING:
     from ._app import App
@@ -201,14 +202,25 @@ class MemoryQueue:
                     self._cond.notify_all()
 
     def _apply(self, body: bytes, outcome: Outcome) -> None:
-        envelope = outcome.envelope
-        if outcome.kind in (OutcomeKind.RETRY, OutcomeKind.DEFERRED) and envelope is not None:
-            delay = outcome.retry_after or 0.0
-            if outcome.kind is OutcomeKind.RETRY:
-                envelope = envelope.retried(not_before=None)
-            with self._cond:
-                self._push(envelope.encode(), time.monotonic() + delay)
-                self._cond.notify_all()
-        elif outcome.dead_letter:
-            reason = outcome.reason or outcome.kind.value
-            self.dead_letters.append(DeadLetter(body, reason, outcome.job_id, outcome.error))
+        """Carry out the queue actions ``outcome`` calls for (``queue_actions``), SQS-style.
+
+        The dead-letter list is this queue's DLQ. Hiding a message for a retry stands for
+        ChangeMessageVisibility: the message comes back one receive later, so its envelope
+        comes back one attempt later. A re-send is a new message, the body as it arrived.
+        """
+        actions = queue_actions(outcome, has_dlq=True)
+        if actions.dead_letter is not None:
+            self.dead_letters.append(
+                DeadLetter(body, actions.dead_letter, outcome.job_id, outcome.error)
+            )
+        if actions.resend_after is not None:
+            self._requeue(body, actions.resend_after)
+        elif actions.hide_for is not None:
+            envelope = outcome.envelope
+            kept = body if envelope is None else envelope.retried(not_before=None).encode()
+            self._requeue(kept, actions.hide_for)
+
+    def _requeue(self, body: bytes, delay: float) -> None:
+        with self._cond:
+            self._push(body, time.monotonic() + delay)
+            self._cond.notify_all()
