@@ -246,7 +246,10 @@ def test_results_over_the_item_limit_go_to_s3(server_session: Any) -> None:
     """A result too big for a DynamoDB item is stored in S3 and read back transparently."""
     name = f"t-{uuid.uuid4().hex[:12]}"
     server_session.client("s3").create_bucket(Bucket=name)
-    store = DynamoStore(name, session=server_session, s3_bucket=name, result_limit=1024)
+    from taskhop.backends.s3 import S3Payloads
+
+    payloads = S3Payloads(name, session=server_session)
+    store = DynamoStore(name, session=server_session, payloads=payloads, result_limit=1024)
     store.create_table()
     from taskhop.sdk import JobRecord
 
@@ -264,9 +267,12 @@ def test_results_over_the_item_limit_go_to_s3(server_session: Any) -> None:
     assert again.result == big  # the stale upload went to its own key and was removed
     keys = server_session.client("s3").list_objects_v2(Bucket=name)["Contents"]
     assert len(keys) == 1
-    assert keys[0]["Key"].startswith("taskhop/results/job/j/")
+    # the same PayloadStore that carries large inputs: one offload mechanism for both
+    assert keys[0]["Key"].startswith("taskhop/payloads/results/job/j/")
     without_bucket = DynamoStore(name, session=server_session, result_limit=1024)
-    with pytest.raises(StoreError, match="pass s3_bucket= to DynamoStore") as caught:
+    with pytest.raises(
+        StoreError, match=r"pass payloads=S3Payloads\(bucket\) to DynamoStore"
+    ) as caught:
         without_bucket.complete(
             JobRecord(id="k", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=big)
         )
@@ -355,3 +361,42 @@ def test_inputs_too_large_for_sqs_go_through_s3(server_session: Any) -> None:
     with pytest.raises(TransportError, match="pass payloads=S3Payloads"):
         unconfigured.send(bound.envelope({"name": "x" * 10_000}))
     app.close()
+
+
+def test_a_failed_result_offload_is_a_retryable_store_error(server_session: Any) -> None:
+    """The payload store refusing a result surfaces as ``StoreError`` keeping ``retryable``."""
+    from taskhop.sdk import JobRecord
+    from taskhop.sdk.memory import MemoryPayloads
+    from taskhop.static_contracts import TransportError
+
+    class Refusing(MemoryPayloads):
+        def put(self, job_id: str, body: bytes) -> str:
+            raise TransportError("bucket throttled", retryable=True)
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    store = DynamoStore(name, session=server_session, payloads=Refusing(), result_limit=16)
+    store.create_table()
+    record = JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=1, result="x" * 64)
+    with pytest.raises(StoreError, match="offload result: bucket throttled") as caught:
+        store.complete(record)
+    assert caught.value.retryable
+    assert store.get("j") is None  # nothing recorded: the job stays to be retried
+
+
+def test_results_offload_through_any_payload_store(server_session: Any) -> None:
+    """The in-memory payload store works for results as it does for inputs."""
+    from taskhop.sdk import JobRecord
+    from taskhop.sdk.memory import MemoryPayloads
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    payloads = MemoryPayloads()
+    store = DynamoStore(name, session=server_session, payloads=payloads, result_limit=16)
+    store.create_table()
+    big = {"blob": "z" * 64}
+    assert store.complete(
+        JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=big)
+    )
+    record = store.get("j")
+    assert record is not None
+    assert record.result == big
+    assert len(payloads) == 1

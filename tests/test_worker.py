@@ -29,6 +29,7 @@ from taskhop.sdk import (
     Retry,
     create_app,
     define_task,
+    queue_actions,
     static_contract,
 )
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
@@ -73,7 +74,7 @@ def test_success_is_recorded_with_the_json_result(app: App, backend: Backend) ->
     assert record is not None
     assert record.status is JobStatus.SUCCEEDED
     assert record.result == {"message_id": "m-a@example.com"}
-    assert outcome.acknowledged
+    assert queue_actions(outcome, has_dlq=True).delete
 
 
 POISON = [

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
@@ -38,14 +39,20 @@ from taskhop.sdk import (
     KeyClaim,
     StoreError,
 )
-from taskhop.static_contracts import Duration, JsonValue, dumps, parse_duration
+from taskhop.static_contracts import (
+    Duration,
+    JsonValue,
+    PayloadStore,
+    TransportError,
+    dumps,
+    parse_duration,
+)
 from taskhop.static_contracts.limits import DYNAMODB_MAX_ITEM_BYTES
 
 from ._aws import aws_errors, error_code, make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_s3.client import S3Client
 
 __all__ = ["DynamoStore"]
 
@@ -65,9 +72,10 @@ class DynamoStore(BaseJobStore):
         session: a boto3 session to make the client from (otherwise the environment's).
         config: botocore config merged over taskhop's default (standard retries, 8 tries).
         retention: how long finished jobs and idempotency keys are kept (DynamoDB TTL).
-        s3_bucket: where results over ``result_limit`` bytes go; without it they are refused.
-        s3_client: a boto3 S3 client for ``s3_bucket``.
-        result_limit: results above this many bytes of JSON are offloaded to S3.
+        payloads: where results over ``result_limit`` bytes go (``S3Payloads(bucket)``): the
+            same ``PayloadStore`` seam that carries large inputs, so one mechanism offloads
+            both; without it such results are refused.
+        result_limit: results above this many bytes of JSON are offloaded to ``payloads``.
 
     """
 
@@ -79,8 +87,7 @@ class DynamoStore(BaseJobStore):
         session: Any | None = None,
         config: Config | None = None,
         retention: Duration = "7d",
-        s3_bucket: str | None = None,
-        s3_client: Any | None = None,
+        payloads: PayloadStore | None = None,
         result_limit: int = RESULT_LIMIT,
     ) -> None:
         self.table = table
@@ -89,9 +96,7 @@ class DynamoStore(BaseJobStore):
                 "dynamodb", client=client, session=session, config=config
             )
         self.retention = parse_duration(retention, field="retention")
-        self.s3_bucket = s3_bucket
-        self._s3: S3Client | None = s3_client
-        self._s3_session = session
+        self.payloads = payloads
         self.result_limit = result_limit
 
     def __repr__(self) -> str:
@@ -336,36 +341,33 @@ class DynamoStore(BaseJobStore):
         text = dumps(result)
         if len(text) <= self.result_limit:
             return {"result": {"S": text.decode()}}
-        if self.s3_bucket is None:
+        if self.payloads is None:
             raise StoreError(
                 f"result of {len(text)} bytes is over the {self.result_limit}-byte limit for a"
                 f" DynamoDB item ({DYNAMODB_MAX_ITEM_BYTES} bytes at most):"
-                " pass s3_bucket= to DynamoStore",
+                " pass payloads=S3Payloads(bucket) to DynamoStore",
                 retryable=False,
             )
-        # A fresh key per write: a stale worker's upload can never replace the winner's.
-        key = f"taskhop/results/{name}/{uuid.uuid4().hex}.json"
-        with aws_errors(StoreError, f"offload result to s3://{self.s3_bucket}/{key}"):
-            self._s3_client().put_object(Bucket=self.s3_bucket, Key=key, Body=text,
-                                         ContentType="application/json")  # fmt: skip
-        return {"result_ref": {"S": f"s3://{self.s3_bucket}/{key}"}}
+        # A fresh name per write: a stale worker's upload can never replace the winner's.
+        with _payload_errors("offload result"):
+            ref = self.payloads.put(f"results/{name}/{uuid.uuid4().hex}", text)
+        return {"result_ref": {"S": ref}}
 
     def _discard_offloaded(self, attributes: dict[str, Any]) -> None:
         ref = attributes.get("result_ref", {}).get("S")
         if ref is None:
             return
-        bucket, _, key = ref.removeprefix("s3://").partition("/")
-        with aws_errors(StoreError, f"delete unused result {ref}"):
-            self._s3_client().delete_object(Bucket=bucket, Key=key)
+        with _payload_errors(f"delete unused result {ref}"):
+            self._payloads(ref).delete(ref)
 
     def _result(self, item: dict[str, Any]) -> JsonValue:
         if "result" in item:
             value: JsonValue = json.loads(item["result"]["S"])
             return value
         if "result_ref" in item:
-            bucket, _, key = item["result_ref"]["S"].removeprefix("s3://").partition("/")
-            with aws_errors(StoreError, f"read offloaded result s3://{bucket}/{key}"):
-                body = self._s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            ref = item["result_ref"]["S"]
+            with _payload_errors(f"read offloaded result {ref}"):
+                body = self._payloads(ref).get(ref)
             loaded: JsonValue = json.loads(body)
             return loaded
         return None
@@ -386,11 +388,13 @@ class DynamoStore(BaseJobStore):
             updated_at=float(item.get("updated", {}).get("N", 0)),
         )
 
-    def _s3_client(self) -> S3Client:
-        if self._s3 is None:
-            client: S3Client = make_client("s3", client=None, session=self._s3_session, config=None)
-            self._s3 = client
-        return self._s3
+    def _payloads(self, ref: str) -> PayloadStore:
+        if self.payloads is None:
+            raise StoreError(
+                f"a result is stored at {ref}, but this DynamoStore has no payloads=",
+                retryable=False,
+            )
+        return self.payloads
 
 
 def _key(kind: str, name: str) -> dict[str, Any]:
@@ -406,3 +410,12 @@ def _old_item(exc: ClientError) -> dict[str, Any]:
     response: dict[str, Any] = dict(exc.response)
     item: dict[str, Any] = response["Item"]
     return item
+
+
+@contextmanager
+def _payload_errors(what: str) -> Generator[None]:
+    """A payload store's ``TransportError`` becomes the store's ``StoreError``."""
+    try:
+        yield
+    except TransportError as exc:
+        raise StoreError(f"{what}: {exc}", retryable=exc.retryable) from exc

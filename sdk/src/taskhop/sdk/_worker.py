@@ -1,8 +1,8 @@
 """The worker path every host shares: bytes in, a recorded ``Outcome`` out.
 
 The memory backend's loop and the Lambda runtime both call ``Worker.process`` for each
-message, then apply the outcome in their own way (re-enqueue or ChangeMessageVisibility,
-dead-letter list or DLQ). The steps, in order, never skipped::
+message, then carry out what ``queue_actions(outcome)`` (``_settle``) decides for it: one
+pure decision, so every host settles an outcome alike. The steps, in order, never skipped::
 
     decode -> find implementation -> begin (store) -> migrate -> validate -> claim key
            -> before_process -> handler (with deadline) -> check output -> record -> after_process
@@ -92,11 +92,6 @@ class Outcome:
     def job_id(self) -> str | None:
         """The job id, when the message decoded far enough to have one."""
         return None if self.envelope is None else self.envelope.id
-
-    @property
-    def acknowledged(self) -> bool:
-        """Whether the host should delete the message (everything but RETRY and DEFERRED)."""
-        return self.kind not in (OutcomeKind.RETRY, OutcomeKind.DEFERRED)
 
 
 @dataclass(slots=True)
