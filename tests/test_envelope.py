@@ -299,14 +299,20 @@ def test_arbitrary_envelopes_round_trip_and_match_the_schema(envelope: Envelope)
 
 
 @pytest.mark.parametrize(
-    "bad", [float("nan"), float("inf"), float("-inf"), {"a": [1, float("nan")]}]
+    ("bad", "path"),
+    [
+        (float("nan"), "input"),
+        (float("inf"), "input"),
+        (float("-inf"), "input"),
+        ({"a": [1, float("nan")]}, "input.a[1]"),
+    ],
 )
-def test_encode_refuses_nan_and_infinities(bad: object) -> None:
-    """NaN and infinities are not JSON: encode() raises ValueError from json.dumps."""
+def test_encode_refuses_nan_and_infinities(bad: object, path: str) -> None:
+    """NaN and infinities are not JSON: encode() raises PayloadError naming where they are."""
     envelope = Envelope(task="t", input=bad)
-    with pytest.raises(ValueError, match="Out of range float values") as info:
+    with pytest.raises(PayloadError) as info:
         envelope.encode()
-    assert not isinstance(info.value, PayloadError)
+    assert info.value.path == path
 
 
 def test_naive_timestamps_cannot_be_encoded() -> None:

@@ -91,17 +91,20 @@ def test_jobs_run_end_to_end_through_the_local_event_source_mapping(server_sessi
     app.close()
 
 
-def test_poison_without_a_dlq_url_is_redriven_by_the_queue(server_session: Any) -> None:
-    """Reported failed each time, a poison message reaches the DLQ after maxReceiveCount."""
+def test_poison_without_a_dlq_url_goes_to_the_queues_own_dlq(server_session: Any) -> None:
+    """Without dlq_url the runtime finds the DLQ in the queue's redrive policy, and says why."""
     _, url, dlq = queues(server_session, max_receive=2, visibility=1)
     sqs = server_session.client("sqs")
     app = create_app(queue=SqsQueue(url, session=server_session))
     sqs.send_message(QueueUrl=url, MessageBody='{"taskhop": 9}')
     esm = LocalEventSourceMapping(make_handler(app, sqs_client=sqs), url, sqs, wait_time=1)
-    esm.run(install_signals=False, idle_exit=3)
-    dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+    esm.run(install_signals=False, idle_exit=2)
+    dead = sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", [])
     assert [m["Body"] for m in dead] == ['{"taskhop": 9}']
-    assert esm.invocations == 2
+    assert dead[0]["MessageAttributes"]["taskhop-reason"]["StringValue"] == "unsupported_version"
+    assert esm.invocations == 1  # sent at once, not after maxReceiveCount receives
     app.close()
 
 

@@ -71,7 +71,8 @@ def test_a_job_received_early_is_re_sent_as_it_arrived_for_at_most_900s() -> Non
     while not (queue._heap and queue._heap[0][0] > time.monotonic() + 60):
         assert time.monotonic() < deadline, "the early job was never deferred"
         time.sleep(0.01)
-    [(ready_at, _, kept)] = queue._heap
+    [(ready_at, _, kept, receives)] = queue._heap
+    assert receives == 0  # a new message: its receive count starts again
     assert kept == body
     assert SQS_MAX_DELAY - 60 < ready_at - time.monotonic() <= SQS_MAX_DELAY
     assert app.store is not None
@@ -154,23 +155,48 @@ def test_messages_sent_before_serving_are_processed_once_served() -> None:
     app.close()
 
 
-def test_a_crashing_store_dead_letters_instead_of_losing_the_message(
+def test_a_crashing_store_redelivers_then_redrives_the_message(
     app: App, harness: MemoryHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An unexpected error outside the handler keeps the message as a dead letter."""
+    """An error outside the handler brings the message back, as on SQS; the redrive keeps it."""
     app.implement(send_email, lambda d, c: EmailSent("ok"))
+    calls: list[int] = []
 
     def explode(*args: object, **kwargs: object) -> None:
+        calls.append(1)
         raise OSError("disk on fire")
 
     monkeypatch.setattr(harness.store, "begin", explode)
+    harness.queue.visibility, harness.queue.max_receives = 0.01, 3
     envelope = Envelope(task="send-email", input={"to": "a", "subject": "s"})
     harness.queue.send(envelope)
     harness.join()
-    assert [(d.reason, d.error.message if d.error else None) for d in harness.dead_letters] == [
-        ("worker_error", "disk on fire")
-    ]
+    assert len(calls) == 3  # delivered max_receives times, then moved
+    assert [d.reason for d in harness.dead_letters] == ["max_receives"]
     assert Envelope.decode(harness.dead_letters[0].body).id == envelope.id
+
+
+def test_a_store_outage_that_ends_loses_nothing(
+    app: App, harness: MemoryHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redelivery after an outage runs the job, once."""
+    runs: list[str] = []
+    bound = app.implement(send_email, lambda d, c: runs.append(c.job_id) or EmailSent("ok"))
+    real, down = harness.store.begin, [2]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if down[0]:
+            down[0] -= 1
+            raise OSError("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "begin", flaky)
+    harness.queue.visibility = 0.01
+    handle = bound.dispatch({"to": "a", "subject": "s"})
+    harness.join()
+    assert handle.result(timeout=1) == EmailSent("ok")
+    assert runs == [handle.id]
+    assert harness.dead_letters == []
 
 
 def test_async_send_works_inside_a_loop(app: App, harness: MemoryHarness) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from taskhop.sdk.memory import MemoryStore
 
 STORES = ["memory", "dynamodb"]
 WORKER_METHODS = {
+    "accept",
     "begin",
     "claim_key",
     "complete",
@@ -140,10 +142,10 @@ def test_begin_on_a_final_job_reports_finished(store: BaseJobStore, status: JobS
 
 
 def test_begin_while_another_attempt_holds_a_live_lease_is_busy(store: BaseJobStore) -> None:
-    """The same or an older attempt waits for a live lease and learns when it ends."""
+    """Any attempt, older, the same or newer, waits for a live lease and learns when it ends."""
     lease = ahead()
     store.begin("j1", task="t", attempt=2, lease_until=lease)
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3, 9):
         busy = store.begin("j1", task="t", attempt=attempt, lease_until=ahead(120))
         assert busy.state == "busy"
         assert busy.record.attempt == 2
@@ -153,18 +155,11 @@ def test_begin_while_another_attempt_holds_a_live_lease_is_busy(store: BaseJobSt
     assert stored.lease_until == pytest.approx(lease)  # the holder's lease is untouched
 
 
-def test_a_newer_attempt_takes_over_a_live_lease(store: BaseJobStore) -> None:
-    """A redelivery with a higher attempt means the older one was given up on: it runs."""
-    store.begin("j1", task="t", attempt=1, lease_until=ahead())
-    begin = store.begin("j1", task="t", attempt=2, lease_until=ahead())
-    assert (begin.state, begin.record.attempt) == ("started", 2)
-
-
 def test_begin_after_the_lease_expired_starts(store: BaseJobStore) -> None:
     """A holder that died (lease run out) does not block the same attempt's redelivery."""
     store.begin("j1", task="t", attempt=1, lease_until=time.time() - 1)
     begin = store.begin("j1", task="t", attempt=1, lease_until=ahead())
-    assert begin.state == "started"
+    assert (begin.state, begin.record.attempt) == ("started", 2)
 
 
 def test_begin_keeps_the_first_creation_time(store: BaseJobStore) -> None:
@@ -209,14 +204,17 @@ JOB_STATES: dict[str, Callable[[BaseJobStore, str], object]] = {
 
 BEGIN_STARTS = {
     "absent": {1, 2, 3},
-    "running-live": {3},
+    "running-live": set(),
     "running-expired": {1, 2, 3},
     "retrying": {1, 2, 3},
     "succeeded": set(),
     "failed": set(),
     "rejected": set(),
 }
-"""Which attempts begin starts from each state (the rest are busy, or finished if final)."""
+"""Which attempts begin starts from each state (the rest are busy, or finished if final).
+
+A live lease holds off every attempt, a newer one too (issue 15: a redelivery with a higher
+receive count ran beside the first attempt)."""
 
 
 @pytest.mark.parametrize("state", JOB_STATES)
@@ -226,12 +224,58 @@ def test_begin_answers_as_may_begin_decides(store: BaseJobStore, state: str) -> 
         job = f"{state}-{attempt}"
         JOB_STATES[state](store, job)
         current = store.get(job)
-        allowed = BaseJobStore.may_begin(current, attempt, time.time())
+        allowed = BaseJobStore.may_begin(current, time.time())
         begin = store.begin(job, task="t", attempt=attempt, lease_until=ahead())
         expected = "started" if attempt in BEGIN_STARTS[state] else "busy"
         if current is not None and current.status.is_final:
             expected = "finished"
         assert (begin.state, allowed) == (expected, expected == "started"), attempt
+        if expected == "started":  # the store numbers attempts: one past its last
+            assert begin.record.attempt == BaseJobStore.next_attempt(current, attempt)
+            assert begin.record.attempt == (attempt if current is None else 3)
+
+
+def test_receives_that_never_ran_use_no_attempt(store: BaseJobStore) -> None:
+    """Attempts are counted by the store: a high receive count does not skip any."""
+    assert store.begin("j", task="t", attempt=1, lease_until=time.time() - 1).record.attempt == 1
+    again = store.begin("j", task="t", attempt=7, lease_until=ahead())
+    assert (again.state, again.record.attempt) == ("started", 2)
+    assert store.complete(retrying("j", 2))
+    assert store.begin("j", task="t", attempt=9, lease_until=ahead()).record.attempt == 3
+
+
+def test_the_same_outcome_written_twice_is_accepted(store: BaseJobStore) -> None:
+    """A write retried after its answer was lost answers True and keeps the first."""
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    assert store.complete(final("j", attempt=1))
+    assert store.complete(final("j", attempt=1))
+    assert not store.complete(final("j", JobStatus.FAILED, attempt=1))
+    record = store.get("j")
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+
+
+def test_accept_records_a_job_once(store: BaseJobStore) -> None:
+    """accept creates a QUEUED record once; later calls get the record; begin starts from it."""
+    assert store.accept("j", task="t", idempotency_key="k") is None
+    again = store.accept("j", task="t")
+    assert again is not None
+    assert (again.status, again.attempt, again.idempotency_key) == (JobStatus.QUEUED, 0, "k")
+    begin = store.begin("j", task="t", attempt=1, lease_until=ahead())
+    assert (begin.state, begin.record.attempt) == ("started", 1)
+    assert store.accept("j", task="t") is not None
+
+
+def test_a_dead_letter_reason_is_kept(store: BaseJobStore) -> None:
+    """A dead-lettered end keeps its reason, so later deliveries dead-letter again."""
+    store.begin("j", task="t", attempt=3, lease_until=ahead())
+    record = final("j", JobStatus.FAILED, attempt=3)
+    assert store.complete(replace(record, dead_letter="retries_exhausted"))
+    stored = store.get("j")
+    assert stored is not None
+    assert stored.dead_letter == "retries_exhausted"
+    begin = store.begin("j", task="t", attempt=4, lease_until=ahead())
+    assert (begin.state, begin.record.dead_letter) == ("finished", "retries_exhausted")
 
 
 # -- complete -------------------------------------------------------------------------------
@@ -251,8 +295,9 @@ def test_complete_twice_keeps_the_first_outcome(store: BaseJobStore) -> None:
     """A job completes exactly once, whatever the second outcome and its attempt."""
     store.begin("j1", task="t", attempt=1, lease_until=ahead())
     assert store.complete(final("j1", result={"v": "first"}))
-    assert not store.complete(final("j1", result={"v": "second"}))
+    assert store.complete(final("j1", result={"v": "second"}))  # already_recorded: kept
     assert not store.complete(final("j1", JobStatus.FAILED, attempt=3))
+    assert not store.complete(final("j1", JobStatus.FAILED, attempt=1))
     record = store.get("j1")
     assert record is not None
     assert (record.status, record.result, record.attempt) == (
@@ -295,10 +340,10 @@ COMPLETE_WRITES = {
     "running-expired": {2, 3},
     "retrying": {2, 3},
     "succeeded": set(),
-    "failed": set(),
+    "failed": {2},  # the same outcome again: already_recorded
     "rejected": set(),
 }
-"""Which attempts' outcomes complete writes from each state."""
+"""Which attempts' outcomes complete writes (or finds already written) from each state."""
 
 
 @pytest.mark.parametrize("state", JOB_STATES)
@@ -310,6 +355,7 @@ def test_complete_answers_as_may_complete_decides(store: BaseJobStore, state: st
         before = store.get(job)
         outcome = final(job, JobStatus.FAILED, attempt=attempt)
         allowed = BaseJobStore.may_complete(before, outcome)
+        allowed = allowed or BaseJobStore.already_recorded(before, outcome)
         written = store.complete(outcome)
         assert (written, allowed) == (attempt in COMPLETE_WRITES[state],) * 2, attempt
         after = store.get(job)

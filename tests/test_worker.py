@@ -312,8 +312,47 @@ def test_duplicate_delivery_of_a_finished_job_is_skipped(app: App, backend: Back
     assert len(runs) == 1
 
 
-def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App, backend: Backend) -> None:
-    """A worker finishing an old attempt after a newer one recorded is dropped as stale."""
+def test_a_redelivery_waits_for_a_live_lease_whatever_its_attempt(
+    app: App, backend: Backend
+) -> None:
+    """Issue 15 #5: a higher receive count does not run beside a live attempt."""
+    gate, entered = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def first_waits(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(ctx.attempt)
+        entered.set()
+        gate.wait(5)
+        return EmailSent(f"attempt-{ctx.attempt}")
+
+    app.implement(send_email, first_waits)
+    body = envelope_for("send-email", email())
+    results: list[Outcome] = []
+    thread = threading.Thread(target=lambda: results.append(backend.process(body)))
+    thread.start()
+    assert entered.wait(5)
+    for attempt in (1, 2, 3):  # a duplicate message, then redeliveries counting up
+        busy = backend.process(body, attempt=attempt)
+        assert busy.kind is OutcomeKind.RETRY
+        assert busy.reason == "attempt_in_progress"
+    gate.set()
+    thread.join(5)
+    assert results[0].kind is OutcomeKind.SUCCEEDED
+    assert runs == [1]
+    record = backend.record(Envelope.decode(body).id)
+    assert record is not None
+    assert record.result == {"message_id": "attempt-1"}
+
+
+def test_stale_attempt_cannot_overwrite_a_newer_outcome(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that outlived its lease finds a newer one recorded, and is dropped."""
+    import taskhop.sdk._worker as worker_module
+
+    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 0.2)
+    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.0)
+    app.store = MemoryStore()
     gate, entered = threading.Event(), threading.Event()
 
     def first_waits(data: SendEmail, ctx: JobContext) -> EmailSent:
@@ -325,23 +364,20 @@ def test_stale_attempt_cannot_overwrite_a_newer_outcome(app: App, backend: Backe
 
     app.implement(send_email, first_waits)
     body = envelope_for("send-email", email())
+    worker = app.worker()
     results: list[Outcome] = []
-    thread = threading.Thread(target=lambda: results.append(backend.process(body)))
+    thread = threading.Thread(target=lambda: results.append(worker.process(body)))
     thread.start()
     assert entered.wait(5)
-    # The lease of attempt 1 is live, so attempt 1 again (a duplicate message) is busy;
-    # attempt 2 takes over.
-    busy = backend.process(body)
-    assert busy.kind is OutcomeKind.RETRY
-    assert busy.reason == "attempt_in_progress"
-    newer = backend.process(body, attempt=2)
+    time.sleep(0.3)  # attempt 1's lease runs out while its handler still runs
+    newer = worker.process(body, attempt=2)
     assert newer.kind is OutcomeKind.SUCCEEDED
     assert newer.attempt == 2
     gate.set()
     thread.join(5)
     assert results[0].kind is OutcomeKind.SKIPPED
     assert results[0].reason == "stale_attempt"
-    record = backend.record(Envelope.decode(body).id)
+    record = app.store.get(Envelope.decode(body).id)
     assert record is not None
     assert record.result == {"message_id": "fresh"}
 
@@ -698,7 +734,11 @@ def test_huge_error_messages_are_clipped_before_they_are_stored(app: App, backen
 def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
     app: App, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If completing the key failed after the job completed, the redelivery completes it."""
+    """Issue 15 #6: a key completion that fails once costs no second run of the handler.
+
+    The write is tried again in place; if it never lands, the job is left RUNNING with its
+    key held, so neither its redelivery nor a duplicate runs the handler before the lease ends.
+    """
     from taskhop.sdk import StoreError
 
     runs: list[str] = []
@@ -709,19 +749,31 @@ def test_a_crash_between_job_and_key_completion_is_repaired_on_redelivery(
 
     app.implement(send_email, once)
     real = backend.store.complete_key
-    broken = [True]
+    failures = [1]
 
     def flaky(key: str, job_id: str, result: Any) -> None:
-        if broken.pop() if broken else False:
+        if failures[0] > 0:
+            failures[0] -= 1
             raise StoreError("lost connection")
         real(key, job_id, result)
 
     monkeypatch.setattr(backend.store, "complete_key", flaky)
-    body = envelope_for("send-email", email(), idempotency_key="K")
-    with pytest.raises(StoreError):
-        backend.process(body)
-    assert backend.redeliver(body).kind is OutcomeKind.SKIPPED  # redelivery repairs the key
+    first = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
+    assert first.kind is OutcomeKind.SUCCEEDED
     duplicate = backend.process(envelope_for("send-email", email(), idempotency_key="K"))
     assert duplicate.reason == "duplicate_key"
     assert duplicate.result == {"message_id": "first"}
     assert len(runs) == 1
+
+    failures[0] = 100  # the store stays down: every try fails
+    body = envelope_for("send-email", email(), idempotency_key="K2")
+    with pytest.raises(StoreError):
+        backend.process(body)
+    again = backend.redeliver(body)
+    assert again.kind is OutcomeKind.RETRY
+    assert again.reason == "attempt_in_progress"
+    other = backend.process(envelope_for("send-email", email(), idempotency_key="K2"))
+    assert other.kind is OutcomeKind.RETRY
+    assert other.error is not None
+    assert other.error.type == "DuplicateJobInProgress"
+    assert len(runs) == 2

@@ -4,7 +4,8 @@ Single-table schema (``create_table`` makes it; the infra templates make the sam
 
     pk (S, partition key)   "job#<job id>" | "key#<idempotency key>"
     job items               task, status, attempt, result (JSON text) or result_ref (s3://),
-                            error (JSON text), idem, dup, lease, created, updated, expires_at
+                            error (JSON text), idem, dup, dl (dead-letter reason), lease,
+                            created, updated, expires_at
     key items               holder, state (in_progress | completed), result, lease, expires_at
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
@@ -37,6 +38,7 @@ from taskhop.sdk import (
     JobRecord,
     JobStatus,
     KeyClaim,
+    ResultTooLarge,
     StoreError,
 )
 from taskhop.static_contracts import (
@@ -167,12 +169,13 @@ class DynamoStore(BaseJobStore):
         lease = record.lease_until if record.lease_until is not None else now
         values = {
             ":t": {"S": record.task}, ":run": {"S": JobStatus.RUNNING.value},
-            ":a": _n(record.attempt), ":l": _n(lease), ":now": _n(now),
+            ":before": _n(record.attempt - 1), ":one": _n(1), ":l": _n(lease), ":now": _n(now),
             ":e": _n(lease + self.retention),
             ":q": {"S": JobStatus.QUEUED.value}, ":r": {"S": JobStatus.RETRYING.value},
         }  # fmt: skip
-        update = "SET #s = :run, #t = :t, #a = :a, #l = :l, #u = :now, #e = :e, "
-        update += "#c = if_not_exists(#c, :now)"
+        # BaseJobStore.next_attempt: one past the stored attempt, or the host's count if none.
+        update = "SET #s = :run, #t = :t, #a = if_not_exists(#a, :before) + :one, #l = :l, "
+        update += "#u = :now, #e = :e, #c = if_not_exists(#c, :now)"
         names.update({"#err": "error", "#res": "result", "#ref": "result_ref", "#dup": "dup"})
         remove = " REMOVE #err, #res, #ref, #dup"  # an earlier attempt's outcome is not ours
         if record.idempotency_key is not None:
@@ -184,7 +187,7 @@ class DynamoStore(BaseJobStore):
         # is false in a condition expression, hence attribute_not_exists(#l) for "no lease".
         condition = (
             "attribute_not_exists(pk) OR #s IN (:q, :r)"
-            " OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now OR #a < :a))"
+            " OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now))"
         )
         with aws_errors(StoreError, f"begin job {record.id} in table {self.table}"):
             try:
@@ -199,6 +202,30 @@ class DynamoStore(BaseJobStore):
                     raise
                 return False, self._record(_old_item(exc))
         return True, self._record(answer["Attributes"])
+
+    def _create_queued(self, record: JobRecord) -> JobRecord | None:
+        item = {
+            **_key("job", record.id),
+            "task": {"S": record.task},
+            "status": {"S": JobStatus.QUEUED.value},
+            "attempt": _n(record.attempt),
+            "created": _n(record.created_at),
+            "updated": _n(record.updated_at),
+            "expires_at": _n(record.created_at + self.retention),
+        }
+        if record.idempotency_key is not None:
+            item["idem"] = {"S": record.idempotency_key}
+        with aws_errors(StoreError, f"accept job {record.id} in table {self.table}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )  # fmt: skip
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                return self._record(_old_item(exc))
+        return None
 
     def _write_outcome(self, record: JobRecord, now: float) -> bool:
         names = {"#s": "status", "#t": "task", "#a": "attempt", "#u": "updated", "#c": "created",
@@ -221,7 +248,7 @@ class DynamoStore(BaseJobStore):
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
-        stale = [a for a in ("error", "result", "result_ref", "dup") if a not in outcome]
+        stale = [a for a in ("error", "result", "result_ref", "dup", "dl") if a not in outcome]
         names.update({f"#{a}": a for a in stale})
         update = (
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(["#l"] + [f"#{a}" for a in stale])
@@ -234,12 +261,13 @@ class DynamoStore(BaseJobStore):
                     TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
                     ConditionExpression=condition, ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )  # fmt: skip
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                self._discard_offloaded(outcome)  # a newer outcome won: our upload is garbage
-                return False
+                self._discard_offloaded(outcome)  # another outcome won: our upload is garbage
+                return self.already_recorded(self._record(_old_item(exc)), record)
         return True
 
     # -- idempotency keys: BaseJobStore's primitives -----------------------------------------
@@ -335,6 +363,8 @@ class DynamoStore(BaseJobStore):
             attrs["idem"] = {"S": record.idempotency_key}
         if record.duplicate_of is not None:
             attrs["dup"] = {"S": record.duplicate_of}
+        if record.dead_letter is not None:
+            attrs["dl"] = {"S": record.dead_letter}
         return attrs
 
     def _result_attributes(self, result: JsonValue, name: str) -> dict[str, Any]:
@@ -342,11 +372,10 @@ class DynamoStore(BaseJobStore):
         if len(text) <= self.result_limit:
             return {"result": {"S": text.decode()}}
         if self.payloads is None:
-            raise StoreError(
+            raise ResultTooLarge(
                 f"result of {len(text)} bytes is over the {self.result_limit}-byte limit for a"
                 f" DynamoDB item ({DYNAMODB_MAX_ITEM_BYTES} bytes at most):"
-                " pass payloads=S3Payloads(bucket) to DynamoStore",
-                retryable=False,
+                " pass payloads=S3Payloads(bucket) to DynamoStore"
             )
         # A fresh name per write: a stale worker's upload can never replace the winner's.
         with _payload_errors("offload result"):
@@ -386,6 +415,7 @@ class DynamoStore(BaseJobStore):
             lease_until=float(item["lease"]["N"]) if "lease" in item else None,
             created_at=float(item.get("created", {}).get("N", 0)),
             updated_at=float(item.get("updated", {}).get("N", 0)),
+            dead_letter=item.get("dl", {}).get("S"),
         )
 
     def _payloads(self, ref: str) -> PayloadStore:

@@ -193,6 +193,7 @@ class TaskhopWorker(Construct):
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
                     "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
                 ],
                 resources=[self.dead_letter_queue.queue_arn],
             )
@@ -203,6 +204,7 @@ class TaskhopWorker(Construct):
                     "dynamodb:GetItem",
                     "dynamodb:BatchGetItem",
                     "dynamodb:UpdateItem",
+                    "dynamodb:PutItem",
                     "dynamodb:DeleteItem",
                 ],
                 resources=[self.table.table_arn],

@@ -15,6 +15,8 @@ Nothing heavy is imported here: boto3 is loaded on first use of the SQS client.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -58,6 +60,7 @@ class LambdaHandler:
         self.http = http
         self._sqs = sqs_client
         self._queue_urls: dict[str, str] = {}
+        self._dead_letter_queues: dict[str, str | None] = {}
 
     def __call__(self, event: Any, context: Any = None) -> Any:
         """Serve one invocation."""
@@ -71,7 +74,7 @@ class LambdaHandler:
                 raise UnrecognisedEvent(f"malformed SQS event: {problem}")
             return process_sqs_batch(
                 self.app, data, deadline=deadline, sqs=self.sqs, queue_url=self.queue_url,
-                dlq_url=self.dlq_url,
+                dlq_url=self.dead_letter_queue,
             )  # fmt: skip
         if "requestContext" in data and ("httpMethod" in data or "rawPath" in data):
             if self.http is None:
@@ -133,6 +136,23 @@ class LambdaHandler:
             url = self._queue_urls[arn] = str(answer["QueueUrl"])
         return url
 
+    def dead_letter_queue(self, arn: str) -> str | None:
+        """Where dead letters of the queue ``arn`` go: ``dlq_url``, else its redrive policy's DLQ.
+
+        Looked up once per queue (GetQueueAttributes), and only when a dead letter needs it;
+        None when the queue has no redrive policy either.
+        """
+        if self.dlq_url is not None:
+            return self.dlq_url
+        if arn not in self._dead_letter_queues:
+            answer = self.sqs().get_queue_attributes(
+                QueueUrl=self.queue_url(arn), AttributeNames=["RedrivePolicy"]
+            )
+            policy = answer.get("Attributes", {}).get("RedrivePolicy")
+            target = None if policy is None else json.loads(policy).get("deadLetterTargetArn")
+            self._dead_letter_queues[arn] = None if target is None else self.queue_url(target)
+        return self._dead_letter_queues[arn]
+
     def _deadline(self, context: Any) -> float | None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         if remaining is None:
@@ -153,14 +173,16 @@ def make_handler(
 
     Args:
         app: the app whose implemented tasks this worker runs.
-        dlq_url: send dead letters here explicitly, with their classification; without it
-            they are left to the queue's redrive policy.
+        dlq_url: send dead letters here, with their classification (default:
+            ``$TASKHOP_DLQ_URL``, which the infra templates set); without either, they go to
+            the DLQ of the source queue's redrive policy, found with GetQueueAttributes.
         sqs_client: a boto3 SQS client (default: one from the environment, made on first use).
         safety_margin: seconds kept back from the invocation's remaining time.
         http: the handler for HTTP events (API Gateway, Function URL), when this worker has an
             endpoint.
 
     """
+    dlq_url = dlq_url or os.environ.get("TASKHOP_DLQ_URL") or None
     return LambdaHandler(
         app, dlq_url=dlq_url, sqs_client=sqs_client, safety_margin=safety_margin, http=http
     )

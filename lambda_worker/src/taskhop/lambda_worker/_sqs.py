@@ -9,10 +9,12 @@ only carries the actions out:
   is reported failed; SQS's ``ApproximateReceiveCount`` is the attempt number.
 - A job not yet due (``not_before``) is re-sent as a new message delayed up to 900 s, and the
   original is deleted, so waiting does not use attempts. FIFO queues take no per-message
-  delay: there the record's visibility is extended instead, which also holds its group.
-- Dead letters (attempts exhausted, poison) are sent to the DLQ with their classification when
-  ``dlq_url`` is set; otherwise they are reported failed and the queue's redrive policy moves
-  them after ``maxReceiveCount``. Nothing is lost either way.
+  delay: there the record's visibility is extended instead, which also holds its group (a
+  wait over 12 h re-sends a fresh copy to its group after one hide).
+- Dead letters (attempts exhausted, poison) are sent with their classification to the DLQ:
+  ``dlq_url`` when given, else the DLQ of the source queue's own redrive policy. Only a queue
+  with neither keeps its dead letters (reported failed, logged as an error each receive).
+  A job whose dead letter did not reach a DLQ is dead-lettered again at its next receive.
 - FIFO: after the first failure in a message group the rest of that group is reported
   failed unprocessed, to keep order; other groups go on.
 - Records left when the invocation is about to time out are reported failed unprocessed.
@@ -41,9 +43,12 @@ def process_sqs_batch(
     deadline: float | None,
     sqs: Callable[[], Any],
     queue_url: Callable[[str], str],
-    dlq_url: str | None,
+    dlq_url: Callable[[str], str | None],
 ) -> dict[str, list[dict[str, str]]]:
-    """Process a Lambda SQS event; return the partial batch response."""
+    """Process a Lambda SQS event; return the partial batch response.
+
+    ``dlq_url(source_arn)`` is the DLQ for records of that queue, or None if it has none.
+    """
     failures: list[str] = []
     failed_groups: set[str] = set()
     outcomes: list[Outcome] = []
@@ -72,7 +77,7 @@ def _process_record(
     deadline: float | None,
     sqs: Callable[[], Any],
     queue_url: Callable[[str], str],
-    dlq_url: str | None,
+    dlq_url: Callable[[str], str | None],
     outcomes: list[Outcome],
 ) -> bool:
     """Run one record; True when it may be deleted, False to leave it on the queue."""
@@ -86,7 +91,7 @@ def _process_record(
     outcomes.append(outcome)
     emit_job(outcome, source="sqs", message_id=message_id)
     try:
-        return _settle(record, outcome, sqs, queue_url, dlq_url)
+        return _settle(record, outcome, attempt, sqs, queue_url, dlq_url)
     except Exception:  # the settling call failed: leaving the message is always safe
         _log.exception("record %s could not be settled", message_id)
         return False
@@ -95,9 +100,10 @@ def _process_record(
 def _settle(
     record: dict[str, Any],
     outcome: Outcome,
+    receives: int,
     sqs: Callable[[], Any],
     queue_url: Callable[[str], str],
-    dlq_url: str | None,
+    dlq_url: Callable[[str], str | None],
 ) -> bool:
     """Carry out the record's queue actions; True when Lambda may delete it.
 
@@ -105,15 +111,27 @@ def _settle(
     is only ever deleted once its dead letter or re-sent copy is on a queue.
     """
     source = record["eventSourceARN"]
-    actions = queue_actions(outcome, has_dlq=dlq_url is not None, fifo=source.endswith(".fifo"))
-    if actions.dead_letter is not None and dlq_url is not None:
-        _send_dead_letter(record, outcome.job_id, actions.dead_letter, sqs(), dlq_url)
-    if actions.delay_seconds is not None:
-        sqs().send_message(
-            QueueUrl=queue_url(source),
-            MessageBody=record["body"],
-            DelaySeconds=actions.delay_seconds,
+    fifo = source.endswith(".fifo")
+    dlq = dlq_url(source) if outcome.dead_letter else None
+    actions = queue_actions(outcome, has_dlq=dlq is not None, fifo=fifo, receives=receives)
+    if actions.dead_letter is not None and dlq is not None:
+        _send_dead_letter(record, outcome.job_id, actions.dead_letter, sqs(), dlq)
+    elif outcome.dead_letter:
+        _log.error(
+            "job %s belongs in a dead-letter queue (%s), but its queue has none (no dlq_url,"
+            " no redrive policy): the message stays on the queue",
+            outcome.job_id,
+            outcome.reason,
+            extra={"job_id": outcome.job_id, "reason": outcome.reason},
         )
+    if actions.delay_seconds is not None:
+        entry: dict[str, Any] = {"QueueUrl": queue_url(source), "MessageBody": record["body"]}
+        if fifo:  # no per-message delay on FIFO; the copy joins the back of its group
+            entry["MessageGroupId"] = record.get("attributes", {}).get("MessageGroupId", "")
+            entry["MessageDeduplicationId"] = f"{record['messageId']}-deferred"
+        else:
+            entry["DelaySeconds"] = actions.delay_seconds
+        sqs().send_message(**entry)
     if actions.visibility_timeout is not None:
         sqs().change_message_visibility(
             QueueUrl=queue_url(source),

@@ -16,6 +16,7 @@ built-in exception it also derives from, so ``except ValueError`` code keeps wor
     ├── AlreadyImplementedError        sdk               [RuntimeError] implement() twice
     ├── JobNotFoundError               sdk               [LookupError] no record of a job id
     ├── StoreError                     sdk               the job store failed (after retries)
+    │   └── ResultTooLarge             sdk               a result the store cannot keep
     ├── ResultTimeout                  sdk               [TimeoutError] result() gave up waiting
     ├── HandlerTimeout                 sdk               [TimeoutError] handler past deadline
     ├── TaskFailed                     sdk               the job ended failed (``ErrorInfo``)
@@ -62,6 +63,7 @@ __all__ = [
     "PayloadError",
     "PermanentError",
     "ResultTimeout",
+    "ResultTooLarge",
     "Retry",
     "StoreError",
     "TaskFailed",
@@ -174,6 +176,17 @@ class StoreError(TaskhopError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ResultTooLarge(StoreError):
+    """A handler's result is larger than the store can keep (and it has no payload store).
+
+    Never retryable: the same handler gives the same result. The worker records the job
+    failed with this error (its idempotency key released) instead of running it again.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class ResultTimeout(TaskhopError, TimeoutError):

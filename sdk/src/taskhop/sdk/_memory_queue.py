@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from ._app import App
 
 __all__ = ["DeadLetter", "MemoryQueue"]
+
+_log = logging.getLogger("taskhop.memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +41,30 @@ class MemoryQueue:
     ``serve(app)`` starts ``workers`` threads running ``app``'s jobs; ``join()`` waits until
     every message (delayed ones included) is finished. Implements ``Transport`` and
     ``AsyncTransport``.
+
+    It settles messages as SQS and Lambda do: each message counts its receives (the attempt
+    number a worker without a job store goes by), a message whose processing raised (a store
+    outage) comes back after ``visibility`` seconds, and one received ``max_receives`` times
+    moves to ``dead_letters`` (SQS's redrive policy), so no message is ever dropped.
+
+    Args:
+        workers: worker threads.
+        visibility: seconds before a message whose processing raised is delivered again.
+        max_receives: receives after which a message is dead-lettered (``maxReceiveCount``).
+
     """
 
-    def __init__(self, *, workers: int = 1) -> None:
+    def __init__(
+        self, *, workers: int = 1, visibility: float = 1.0, max_receives: int = 10
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1, got {workers}")
+        if max_receives < 1:
+            raise ValueError(f"max_receives: must be >= 1, got {max_receives}")
         self._workers = workers
-        self._heap: list[tuple[float, int, bytes]] = []  # (ready at, sequence, body)
+        self.visibility = visibility
+        self.max_receives = max_receives
+        self._heap: list[tuple[float, int, bytes, int]] = []  # (ready at, seq, body, receives)
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._in_flight = 0
@@ -159,8 +179,8 @@ class MemoryQueue:
                 "the memory queue is closed", job_ids=tuple(job_ids), retryable=False
             )
 
-    def _push(self, body: bytes, ready_at: float) -> None:
-        heapq.heappush(self._heap, (ready_at, next(self._seq), body))
+    def _push(self, body: bytes, ready_at: float, receives: int = 0) -> None:
+        heapq.heappush(self._heap, (ready_at, next(self._seq), body, receives))
 
     def _start(self) -> None:
         with self._cond:
@@ -173,14 +193,20 @@ class MemoryQueue:
                 self._threads.append(thread)
                 thread.start()
 
-    def _take(self) -> bytes | None:
+    def _take(self) -> tuple[bytes, int] | None:
+        """The next visible message and its receive count, this receive included."""
         with self._cond:
             while not self._stopping:
                 if self._heap:
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
+                        _, _, body, receives = heapq.heappop(self._heap)
+                        if receives >= self.max_receives:  # the redrive policy moves it
+                            self.dead_letters.append(DeadLetter(body, "max_receives", None, None))
+                            self._cond.notify_all()
+                            continue
                         self._in_flight += 1
-                        return heapq.heappop(self._heap)[2]
+                        return body, receives + 1
                     self._cond.wait(wait)
                 else:
                     self._cond.wait()
@@ -189,26 +215,26 @@ class MemoryQueue:
     def _run(self) -> None:
         assert self._app is not None
         worker = self._app.worker()
-        while (body := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            body, receives = taken
             try:
-                self._apply(body, worker.process(body))
-            except Exception as exc:  # never lose a message to a bug in a hook or a store
-                self.dead_letters.append(
-                    DeadLetter(body, "worker_error", None, ErrorInfo(type(exc).__name__, str(exc)))
-                )
+                self._apply(body, receives, worker.process(body, attempt=receives))
+            except Exception:  # a store outage, say: it comes back, as on SQS
+                _log.exception("message could not be processed; delivering it again")
+                self._requeue(body, self.visibility, receives)
             finally:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
 
-    def _apply(self, body: bytes, outcome: Outcome) -> None:
+    def _apply(self, body: bytes, receives: int, outcome: Outcome) -> None:
         """Carry out the queue actions ``outcome`` calls for (``queue_actions``), SQS-style.
 
         The dead-letter list is this queue's DLQ. Hiding a message for a retry stands for
-        ChangeMessageVisibility: the message comes back one receive later, so its envelope
-        comes back one attempt later. A re-send is a new message, the body as it arrived.
+        ChangeMessageVisibility: the same message comes back, one receive later. A re-send is
+        a new message, the body as it arrived, whose receive count starts again.
         """
-        actions = queue_actions(outcome, has_dlq=True)
+        actions = queue_actions(outcome, has_dlq=True, receives=receives)
         if actions.dead_letter is not None:
             self.dead_letters.append(
                 DeadLetter(body, actions.dead_letter, outcome.job_id, outcome.error)
@@ -216,11 +242,9 @@ class MemoryQueue:
         if actions.resend_after is not None:
             self._requeue(body, actions.resend_after)
         elif actions.hide_for is not None:
-            envelope = outcome.envelope
-            kept = body if envelope is None else envelope.retried(not_before=None).encode()
-            self._requeue(kept, actions.hide_for)
+            self._requeue(body, actions.hide_for, receives)
 
-    def _requeue(self, body: bytes, delay: float) -> None:
+    def _requeue(self, body: bytes, delay: float, receives: int = 0) -> None:
         with self._cond:
-            self._push(body, time.monotonic() + delay)
+            self._push(body, time.monotonic() + delay, receives)
             self._cond.notify_all()

@@ -34,17 +34,29 @@ class MemoryStore(BaseJobStore):
         with self._cond:
             current = self._records.get(record.id)
             if current is not None:
-                if not self.may_begin(current, record.attempt, now):
+                if not self.may_begin(current, now):
                     return False, current
-                record = replace(record, created_at=current.created_at)
+                record = replace(
+                    record,
+                    attempt=self.next_attempt(current, record.attempt),
+                    created_at=current.created_at,
+                )
             self._records[record.id] = record
             return True, record
+
+    def _create_queued(self, record: JobRecord) -> JobRecord | None:
+        with self._cond:
+            current = self._records.get(record.id)
+            if current is not None:
+                return current
+            self._records[record.id] = record
+            return None
 
     def _write_outcome(self, record: JobRecord, now: float) -> bool:
         with self._cond:
             current = self._records.get(record.id)
             if not self.may_complete(current, record):
-                return False
+                return self.already_recorded(current, record)
             if current is not None and record.created_at != current.created_at:
                 # The worker passes the stored created_at on, so this copy is the rare path.
                 record = replace(record, created_at=current.created_at)

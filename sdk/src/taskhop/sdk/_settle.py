@@ -5,15 +5,20 @@ decided here, so the memory queue, the Lambda SQS batch path and anything else t
 worker cannot drift apart (each used to carry its own copy, and they disagreed on
 deferrals). Hosts only carry the actions out. The rules, as SQS and Lambda shape them:
 
-- A dead letter goes to the DLQ with its reason, then the message is deleted. Without a DLQ
-  the message is left alone, and the queue's redrive policy moves it after
-  ``maxReceiveCount``: nothing is lost either way.
+- A dead letter goes to the DLQ with its reason, then the message is deleted. A host with no
+  DLQ to send to leaves the message alone, for the queue's redrive policy to move after
+  ``maxReceiveCount``; every later receive of it is dead-lettered again (the job record keeps
+  its reason), so nothing is lost either way.
 - A retry keeps the message and hides it for the backoff (ChangeMessageVisibility); the next
   receive counts one more, and ``ApproximateReceiveCount`` is the attempt number.
 - A job not yet due is re-sent as a new message delayed for the rest of the wait (in hops of
   at most 900 s, SQS's longest delay) and the original is deleted, so waiting never uses an
-  attempt. FIFO queues take no per-message delay and a re-send would lose the group's order:
-  there the message is hidden instead, which holds its group back too.
+  attempt (attempts are the job store's count, and a new message's receive count starts at
+  one). FIFO queues take no per-message delay and a re-send goes to the back of the group:
+  there the message is hidden instead (ChangeMessageVisibility, 12 h at most), which holds
+  its group back too. A wait longer than 12 h hides the message once, then re-sends it as a
+  new message at the back of its group, which is hidden in turn: each copy is received at
+  most twice while it waits, so the queue's redrive policy never takes a job that is not due.
 - Everything else is final for the queue: the message is deleted.
 
 Pure: no I/O, no clock. Seconds are clamped to what SQS accepts but kept fractional, for hosts
@@ -70,7 +75,9 @@ class QueueActions:
         return None if self.hide_for is None else math.ceil(self.hide_for)
 
 
-def queue_actions(outcome: Outcome, *, has_dlq: bool, fifo: bool = False) -> QueueActions:
+def queue_actions(
+    outcome: Outcome, *, has_dlq: bool, fifo: bool = False, receives: int = 1
+) -> QueueActions:
     """The queue actions that settle the message ``outcome`` came from.
 
     Args:
@@ -78,6 +85,7 @@ def queue_actions(outcome: Outcome, *, has_dlq: bool, fifo: bool = False) -> Que
         has_dlq: the host can send dead letters to a DLQ itself; without one they are left
             to the queue's redrive policy.
         fifo: the message came from a FIFO queue (no per-message delay; order per group).
+        receives: how many times this message was received (SQS's ApproximateReceiveCount).
 
     """
     if outcome.dead_letter:
@@ -89,6 +97,9 @@ def queue_actions(outcome: Outcome, *, has_dlq: bool, fifo: bool = False) -> Que
         case OutcomeKind.RETRY:
             # ChangeMessageVisibility takes 12 h at most (SQS_MAX_VISIBILITY).
             return QueueActions(hide_for=min(wait, SQS_MAX_VISIBILITY))
+        case OutcomeKind.DEFERRED if fifo and wait > SQS_MAX_VISIBILITY and receives > 1:
+            # Hidden for 12 h once already: a fresh copy (receive count 1), due sooner.
+            return QueueActions(resend_after=0.0, delete=True)
         case OutcomeKind.DEFERRED if fifo:
             return QueueActions(hide_for=min(wait, SQS_MAX_VISIBILITY))
         case OutcomeKind.DEFERRED:

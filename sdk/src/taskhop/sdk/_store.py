@@ -8,9 +8,16 @@ each one keeps; ``tests/test_store.py`` runs the same tests against all of them.
 
 Every write is conditional, so at-least-once delivery cannot corrupt state:
 
-- ``begin`` starts an attempt only if the job is not final and no live lease holds it;
+- ``begin`` starts an attempt only if the job is not final and no live lease holds it, whatever
+  attempt holds it: a redelivery never runs beside a live attempt. The store numbers the
+  attempts (one more than the last one it started), so receives that never ran the handler
+  (a deferral, a busy lease, an outage before ``begin``) use no attempt;
 - ``complete`` records an outcome only if the job is not final and no newer attempt owns it,
-  so a job completes exactly once and a stale worker cannot overwrite a newer outcome;
+  so a job completes exactly once and a stale worker cannot overwrite a newer outcome; writing
+  the same outcome of the same attempt again is a no-op that answers True (``already_recorded``),
+  so a write whose answer was lost can be retried;
+- ``accept`` records a job QUEUED once, so a door that takes jobs (the HTTP endpoint) can tell
+  a replayed or retried request from a new job;
 - ``claim_key`` lets one job at a time hold an idempotency key; a key whose job succeeded
   is never held again, by anyone (its own job included): it answers the stored result.
 """
@@ -75,6 +82,10 @@ class JobRecord:
     lease_until: float | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    dead_letter: str | None = None
+    """Why the job belongs in the dead-letter queue (a ``Reason``), when it ended there: every
+    later delivery of its message is dead-lettered again instead of acknowledged, so a DLQ send
+    that failed, or a queue left to its redrive policy, cannot lose the job."""
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` and a fresh ``updated_at``."""
@@ -94,6 +105,7 @@ class JobRecord:
             "lease_until": self.lease_until,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "dead_letter": self.dead_letter,
         }
 
     @classmethod
@@ -112,6 +124,7 @@ class JobRecord:
             lease_until=data.get("lease_until"),
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
+            dead_letter=data.get("dead_letter"),
         )
 
 
@@ -119,9 +132,10 @@ class JobRecord:
 class Begin:
     """What ``JobStore.begin`` decided.
 
-    ``started``: run the handler. ``finished``: the job already has a final outcome (a
-    duplicate delivery); acknowledge without running. ``busy``: another attempt holds a live
-    lease; try again after it.
+    ``started``: run the handler; ``record.attempt`` is the attempt's number, as the store
+    counts them. ``finished``: the job already has a final outcome (a duplicate delivery):
+    acknowledge without running, or dead-letter again if ``record.dead_letter`` says so.
+    ``busy``: another attempt holds a live lease; try again after it.
     """
 
     state: Literal["started", "finished", "busy"]
@@ -163,7 +177,21 @@ class JobStore(Protocol):
         lease_until: float,
         idempotency_key: str | None = None,
     ) -> Begin:
-        """Start ``attempt`` of a job: RUNNING with a lease, unless final or leased by another."""
+        """Start the job's next attempt: RUNNING with a lease, unless final or leased.
+
+        ``attempt`` is the host's count (a receive count): the number of the first attempt
+        when the store has no record of the job; a store that keeps state numbers later ones.
+        """
+        ...
+
+    def accept(
+        self, job_id: str, *, task: str, idempotency_key: str | None = None
+    ) -> JobRecord | None:
+        """Record a job QUEUED if the store has no record of it.
+
+        Returns None when this call created the record, else the existing record: the job
+        was accepted before (a replayed or retried request), so answer with its state.
+        """
         ...
 
     def complete(self, record: JobRecord) -> bool:
@@ -209,24 +237,43 @@ class BaseJobStore(ABC):
     # -- the decisions -----------------------------------------------------------------------
 
     @staticmethod
-    def may_begin(current: JobRecord | None, attempt: int, now: float) -> bool:
-        """Whether ``attempt`` may start.
+    def may_begin(current: JobRecord | None, now: float) -> bool:
+        """Whether a new attempt may start.
 
-        Not if the job is final, nor while a live lease of the same or a newer attempt holds
-        it; a newer attempt means the older one was given up on (its message came back).
+        Not if the job is final, nor while any live lease holds it: a message that comes back
+        while its first attempt still runs (a visibility timeout shorter than the run, a
+        duplicate delivery) waits for that attempt's lease, whatever its receive count says.
         """
         if current is None:
             return True
         if current.status.is_final:
             return False
-        held = current.status is JobStatus.RUNNING and _lease_live(current.lease_until, now)
-        return not (held and current.attempt >= attempt)
+        return not (current.status is JobStatus.RUNNING and _lease_live(current.lease_until, now))
+
+    @staticmethod
+    def next_attempt(current: JobRecord | None, hint: int) -> int:
+        """The number of the attempt ``begin`` starts: one past the store's last, else ``hint``."""
+        return hint if current is None else current.attempt + 1
 
     @staticmethod
     def may_complete(current: JobRecord | None, record: JobRecord) -> bool:
         """Whether an outcome may be written: the job is not final and no newer attempt owns it."""
         return current is None or (
             not current.status.is_final and current.attempt <= record.attempt
+        )
+
+    @staticmethod
+    def already_recorded(current: JobRecord | None, record: JobRecord) -> bool:
+        """Whether ``record``'s outcome is the final one stored (same attempt and status).
+
+        ``complete`` then answers True without writing: the write being retried landed
+        before, only its answer was lost. The stored outcome is kept either way.
+        """
+        return (
+            current is not None
+            and current.status.is_final
+            and current.status is record.status
+            and current.attempt == record.attempt
         )
 
     @staticmethod
@@ -265,15 +312,21 @@ class BaseJobStore(ABC):
     def _start_attempt(self, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
         """Atomically store the RUNNING ``record`` if ``may_begin`` allows it at ``now``.
 
-        The stored ``created_at`` is kept. Returns ``(True, the record as stored)`` or
-        ``(False, the record that failed the guard)``.
+        Its attempt is ``next_attempt(stored, record.attempt)`` and the stored ``created_at``
+        is kept. Returns ``(True, the record as stored)`` or ``(False, the record that failed
+        the guard)``.
         """
+
+    @abstractmethod
+    def _create_queued(self, record: JobRecord) -> JobRecord | None:
+        """Atomically store the QUEUED ``record`` if the job has no record; else return it."""
 
     @abstractmethod
     def _write_outcome(self, record: JobRecord, now: float) -> bool:
         """Atomically store ``record`` (it has no lease) if ``may_complete`` allows it.
 
-        The stored ``created_at`` is kept. Returns False if the guard failed.
+        The stored ``created_at`` is kept. Returns False if the guard failed, unless the
+        record that failed it is ``already_recorded``.
         """
 
     @abstractmethod
@@ -328,6 +381,22 @@ class BaseJobStore(ABC):
         if started:
             return Begin("started", current)
         return Begin("finished" if current.status.is_final else "busy", current)
+
+    def accept(
+        self, job_id: str, *, task: str, idempotency_key: str | None = None
+    ) -> JobRecord | None:
+        """Record the job QUEUED unless it has a record; return that record if it has."""
+        now = time.time()
+        record = JobRecord(
+            id=job_id,
+            task=task,
+            status=JobStatus.QUEUED,
+            attempt=0,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        return self._create_queued(record)
 
     def complete(self, record: JobRecord) -> bool:
         """Write an outcome unless the job is final or a newer attempt owns it."""
@@ -393,6 +462,12 @@ class NoStore:
                 lease_until=lease_until,
             ),
         )
+
+    def accept(
+        self, job_id: str, *, task: str, idempotency_key: str | None = None
+    ) -> JobRecord | None:
+        """Nothing is recorded, so every job looks new."""
+        return None
 
     def complete(self, record: JobRecord) -> bool:
         """Accept every outcome (there is nothing to compare it with)."""

@@ -13,8 +13,15 @@ The handler stays installed once taskhop has put it there (it does nothing unles
 running), so each job costs two ``setitimer`` calls, not a ``signal.signal`` pair.
 
 Elsewhere (worker threads, an event loop's executor, a host that owns ``SIGALRM``) the
-handler runs in a fresh daemon thread that is abandoned at the deadline: the outcome is
-recorded in time, and the thread ends on its own.
+handler runs in a fresh daemon thread. At the deadline the same stop is raised inside that
+thread (``PyThreadState_SetAsyncExc``, the only way CPython offers to interrupt a thread) and
+the thread gets ``_GRACE`` seconds to unwind; one blocked inside a C call is then abandoned,
+and ends on its own.
+
+The stop raised inside the handler is ``_DeadlinePassed``, a ``BaseException`` like
+``asyncio.CancelledError``: a handler's ``except Exception`` cannot swallow it and run on
+beside the job's next attempt. The timer keeps firing every ``_GRACE`` seconds until the
+handler gives up (even a bare ``except:`` only delays it). The caller sees ``HandlerTimeout``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ _raw_getsignal: Callable[[int], object] = getattr(
 )
 """CPython's C ``getsignal``: ``signal.getsignal`` wraps the answer in an enum, which costs
 ~4 µs when the handler is a function (``Handlers(fn)`` raises and is caught), once a job."""
+_GRACE = 1.0
+"""Seconds between repeated stops, and how long a stopped thread gets to unwind."""
 _armed: list[float | None] = [None]
 """The timeout the timer is armed for (main thread only), or None when it is not armed."""
 
@@ -47,10 +56,17 @@ def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: fl
     return _with_thread(fn, args, timeout)
 
 
+class _DeadlinePassed(BaseException):
+    """Raised inside a handler at its deadline; not an ``Exception``, so it is not swallowed."""
+
+
+def _timed_out(timeout: float) -> HandlerTimeout:
+    return HandlerTimeout(f"handler ran past its {timeout:g}s timeout")
+
+
 def _on_alarm(signum: int, frame: object) -> None:
-    timeout, _armed[0] = _armed[0], None
-    if timeout is not None:  # not armed: a timer that fired as the handler returned
-        raise HandlerTimeout(f"handler ran past its {timeout:g}s timeout")
+    if _armed[0] is not None:  # not armed: a timer that fired as the handler returned
+        raise _DeadlinePassed
 
 
 def _timer_is_ours() -> bool:
@@ -68,9 +84,11 @@ def _timer_is_ours() -> bool:
 
 def _with_timer(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
     _armed[0] = timeout
-    signal.setitimer(signal.ITIMER_REAL, max(timeout, 1e-6))
+    signal.setitimer(signal.ITIMER_REAL, max(timeout, 1e-6), _GRACE)  # then every _GRACE s
     try:
         return fn(*args)
+    except _DeadlinePassed:
+        raise _timed_out(timeout) from None
     finally:
         _armed[0] = None
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -90,7 +108,22 @@ def _with_thread(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) 
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise HandlerTimeout(f"handler ran past its {timeout:g}s timeout")
-    if "error" in box:
-        raise box["error"]
+        _interrupt(thread)
+        thread.join(_GRACE)
+        raise _timed_out(timeout)
+    error = box.get("error")
+    if isinstance(error, _DeadlinePassed):  # it arrived as the handler was returning
+        raise _timed_out(timeout)
+    if error is not None:
+        raise error
     return box.get("value")
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise ``_DeadlinePassed`` inside ``thread`` at its next Python instruction."""
+    import ctypes  # lazily: only a handler past its deadline pays for it
+
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(_DeadlinePassed)
+        )

@@ -5,10 +5,26 @@ message, then carry out what ``queue_actions(outcome)`` (``_settle``) decides fo
 pure decision, so every host settles an outcome alike. The steps, in order, never skipped::
 
     decode -> find implementation -> begin (store) -> migrate -> validate -> claim key
-           -> before_process -> handler (with deadline) -> check output -> record -> after_process
+           -> before_process -> handler (with deadline) -> check output
+           -> complete key -> record -> after_process
 
 A job that fails validation is rejected and recorded with its field paths, never retried.
 Bytes that are not an envelope become a POISON outcome for the host to dead-letter.
+
+The order of the writes is what keeps a job alive and its handler single (DESIGN.md):
+
+- ``begin`` numbers the attempt and leases the job before anything runs; a delivery that
+  finds a live lease waits for it, so a handler never runs beside itself.
+- After the handler, the idempotency key is completed before the job record: a crash between
+  the two leaves a record still RUNNING, whose redelivery finds the key completed by this
+  very job and records its result without running the handler again.
+- The writes after the handler are retried in place (``_AFTER_HANDLER_TRIES``): the work is
+  done, and a write that failed once must not cost a second run. Writes before the handler
+  fail fast: the message comes back and nothing has run.
+- A job that ends in the dead-letter queue is recorded with its reason
+  (``JobRecord.dead_letter``), and every later delivery of its message is dead-lettered
+  again rather than acknowledged: a DLQ send that failed, or a queue left to its redrive
+  policy, cannot drop it.
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ from ._errors import (
     ErrorInfo,
     HandlerTimeout,
     PermanentError,
+    ResultTooLarge,
     Retry,
     TaskhopError,
     UnknownTaskError,
@@ -48,6 +65,7 @@ from ._store import JobRecord, JobStatus, JobStore, NoStore
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
 
     from ._app import App
     from ._registered import Registered
@@ -60,6 +78,10 @@ DEFAULT_LEASE = float(LAMBDA_MAX_TIMEOUT)
 """Lease for a job without a timeout or host deadline: Lambda's maximum run time."""
 LEASE_MARGIN = 30.0
 """Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
+_AFTER_HANDLER_TRIES = (0.05, 0.2, 1.0)
+"""Pauses between the tries of a store write after the handler ran (4 tries in all)."""
+_HOST_EXITS = (SystemExit, KeyboardInterrupt)
+"""What a handler may raise to end its process: caught, so the job fails and the host goes on."""
 
 
 class OutcomeKind(StrEnum):
@@ -160,7 +182,7 @@ class Worker:
                 value = self._loop().run(self._await_handler(step))
             else:
                 value = self._call_handler(step)
-        except Exception as exc:
+        except (Exception, *_HOST_EXITS) as exc:
             return self._failed(step, exc)
         return self._succeeded(step, value)
 
@@ -182,7 +204,7 @@ class Worker:
                 value = await self._await_handler(step)
             else:
                 value = await asyncio.to_thread(self._call_handler, step)
-        except Exception as exc:
+        except (Exception, *_HOST_EXITS) as exc:
             return await asyncio.to_thread(self._failed, step, exc)
         return await asyncio.to_thread(self._succeeded, step, value)
 
@@ -208,7 +230,7 @@ class Worker:
             entry = self._find(envelope, started)
             timeout = _bounded(entry.timeout, deadline)
             lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
-            created_at = self._begin(envelope, lease)
+            envelope, created_at = self._begin(envelope, entry, lease, started)
             data = self._validated_input(envelope, entry, started)
             ctx = JobContext(
                 job_id=envelope.id,
@@ -225,7 +247,7 @@ class Worker:
         try:
             for middleware in entry.middleware:
                 middleware.before_process(ctx)
-        except Exception as exc:
+        except (Exception, *_HOST_EXITS) as exc:
             return self._failed(step, exc)
         return step
 
@@ -239,8 +261,10 @@ class Worker:
             )
         return entry
 
-    def _begin(self, envelope: Envelope, lease: float) -> float:
-        """Start the attempt in the store; return the job's creation time there."""
+    def _begin(
+        self, envelope: Envelope, entry: Registered, lease: float, started: float
+    ) -> tuple[Envelope, float]:
+        """Start the attempt in the store: the envelope as numbered there, and its creation time."""
         begin = self._store.begin(
             envelope.id,
             task=envelope.task,
@@ -248,11 +272,20 @@ class Worker:
             lease_until=lease,
             idempotency_key=envelope.idempotency_key,
         )
+        record = begin.record
         if begin.state == "finished":  # at-least-once delivery of a job that is done
-            record = begin.record
-            if envelope.idempotency_key is not None and record.status is JobStatus.SUCCEEDED:
-                # The job and its key are two writes: if we stopped between them, finish now.
-                self._store.complete_key(envelope.idempotency_key, envelope.id, record.result)
+            if record.dead_letter is not None:  # its dead letter may not be on a DLQ yet
+                kind = OutcomeKind.REJECTED if record.status is JobStatus.REJECTED else None
+                raise _Stop(
+                    Outcome(
+                        kind or OutcomeKind.FAILED,
+                        envelope,
+                        record.attempt,
+                        error=record.error,
+                        dead_letter=True,
+                        reason=record.dead_letter,
+                    )
+                )
             raise _Stop(
                 Outcome(
                     OutcomeKind.SKIPPED,
@@ -263,8 +296,8 @@ class Worker:
                     reason=Reason.ALREADY_FINAL,
                 )
             )
-        if begin.state == "busy":  # the same attempt runs elsewhere: look again after its lease
-            after = _recheck_after(begin.record.lease_until)
+        if begin.state == "busy":  # an attempt runs elsewhere: look again after its lease
+            after = _recheck_after(record.lease_until)
             raise _Stop(
                 Outcome(
                     OutcomeKind.RETRY,
@@ -274,7 +307,27 @@ class Worker:
                     reason=Reason.ATTEMPT_IN_PROGRESS,
                 )
             )
-        return begin.record.created_at
+        if record.attempt != envelope.attempt:  # the store counts attempts, not receives
+            envelope = replace(envelope, attempt=record.attempt)
+        if envelope.attempt > entry.policy.attempts:
+            # Every attempt was started; the last never reported (its worker stopped, ran out
+            # of time, or lost the store): running again would be one attempt too many.
+            info = ErrorInfo(
+                "AttemptsExhausted",
+                f"attempt {envelope.attempt} is past the task's {entry.policy.attempts}:"
+                " an earlier attempt never recorded its outcome",
+            )
+            raise _Stop(
+                self._final(
+                    envelope,
+                    JobStatus.FAILED,
+                    info,
+                    started,
+                    reason=Reason.RETRIES_EXHAUSTED,
+                    dead_letter=True,
+                )
+            )
+        return envelope, record.created_at
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
         data = (
@@ -331,17 +384,21 @@ class Worker:
             return
         claim = self._store.claim_key(key, envelope.id, lease_until=lease)
         if claim.state == "completed":  # a duplicate: hand back the first job's result
-            self._store.complete(
+            # The holder may be this very job: it completed the key, then stopped before its
+            # own record (the key is written first), so the result is its own.
+            duplicate_of = None if claim.holder == envelope.id else claim.holder
+            self._persist(
+                self._store.complete,
                 _record(
-                    envelope, JobStatus.SUCCEEDED, result=claim.result, duplicate_of=claim.holder
-                )
+                    envelope, JobStatus.SUCCEEDED, result=claim.result, duplicate_of=duplicate_of
+                ),
             )
             outcome = Outcome(
                 OutcomeKind.SUCCEEDED,
                 envelope,
                 envelope.attempt,
                 result=claim.result,
-                reason=Reason.DUPLICATE_KEY,
+                reason=None if duplicate_of is None else Reason.DUPLICATE_KEY,
             )
             raise _Stop(self._finish(step, outcome))
         if claim.state == "in_progress":
@@ -376,7 +433,7 @@ class Worker:
     # -- after the handler ----------------------------------------------------------------
 
     def _succeeded(self, step: _Prepared, value: Any) -> Outcome:
-        envelope = step.envelope
+        envelope, key = step.envelope, step.envelope.idempotency_key
         try:
             result = unstructure(
                 self.app.converter, value, step.entry.contract.output, path="output"
@@ -385,10 +442,14 @@ class Worker:
             bad = PermanentError(f"handler returned a bad output: {exc}")
             return self._failed(step, bad, kind="OutputError")
         record = _record(envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at)
-        if not self._store.complete(record):
+        try:
+            if key is not None:  # the key first: see the module docstring
+                self._persist(self._store.complete_key, key, envelope.id, result)
+            written = self._persist(self._store.complete, record)
+        except ResultTooLarge as exc:  # the same run gives the same result: never retry it
+            return self._failed(step, PermanentError(str(exc)), kind="ResultTooLarge")
+        if not written:
             return self._finish(step, _stale(envelope))
-        if envelope.idempotency_key is not None:
-            self._store.complete_key(envelope.idempotency_key, envelope.id, result)
         self._discard_input(envelope)
         outcome = Outcome(
             OutcomeKind.SUCCEEDED,
@@ -399,19 +460,42 @@ class Worker:
         )
         return self._finish(step, outcome)
 
-    def _failed(self, step: _Prepared, exc: Exception, *, kind: str | None = None) -> Outcome:
+    def _failed(self, step: _Prepared, exc: BaseException, *, kind: str | None = None) -> Outcome:
         envelope = step.envelope
         if envelope.idempotency_key is not None:
-            self._store.release_key(envelope.idempotency_key, envelope.id)
+            self._persist(self._store.release_key, envelope.idempotency_key, envelope.id)
         if isinstance(exc, PermanentError):
             info = ErrorInfo(kind or type(exc).__name__, str(exc))
             return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
-        if not isinstance(exc, Retry | HandlerTimeout):
+        message = str(exc)
+        if isinstance(exc, _HOST_EXITS):
+            message = f"the handler raised {type(exc).__name__}({exc}): it cannot end its host"
+            step.ctx.log.warning(message)
+        elif not isinstance(exc, Retry | HandlerTimeout):
             step.ctx.log.warning("handler raised %s: %s", type(exc).__name__, exc, exc_info=exc)
-        info = ErrorInfo(kind or type(exc).__name__, str(exc), retryable=True)
+        info = ErrorInfo(kind or type(exc).__name__, message, retryable=True)
         after = exc.after if isinstance(exc, Retry) else None
         outcome = self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
         return self._finish(step, outcome)
+
+    def _persist(self, write: Callable[..., Any], *args: Any) -> Any:
+        """A store write after the handler ran, tried again in place if it fails.
+
+        Every write is conditional, and writing the same outcome again is a no-op, so a try
+        whose answer was lost is safe to repeat. After the last try the error goes to the
+        host, which leaves the message for redelivery.
+        """
+        for pause in _AFTER_HANDLER_TRIES:
+            try:
+                return write(*args)
+            except ResultTooLarge:
+                raise
+            except Exception as exc:
+                if not getattr(exc, "retryable", True):
+                    raise
+                _log.warning("store write failed; trying again: %s", type(exc).__name__)
+                time.sleep(pause)
+        return write(*args)
 
     def _retry_or_fail(
         self,
@@ -431,7 +515,9 @@ class Worker:
                 reason=Reason.RETRIES_EXHAUSTED,
                 dead_letter=True,
             )
-        if not self._store.complete(_record(envelope, JobStatus.RETRYING, error=info)):
+        if not self._persist(
+            self._store.complete, _record(envelope, JobStatus.RETRYING, error=info)
+        ):
             return _stale(envelope)
         delay = policy.delay_for(envelope.attempt) if after is None else after
         return Outcome(
@@ -455,11 +541,15 @@ class Worker:
     ) -> Outcome:
         """Record a failed or rejected end; a stale attempt records (and dead-letters) nothing.
 
-        Without a job store nothing records the end, so the job is dead-lettered instead.
+        Without a job store nothing records the end, so the job is dead-lettered instead. A
+        dead-lettered end is recorded with its reason, so a later delivery dead-letters again.
         """
-        if not self._store.complete(_record(envelope, status, error=info)):
-            return _stale(envelope)
         dead_letter = dead_letter or not self.keeps_state
+        mark = (reason or status.value) if dead_letter else None
+        if not self._persist(
+            self._store.complete, _record(envelope, status, error=info, dead_letter=mark)
+        ):
+            return _stale(envelope)
         if status is JobStatus.REJECTED:
             _log.info(
                 "job rejected: %s",

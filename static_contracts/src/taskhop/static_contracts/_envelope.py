@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._errors import EnvelopeError, UnsupportedProtocolError
+from ._errors import EnvelopeError, PayloadError, UnsupportedProtocolError
 from ._ids import new_job_id
-from ._json import JsonValue, dumps
+from ._json import JsonValue, dumps, find_non_finite
 from ._reasons import Reason
 
 __all__ = ["PROTOCOL_VERSION", "Envelope", "format_timestamp", "parse_timestamp"]
@@ -46,6 +46,31 @@ _KEYS = frozenset(
     }
 )
 _MAX_REF = 2048
+_MAX_SHOWN = 64
+"""Characters of a key, path or value from the body quoted in an error: messages stay small
+(they are logged and stored) whatever a body holds."""
+
+
+class _NotFinite(ValueError):
+    """NaN, Infinity, -Infinity or a number beyond a double's range (``1e400``) in the body."""
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise _NotFinite(literal)
+
+
+def _finite_float(literal: str, _float: Any = float) -> float:
+    value: float = _float(literal)
+    if value - value == 0.0:  # false only for nan and +-inf: one subtraction, no call
+        return value
+    raise _NotFinite(literal)
+
+
+# Built once (json.loads with any option builds a decoder per call). The protocol forbids
+# NaN and infinities; Python's json accepts them, and float("1e400") is inf, so both hooks
+# refuse. parse_constant costs nothing on valid input; parse_float costs ~50 ns per float.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+_decode_json = _DECODER.decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,28 +156,54 @@ class Envelope:
         return data
 
     def encode(self) -> bytes:
-        """Compact UTF-8 JSON bytes, ready for a queue message or a request body."""
-        return dumps(self.to_dict())
+        """Compact UTF-8 JSON bytes, ready for a queue message or a request body.
+
+        Raises:
+            PayloadError: a field holds NaN, an infinity or a value JSON cannot carry; its
+                ``path`` names it from the envelope key (``input.items[2].price``).
+
+        """
+        data = self.to_dict()
+        try:
+            return dumps(data)
+        except PayloadError:
+            for key, value in data.items():  # only on failure: find the field to name
+                dumps(value, path=key)
+            raise
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview | str) -> Envelope:
         """Parse wire bytes; raise ``EnvelopeError`` saying exactly what is wrong."""
         try:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-            parsed = json.loads(text)
+            parsed = _decode_json(text)
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"body is not UTF-8: {exc}", reason=Reason.NOT_JSON) from None
+        except _NotFinite as exc:
+            raise _not_finite_error(text, str(exc)) from None
         except ValueError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}", reason=Reason.NOT_JSON) from None
         except RecursionError:
             raise EnvelopeError(
                 "body is JSON nested too deeply to parse", reason=Reason.NOT_JSON
             ) from None
-        return cls.from_dict(parsed)
+        return cls._from_parsed(parsed)
 
     @classmethod
     def from_dict(cls, data: object) -> Envelope:
-        """Build an envelope from parsed JSON, checking every field."""
+        """Build an envelope from parsed JSON, checking every field.
+
+        The data may come from a parser that accepts NaN and infinities (Lambda's, for a direct
+        invocation's event): those are refused here as ``decode`` refuses them in bytes.
+        """
+        if isinstance(data, dict):
+            for key, value in data.items():  # pyright: ignore[reportUnknownVariableType]
+                _refuse_non_finite(str(key), value)  # pyright: ignore[reportUnknownArgumentType]
+        return cls._from_parsed(data)
+
+    @classmethod
+    def _from_parsed(cls, data: object) -> Envelope:
+        """``from_dict`` for what ``_DECODER`` parsed (no NaN or infinity can be in it)."""
         if not isinstance(data, dict):
             raise EnvelopeError(
                 f"envelope must be a JSON object, got {_json_kind(data)}", reason=Reason.NOT_OBJECT
@@ -170,12 +221,13 @@ class Envelope:
         if not plain:
             unknown = sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
             if unknown:
+                shown = [_clip(k) for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
                 raise EnvelopeError(
-                    f"unknown envelope key(s) {unknown}: this worker speaks taskhop/1 without"
+                    f"unknown envelope key(s) {shown}: this worker speaks taskhop/1 without"
                     " them; upgrade the worker or drop the key (extensions must start with"
                     " 'x-')",
                     reason=Reason.INVALID_FIELD,
-                    field=unknown[0],
+                    field=_clip(unknown[0]),
                 )
         if "input" not in obj:
             raise _field_error("input", "is required")
@@ -261,6 +313,102 @@ def _field_error(name: str, problem: str) -> EnvelopeError:
     )
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+def _shown(value: object) -> str:
+    """A value from the body as an error quotes it: a number in full (clipped), else its kind.
+
+    A string could be an e-mail address or a 500 KB blob: neither belongs in a log line.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return _clip(repr(value))
+    return _json_kind(value)
+
+
+def _not_finite_error(text: str, literal: str) -> EnvelopeError:
+    """Name where the body's NaN, infinity or overflowing number is (slow path: errors only)."""
+    marker = _Marker()
+    where: tuple[str, str] | None = None
+    try:
+        parsed = json.loads(
+            text,
+            parse_constant=lambda _: marker,
+            parse_float=lambda s: float(s) if _finite(s) else marker,
+        )
+        if isinstance(parsed, dict):
+            for key, value in parsed.items():  # pyright: ignore[reportUnknownVariableType]
+                path = _marker_path(value, marker, str(key))  # pyright: ignore[reportUnknownArgumentType]
+                if path is not None:
+                    where = (str(key), path)  # pyright: ignore[reportUnknownArgumentType]
+                    break
+    except (ValueError, RecursionError):  # a later error in the body: the number is enough
+        where = None
+    if where is None:
+        return EnvelopeError(
+            f"{_literal_text(literal)} is not JSON (the protocol allows finite"
+            " numbers only: no NaN, Infinity or beyond a double's range)",
+            reason=Reason.NOT_JSON,
+        )
+    return _not_finite_field(where[0], where[1], _literal_text(literal))
+
+
+def _not_finite_field(key: str, path: str, literal: str) -> EnvelopeError:
+    return EnvelopeError(
+        f"{_clip(path)}: {literal} is not JSON (the protocol allows finite"
+        " numbers only: no NaN, Infinity or beyond a double's range)",
+        reason=Reason.NOT_JSON,
+        field=_clip(key),
+    )
+
+
+def _refuse_non_finite(key: str, value: object) -> None:
+    try:
+        bad = find_non_finite(value, key)
+    except RecursionError:  # nested past the stack: no JSON parser builds that
+        raise EnvelopeError(
+            f"envelope field '{_clip(key)}' is nested too deeply to check",
+            reason=Reason.NOT_JSON,
+            field=_clip(key),
+        ) from None
+    if bad is not None:
+        path, number = bad
+        name = "NaN" if number != number else "Infinity" if number > 0 else "-Infinity"
+        raise _not_finite_field(key, path, name)
+
+
+class _Marker:
+    """Stands in for a refused number while looking for its path."""
+
+
+def _finite(literal: str) -> bool:
+    value = float(literal)
+    return value - value == 0.0
+
+
+def _literal_text(literal: str) -> str:
+    return literal if len(literal) <= 24 else literal[:24] + "..."
+
+
+def _marker_path(value: object, marker: _Marker, path: str) -> str | None:
+    if value is marker:
+        return path
+    if isinstance(value, dict):
+        mapping: dict[str, Any] = value  # pyright: ignore[reportUnknownVariableType]
+        for key, item in mapping.items():
+            found = _marker_path(item, marker, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        items: list[Any] = value  # pyright: ignore[reportUnknownVariableType]
+        for i, item in enumerate(items):
+            found = _marker_path(item, marker, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def _json_kind(value: object) -> str:
     kinds: dict[type[Any], str] = {
         dict: "object",
@@ -288,7 +436,7 @@ def _optional_text(obj: dict[str, Any], name: str, limit: int) -> str | None:
 def _positive_int(obj: dict[str, Any], name: str) -> int:
     value = obj.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _field_error(name, f"must be an integer >= 1, got {value!r}")
+        raise _field_error(name, f"must be an integer >= 1, got {_shown(value)}")
     return value
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._errors import PayloadError
 
-__all__ = ["JsonValue", "dumps", "to_json_value"]
+__all__ = ["JsonValue", "dumps", "find_non_finite", "to_json_value"]
 
 JsonValue = dict[str, Any] | list[Any] | str | int | float | bool | None
 """A value JSON can carry: dicts with str keys, lists, strings, numbers, booleans, null."""
@@ -68,12 +68,60 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-def dumps(value: JsonValue) -> bytes:
-    """Compact UTF-8 JSON, refusing NaN and infinities (they are not JSON)."""
-    text = _COMPACT.encode(value)
+def dumps(value: JsonValue, *, path: str = "value") -> bytes:
+    """Compact UTF-8 JSON, refusing NaN and infinities (they are not JSON).
+
+    Raises:
+        PayloadError: ``value`` holds NaN, an infinity or something JSON cannot carry; its
+            ``path`` names the first such place, from ``path`` (the name of ``value``).
+
+    """
+    try:
+        text = _COMPACT.encode(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _payload_error(value, path, exc) from None
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate ("\ud800", legal as a JSON escape) has no UTF-8 form: write the
         # escapes again, as received, so whatever decode accepted can be encoded.
         return _COMPACT_ASCII.encode(value).encode()
+
+
+def _payload_error(value: object, path: str, exc: Exception) -> PayloadError:
+    """The ``PayloadError`` for a value the encoder refused, with the path of the culprit.
+
+    Only called once encoding has failed, so valid payloads never pay for the walk.
+    """
+    try:
+        to_json_value(value, path)
+    except PayloadError as found:
+        return found
+    except RecursionError:  # a container that holds itself, or nesting past the stack
+        return PayloadError("nested too deeply, or holds itself (a circular reference)", path=path)
+    return PayloadError(str(exc), path=path)
+
+
+def find_non_finite(value: object, path: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity inside parsed JSON ``value``, or None.
+
+    For data from a JSON parser that accepts them (``json.loads`` does, and so does the one
+    Lambda uses for a direct invocation's event): dicts, lists and scalars only.
+    """
+    if isinstance(value, float):
+        return None if value - value == 0.0 else (path, value)  # nan, inf - inf: nan
+    if isinstance(value, dict):
+        mapping: dict[Any, Any] = value  # pyright: ignore[reportUnknownVariableType]
+        for key, item in mapping.items():
+            if not isinstance(item, str | int):  # the usual leaves: nothing to look into
+                found = find_non_finite(item, f"{path}.{key}" if path else str(key))
+                if found is not None:
+                    return found
+    elif isinstance(value, list):
+        items: list[Any] = value  # pyright: ignore[reportUnknownVariableType]
+        for i, item in enumerate(items):
+            if not isinstance(item, str | int):
+                found = find_non_finite(item, f"{path}[{i}]")
+                if found is not None:
+                    return found
+    return None
