@@ -186,8 +186,14 @@ class SimSqs:
 
     # -- what the poller does ----------------------------------------------------------------
 
-    def receive(self, url: str, limit: int = 10) -> list[_Message]:
-        """Receive up to ``limit`` visible messages, applying redrive as SQS does."""
+    def receive(
+        self, url: str, limit: int = 10, only: Callable[[str], bool] | None = None
+    ) -> list[_Message]:
+        """Receive up to ``limit`` visible messages, applying redrive as SQS does.
+
+        ``only`` picks the bodies to consider (a test's way to aim a second poller at one
+        message).
+        """
         queue = self.queues[url]
         now = self.clock.now
         busy_groups = {m.group for m in queue.messages if m.group and m.visible_at > now}
@@ -195,7 +201,7 @@ class SimSqs:
         for message in sorted(queue.messages, key=lambda m: m.seq):
             if len(taken) >= limit:
                 break
-            if message.visible_at > now:
+            if message.visible_at > now or (only is not None and not only(message.body)):
                 continue
             if queue.fifo and message.group in busy_groups:
                 continue  # FIFO: a group waits for its message in flight
@@ -212,8 +218,16 @@ class SimSqs:
         return taken
 
     def next_visible(self, url: str) -> float | None:
-        times = [m.visible_at for m in self.queues[url].messages]
-        return min(times) if times else None
+        """When a message of an idle queue next becomes receivable (None: the queue is empty).
+
+        A FIFO message that is visible but held by its group waits for the group's message in
+        flight, which is hidden until some later time: the earliest hidden time is the answer.
+        """
+        messages = self.queues[url].messages
+        if not messages:
+            return None
+        later = [m.visible_at for m in messages if m.visible_at > self.clock.now]
+        return min(later) if later else self.clock.now
 
     def _by_receipt(self, url: str, receipt: str) -> _Message:
         for message in self.queues[url].messages:
@@ -238,8 +252,9 @@ class Esm:
         self.delete = delete or sqs.delete_message
         self.crashes = 0
 
-    def poll_once(self) -> int:
-        messages = self.sqs.receive(self.url, self.batch_size)
+    def poll_once(self, only: Callable[[str], bool] | None = None) -> int:
+        """One invocation with the batch received now; how many records it had."""
+        messages = self.sqs.receive(self.url, self.batch_size, only)
         if not messages:
             return 0
         queue = self.sqs.queue(self.url)
@@ -357,6 +372,9 @@ class FaultySqs:
 
     def change_message_visibility(self, **kw: Any) -> Any:
         return self.faults.call("sqs.change_visibility", self.sqs.change_message_visibility, **kw)
+
+    def delete_message(self, **kw: Any) -> Any:
+        return self.faults.call("sqs.delete", self.sqs.delete_message, **kw)
 
     def get_queue_url(self, **kw: Any) -> Any:
         return self.faults.call("sqs.get_queue_url", self.sqs.get_queue_url, **kw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 from ._guardrails import (
+    DEFAULT_RECEIVES,
     MIN_RECEIVES,
     VISIBILITY_FACTOR,
     GuardrailError,
@@ -22,6 +23,7 @@ from ._guardrails import (
 
 __all__ = [
     "GuardrailError",
+    "DEFAULT_RECEIVES",
     "MIN_RECEIVES",
     "VISIBILITY_FACTOR",
     "check_parameters",

@@ -17,6 +17,7 @@ from typing import Any
 from taskhop.static_contracts import TaskhopError
 
 __all__ = [
+    "DEFAULT_RECEIVES",
     "MIN_RECEIVES",
     "VISIBILITY_FACTOR",
     "GuardrailError",
@@ -25,6 +26,14 @@ __all__ = [
 
 MIN_RECEIVES = 5
 """The smallest ``maxReceiveCount`` a worker queue may have."""
+DEFAULT_RECEIVES = 20
+"""The worker queue's ``maxReceiveCount`` unless one is given.
+
+The runtime dead-letters a job itself once the job store's count of attempts runs out, so the
+queue's redrive policy is only a backstop (for a runtime that cannot reach its store at all).
+It must not fire first: receives that run nothing still count there (a busy lease, a
+deferral, a batch cut short, and on FIFO every retry of a message ahead in the group).
+"""
 VISIBILITY_FACTOR = 6
 """The queue's visibility timeout over the function timeout, at least."""
 
@@ -41,7 +50,7 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
     """
     timeout = int(parameters.get("FunctionTimeout", 30))
     visibility = int(parameters.get("VisibilityTimeout", VISIBILITY_FACTOR * 30))
-    receives = int(parameters.get("MaxReceiveCount", MIN_RECEIVES))
+    receives = int(parameters.get("MaxReceiveCount", DEFAULT_RECEIVES))
     if visibility < VISIBILITY_FACTOR * timeout:
         raise GuardrailError(
             f"VisibilityTimeout {visibility}s is under {VISIBILITY_FACTOR}x FunctionTimeout"

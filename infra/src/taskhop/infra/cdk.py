@@ -23,7 +23,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from ._guardrails import VISIBILITY_FACTOR, GuardrailError, check_parameters
+from ._guardrails import DEFAULT_RECEIVES, VISIBILITY_FACTOR, GuardrailError, check_parameters
 
 __all__ = ["TaskhopWorker"]
 
@@ -35,7 +35,8 @@ class TaskhopWorker(Construct):
         code: the worker's code (compile it with ``python -m compileall`` first).
         handler: ``module.attribute`` of ``make_handler(app)``.
         function_timeout: at least the largest contract timeout plus 3 s.
-        max_receive_count: receives before the DLQ (at least 5, and the largest retry count).
+        max_receive_count: receives before the DLQ (at least 5; default 20, a backstop: the
+            runtime dead-letters jobs itself when their attempts run out).
         batch_size, batching_window, max_concurrency: the event source mapping.
         fifo: FIFO queues (ordering per message group).
         payload_bucket: an S3 bucket for payloads and results too large for SQS / DynamoDB.
@@ -54,7 +55,7 @@ class TaskhopWorker(Construct):
         code: lambda_.Code,
         handler: str,
         function_timeout: Duration | None = None,
-        max_receive_count: int = 5,
+        max_receive_count: int = DEFAULT_RECEIVES,
         batch_size: int = 10,
         batching_window: Duration | None = None,
         max_concurrency: int = 10,

@@ -107,8 +107,9 @@ def _settle(
 ) -> bool:
     """Carry out the record's queue actions; True when Lambda may delete it.
 
-    The sends happen here, before the answer; the delete is Lambda's, after it, so a record
-    is only ever deleted once its dead letter or re-sent copy is on a queue.
+    The sends happen here, before the answer, and a record whose copy was sent (to the DLQ, or
+    re-sent for later) is deleted at once; every other delete is Lambda's, after the answer. A
+    record is only ever deleted once its dead letter or re-sent copy is on a queue.
     """
     source = record["eventSourceARN"]
     fifo = source.endswith(".fifo")
@@ -132,6 +133,8 @@ def _settle(
         else:
             entry["DelaySeconds"] = actions.delay_seconds
         sqs().send_message(**entry)
+    if actions.delete and (actions.dead_letter is not None or actions.delay_seconds is not None):
+        _delete_now(record, sqs(), queue_url(source))
     if actions.visibility_timeout is not None:
         sqs().change_message_visibility(
             QueueUrl=queue_url(source),
@@ -139,6 +142,18 @@ def _settle(
             VisibilityTimeout=actions.visibility_timeout,
         )
     return actions.delete
+
+
+def _delete_now(record: dict[str, Any], client: Any, url: str) -> None:
+    """Delete a record whose copy was just sent elsewhere, without waiting for the batch's end.
+
+    Lambda deletes the record too once the batch answers, but a crash later in the batch
+    would bring it back, to be sent a second time. If this delete fails, Lambda's remains.
+    """
+    try:
+        client.delete_message(QueueUrl=url, ReceiptHandle=record["receiptHandle"])
+    except Exception:
+        _log.warning("could not delete record %s now; Lambda deletes it", record["messageId"])
 
 
 def _send_dead_letter(

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Any
+from typing import Any, TextIO
 
 from ._app import load_app
 from ._context import JobContext
@@ -19,7 +20,96 @@ from ._converter import unstructure
 from ._errors import ErrorInfo, UnknownTaskError, ValidationError
 from ._registered import MigrationError
 
-__all__ = ["load_app", "main"]
+__all__ = ["configure_logging", "load_app", "main"]
+
+LOG_LEVEL_ENV = "TASKHOP_LOG_LEVEL"
+"""Environment variable naming the ``taskhop`` loggers' level for the command line."""
+_LOG_FIELDS = ("job_id", "task", "attempt", "reason", "message_id", "key_digest")
+"""The ``extra`` fields taskhop's log records carry, shown after the message when present."""
+
+
+class _Formatter(logging.Formatter):
+    """``LEVEL logger: message`` plus the job fields a record carries (``job_id=...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{name}={value}"
+            for name in _LOG_FIELDS
+            if (value := record.__dict__.get(name)) is not None
+        ]
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback goes after the fields
+        return f"{head} [{' '.join(fields)}]{newline}{rest}"
+
+
+class _StderrUnlessConfigured(logging.StreamHandler[TextIO]):
+    """Writes to stderr until the application configures logging itself.
+
+    An app module may call ``logging.basicConfig()`` when ``--app`` loads it, after this
+    handler is in place: from then on its handlers get taskhop's records (they propagate),
+    and this one steps aside so no line is written twice.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def configure_logging(environ: Mapping[str, str] | None = None) -> None:
+    """Show taskhop's own log lines on stderr when the command line runs.
+
+    A library configures no logging, so without this an operator running
+    ``taskhop worker --local`` would never see "polling failed" or a store outage. Nothing is
+    added when logging is already set up (the root logger or ``taskhop`` has a handler).
+    The level is ``$TASKHOP_LOG_LEVEL`` if set, else INFO: taskhop writes INFO only for
+    unusual jobs (rejected, stale attempts), and a handler's own ``ctx.log.info`` lines are
+    what someone running a worker or ``taskhop run`` on their machine wants to see.
+
+    Raises:
+        SystemExit: ``$TASKHOP_LOG_LEVEL`` is not a level name or number.
+
+    """
+    env = os.environ if environ is None else environ
+    logger = logging.getLogger("taskhop")
+    wanted = env.get(LOG_LEVEL_ENV, "").strip()
+    if wanted:
+        logger.setLevel(_level(wanted))
+    configured = logging.getLogger().handlers or [
+        h for h in logger.handlers if not isinstance(h, logging.NullHandler)
+    ]
+    if configured:
+        return
+    handler = _StderrUnlessConfigured(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if not wanted and logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def _level(text: str) -> int:
+    if text.isdecimal() and text.isascii():
+        return int(text)
+    level = logging.getLevelNamesMapping().get(text.upper())
+    if level is None:
+        names = ", ".join(sorted(logging.getLevelNamesMapping(), key=logging.getLevelName))
+        raise SystemExit(f"taskhop: ${LOG_LEVEL_ENV}={text!r} is not a log level ({names})")
+    return level
+
+
+def _refuse_constant(literal: str) -> object:
+    raise ValueError(f"{literal} is not JSON (the protocol allows finite numbers only)")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value - value != 0.0:  # nan and +-inf: 1e400 overflows to inf
+        raise ValueError(f"{literal[:24]} is beyond a double's range: not a JSON number")
+    return value
+
+
+_INPUT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 APP_OPTION: dict[str, Any] = (
@@ -41,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     """Run one handler on JSON input, as the worker runs a job: migrated, validated, timed."""
     app = load_app(args.app)
     try:
-        raw = json.loads(args.input)
+        raw = _INPUT_DECODER.decode(args.input)
     except ValueError as exc:
         return _report(args, 2, {"type": "InvalidJSON", "message": f"--input is not JSON: {exc}"})
     entry = app.implementation(args.name)
@@ -161,5 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for plugin in entry_points(group="taskhop.cli"):  # e.g. `worker`, from lambda_worker
         plugin.load()(commands)
     args = parser.parse_args(argv)
+    configure_logging()
     sys.path.insert(0, "")
     return int(args.run(args))

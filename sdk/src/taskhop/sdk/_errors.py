@@ -50,6 +50,8 @@ from taskhop.static_contracts import (
     UnsupportedProtocolError,
 )
 
+from ._redact import key_digest
+
 __all__ = [
     "AlreadyImplementedError",
     "ContractError",
@@ -76,10 +78,49 @@ __all__ = [
 ]
 
 
+# An error is stored in a job record (a DynamoDB item holds 400 KB at most, the result and
+# the rest of the record included), sent back to producers and logged, so every text in it is
+# bounded in UTF-8 bytes, what DynamoDB counts: ~12.5 KiB of text at most, whatever a handler
+# put in its exception or a validator quoted from a 500 KB input.
+MAX_ERROR_TYPE = 128
+"""UTF-8 bytes of an error's ``type`` kept in a job record."""
 MAX_ERROR_MESSAGE = 4096
-"""Characters of an error message kept in a job record."""
+"""UTF-8 bytes of an error message kept in a job record."""
 MAX_ERROR_FIELDS = 100
 """Field errors kept in a job record (the first ones, in path order)."""
+MAX_FIELD_TEXT = 512
+"""UTF-8 bytes kept of one field error's path, and of its message (validators quote values)."""
+MAX_FIELDS_BYTES = 8192
+"""UTF-8 bytes of all kept field errors' paths and messages together."""
+_TRUNCATED = " ... (truncated)"
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (plus the truncation mark)."""
+    if len(text) * 4 <= limit:  # no str of this length can be longer: skip the encoding
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _bounded_fields(fields: tuple[FieldError, ...]) -> tuple[tuple[FieldError, ...], int]:
+    """The field errors a record keeps, each clipped, and how many were dropped."""
+    kept: list[FieldError] = []
+    used = 0
+    for error in fields[:MAX_ERROR_FIELDS]:
+        path, message = _clip(error.path, MAX_FIELD_TEXT), _clip(error.message, MAX_FIELD_TEXT)
+        used += _size(path) + _size(message)
+        if used > MAX_FIELDS_BYTES:
+            break
+        kept.append(error if (path, message) == (error.path, error.message) else
+                    FieldError(path, message))  # fmt: skip
+    return tuple(kept), len(fields) - len(kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +148,16 @@ class ErrorInfo:
     retryable: bool = False
 
     def __post_init__(self) -> None:
-        # An error is stored in a job record (DynamoDB items: 400 KB at most) and logged:
-        # keep it bounded whatever a handler put in its exception.
-        if len(self.message) > MAX_ERROR_MESSAGE:
-            clipped = self.message[:MAX_ERROR_MESSAGE] + " ... (truncated)"
-            object.__setattr__(self, "message", clipped)
-        if len(self.fields) > MAX_ERROR_FIELDS:
-            object.__setattr__(self, "fields", self.fields[:MAX_ERROR_FIELDS])
+        # The one place the bounds are applied (see MAX_ERROR_MESSAGE): everything stored,
+        # returned or logged as a job's error is built here, read back from a store included.
+        object.__setattr__(self, "type", _clip(self.type, MAX_ERROR_TYPE))
+        message = _clip(self.message, MAX_ERROR_MESSAGE)
+        if self.fields:
+            fields, dropped = _bounded_fields(tuple(self.fields))
+            object.__setattr__(self, "fields", fields)
+            if dropped:
+                message += f" (+{dropped} more field error(s) not kept)"
+        object.__setattr__(self, "message", message)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON data for the job store."""
@@ -145,7 +189,12 @@ class ValidationError(TaskhopError, ValueError):
         self.errors = tuple(errors)
         self.what = what
         self.summary = f"invalid {what} for task {task!r}"
-        lines = "\n".join(f"  {e}" for e in self.errors)
+        # ``errors`` keeps every message whole; the text (tracebacks, logs) quotes each one
+        # clipped, as a job record would keep it: a validator may quote a 500 KB value.
+        lines = "\n".join(
+            f"  {_clip(e.path, MAX_FIELD_TEXT)}: {_clip(e.message, MAX_FIELD_TEXT)}"
+            for e in self.errors
+        )
         super().__init__(f"{self.summary}:\n{lines}")
 
 
@@ -201,7 +250,9 @@ class DuplicateJobInProgress(TaskhopError):
     """Another job holding the same idempotency key is still running."""
 
     def __init__(self, key: str, holder: str) -> None:
-        super().__init__(f"idempotency key {key!r} is held by running job {holder}")
+        # The message is stored in the job record and logged: it names the key by its digest
+        # (keys are often built from e-mail addresses); ``key`` keeps the key itself.
+        super().__init__(f"idempotency key {key_digest(key)} is held by running job {holder}")
         self.key = key
         self.holder = holder
 

@@ -168,8 +168,10 @@ class Worker:
 
         Args:
             body: the message body (or an already-decoded envelope).
-            attempt: the host's authoritative attempt number (e.g. SQS ApproximateReceiveCount);
-                the envelope's own count is used when it is higher or this is None.
+            attempt: the host's receive count (SQS ApproximateReceiveCount). A worker without
+                a job store goes by it (or by the envelope's own count, when higher); with a
+                store, the store numbers the attempts, so receives that never ran (a deferral,
+                a busy lease, an outage) use none.
             deadline: ``time.monotonic()`` by which the host must have the outcome (Lambda's
                 remaining time minus a margin); bounds the handler's timeout.
 
@@ -223,7 +225,8 @@ class Worker:
     ) -> _Prepared | Outcome:
         started = time.monotonic()
         try:
-            envelope = _decode(body, attempt)
+            # A store counts attempts itself; without one, receives are all there is to go by.
+            envelope = _decode(body, None if self.keeps_state else attempt)
             wait = envelope.delay_seconds()
             if wait > 0:
                 return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
@@ -370,8 +373,13 @@ class Worker:
             raise _Stop(self._retry_or_fail(envelope, entry.policy, info, started)) from None
 
     def _discard_input(self, envelope: Envelope) -> None:
-        """Delete an offloaded input once its job has succeeded (best effort)."""
-        if envelope.input_ref is None or self.app.payloads is None:
+        """Delete an offloaded input once its job has succeeded (best effort).
+
+        Only with a job store: without one, a redelivery of the message (its delete failed,
+        the process died) runs the job again and needs its input; a lifecycle rule on the
+        bucket removes it later.
+        """
+        if envelope.input_ref is None or self.app.payloads is None or not self.keeps_state:
             return
         try:
             self.app.payloads.delete(envelope.input_ref)

@@ -174,12 +174,13 @@ class Envelope:
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview | str) -> Envelope:
         """Parse wire bytes; raise ``EnvelopeError`` saying exactly what is wrong."""
+        text = ""
         try:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
             parsed = _decode_json(text)
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"body is not UTF-8: {exc}", reason=Reason.NOT_JSON) from None
-        except _NotFinite as exc:
+        except _NotFinite as exc:  # only _decode_json raises it: ``text`` is the body
             raise _not_finite_error(text, str(exc)) from None
         except ValueError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}", reason=Reason.NOT_JSON) from None
@@ -197,8 +198,9 @@ class Envelope:
         invocation's event): those are refused here as ``decode`` refuses them in bytes.
         """
         if isinstance(data, dict):
-            for key, value in data.items():  # pyright: ignore[reportUnknownVariableType]
-                _refuse_non_finite(str(key), value)  # pyright: ignore[reportUnknownArgumentType]
+            obj: dict[Any, Any] = data  # pyright: ignore[reportUnknownVariableType]
+            for key, value in obj.items():
+                _refuse_non_finite(str(key), value)
         return cls._from_parsed(data)
 
     @classmethod
