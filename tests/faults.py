@@ -17,6 +17,7 @@ nothing in taskhop catches: the invocation dies, the batch is neither answered n
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -29,11 +30,11 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
 
-class Crash(BaseException):  # noqa: N818 - it is the process dying, not an error
+class Crash(BaseException):
     """The worker process dies here: nothing after this point runs."""
 
 
-class InjectedFault(Exception):  # noqa: N818
+class InjectedFault(Exception):
     """A call that failed (a throttle, a timeout, a refused connection)."""
 
 
@@ -282,10 +283,9 @@ class Esm:
         failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
         for message in messages:
             if message.id not in failed:
-                try:
+                # Lambda's delete failing only brings the message back (harmless).
+                with contextlib.suppress(InjectedFault, Crash):
                     self.delete(QueueUrl=self.url, ReceiptHandle=message.receipt)
-                except (InjectedFault, Crash):
-                    pass  # Lambda's delete failed: the message comes back (harmless)
         return len(messages)
 
     def run(self, *, horizon: float = 7 * 86_400.0, max_polls: int = 10_000) -> None:
@@ -334,7 +334,7 @@ class Faults:
         fault.fired = True
         if fault.kind == "fail":
             raise _error_for(point)
-        result = fn(*args, **kw)
+        fn(*args, **kw)
         if fault.kind == "lost":
             raise _error_for(point)
         raise Crash(point)

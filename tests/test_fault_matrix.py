@@ -25,11 +25,11 @@ from typing import Any, TypedDict
 
 import pytest
 from faults import KINDS, Crash, Esm, FakeClock, Fault, Faults, FaultySqs, SimSqs
-from taskhop.sdk import App, Envelope, JobContext, JobStatus, PermanentError, create_app
-from taskhop.sdk.memory import MemoryPayloads, MemoryQueue, MemoryStore
-from taskhop.static_contracts import dumps, static_contract
 from taskhop.infra import DEFAULT_RECEIVES
 from taskhop.lambda_worker import make_handler
+from taskhop.sdk import App, JobContext, JobStatus, PermanentError, create_app
+from taskhop.sdk.memory import MemoryPayloads, MemoryQueue, MemoryStore
+from taskhop.static_contracts import dumps, static_contract
 
 ATTEMPTS = 3
 VISIBILITY = 60.0
@@ -256,7 +256,9 @@ def check(world: World, config: str, fault: Fault | None) -> None:
         return
     assert len(keyed) == 1, f"{where}: key K ran its handler {len(keyed)} times"
     a, b = (world.store.get(world.jobs[p]) for p in ("keyed-a", "keyed-b"))
-    assert a is not None and b is not None and a.result == b.result, where
+    assert a is not None, where
+    assert b is not None, where
+    assert a.result == b.result, where
     assert sum(1 for r in world.runs if r[2] == "keyed-flaky") == 2, where
     for plan, expected in PLANS.items():
         if expected is None:
@@ -269,9 +271,11 @@ def check(world: World, config: str, fault: Fault | None) -> None:
             ns = {list(PLANS).index(p) for p in ("keyed-a", "keyed-b")}
             mine = ns if plan.startswith("keyed-") and plan != "keyed-flaky" else None
             expect = mine or {list(PLANS).index(plan)}
-            assert record.result is not None and record.result["n"] in expect, where
+            assert isinstance(record.result, dict), where
+            assert record.result["n"] in expect, where
         if plan == "invalid":
-            assert record.error is not None and record.error.fields, where
+            assert record.error is not None, where
+            assert record.error.fields, where
     assert not [k for k, c in world.store._keys.items() if c.state == "in_progress"], where
     delayed = [r for r in world.runs if r[2] == "delayed"]
     # Waiting uses no attempt. A begin that landed unseen (lost, or a crash after it) is an
@@ -349,5 +353,31 @@ def test_a_crash_is_not_caught_by_the_runtime(monkeypatch: pytest.MonkeyPatch) -
     world = build("dlq_url", Fault("store.begin", "crash"), monkeypatch)
     world.esm.poll_once()
     assert world.esm.crashes == 1
-    assert isinstance(Crash("x"), BaseException) and not isinstance(Crash("x"), Exception)
+    assert isinstance(Crash("x"), BaseException)
+    assert not isinstance(Crash("x"), Exception)
+    world.app.close()
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+def test_a_three_day_delay_uses_no_attempt_and_is_never_redriven(
+    fifo: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 #11, at the smallest maxReceiveCount the guardrail allows (5)."""
+    world = build("fifo" if fifo else "dlq_url", None, monkeypatch)
+    world.sqs.queue(world.queue_url).messages.clear()
+    world.sqs.queue(world.queue_url).redrive = (world.sqs.queue(world.dlq_url).name, 5)
+    envelope = world.app.envelope("work", {"plan": "ok", "n": 0}).with_delay(3 * 86_400)
+    extra = {"MessageGroupId": "g", "MessageDeduplicationId": "long"} if fifo else {}
+    sent_at = world.clock.now
+    world.sqs.send_message(
+        QueueUrl=world.queue_url, MessageBody=envelope.encode().decode(), **extra
+    )
+    world.esm.run(horizon=4 * 86_400)
+    assert [(attempt, plan) for _, attempt, plan in world.runs] == [(1, "ok")]
+    assert world.sqs.queue(world.dlq_url).messages == []
+    assert world.store is not None
+    record = world.store.get(envelope.id)
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.created_at - sent_at >= 3 * 86_400  # begun no earlier than it was due
     world.app.close()

@@ -189,3 +189,24 @@ def test_the_worker_error_of_a_dead_letter_does_not_change_its_actions() -> None
     assert queue_actions(failed, has_dlq=True) == QueueActions(
         dead_letter="retries_exhausted", delete=True
     )
+
+
+def test_a_fifo_wait_over_12h_hides_once_per_copy_then_re_sends() -> None:
+    """Issue 15 #11: each copy is received at most twice while it waits, so no redrive fires.
+
+    The first receive of a copy hides it for 12 h; a later receive of the same copy (still
+    not due) re-sends a fresh copy to its group, whose receive count starts again.
+    """
+    three_days = outcome(OutcomeKind.DEFERRED, retry_after=3 * 86_400.0)
+    assert queue_actions(three_days, has_dlq=True, fifo=True, receives=1) == QueueActions(
+        hide_for=SQS_MAX_VISIBILITY
+    )
+    assert queue_actions(three_days, has_dlq=True, fifo=True, receives=2) == QueueActions(
+        resend_after=0.0, delete=True
+    )
+    within = outcome(OutcomeKind.DEFERRED, retry_after=SQS_MAX_VISIBILITY)
+    assert queue_actions(within, has_dlq=True, fifo=True, receives=7) == QueueActions(
+        hide_for=SQS_MAX_VISIBILITY
+    )
+    standard = queue_actions(three_days, has_dlq=True, fifo=False, receives=2)
+    assert standard == QueueActions(resend_after=SQS_MAX_DELAY, delete=True)

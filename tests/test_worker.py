@@ -21,6 +21,7 @@ from taskhop.sdk import (
     Envelope,
     ImplementOptions,
     JobContext,
+    JobRecord,
     JobStatus,
     Middleware,
     Outcome,
@@ -227,8 +228,10 @@ def test_permanent_error_fails_at_once_without_dead_lettering(app: App, backend:
     assert not outcome.error.retryable
 
 
-def test_host_attempt_count_wins_over_the_envelope(app: App, backend: Backend) -> None:
-    """The host's receive count (SQS ApproximateReceiveCount) sets the attempt."""
+def test_the_store_counts_attempts_and_receives_count_only_without_one(
+    app: App, backend: Backend
+) -> None:
+    """With a store, a high receive count uses no attempt; without one, it is the attempt."""
     seen: list[int] = []
 
     def record_attempt(data: SendEmail, ctx: JobContext) -> EmailSent:
@@ -237,8 +240,135 @@ def test_host_attempt_count_wins_over_the_envelope(app: App, backend: Backend) -
 
     app.implement(send_email, record_attempt)
     outcome = backend.process(envelope_for("send-email", email()), attempt=3)
-    assert seen == [3]
-    assert outcome.kind is OutcomeKind.FAILED
+    assert seen == [1]  # receives 1 and 2 never ran (a deferral, a busy lease, an outage)
+    assert outcome.kind is OutcomeKind.RETRY
+    stateless = create_app(queue=MemoryQueue())
+    stateless.implement(send_email, record_attempt)
+    alone = stateless.worker().process(envelope_for("send-email", email()), attempt=3)
+    assert seen == [1, 3]
+    assert (alone.kind, alone.dead_letter) == (OutcomeKind.FAILED, True)
+    stateless.close()
+
+
+def test_an_attempt_past_the_last_is_dead_lettered_without_running(app: App) -> None:
+    """A job whose last attempt began and never reported is not run a fourth time."""
+    app.store = MemoryStore()
+    runs: list[int] = []
+    app.implement(send_email, lambda d, c: runs.append(c.attempt) or EmailSent("x"))
+    body = envelope_for("send-email", email())
+    job_id = Envelope.decode(body).id
+    for attempt in (1, 2, 3):  # three attempts began; their workers all died
+        app.store.begin(job_id, task="send-email", attempt=attempt, lease_until=time.time() - 1)
+    outcome = app.worker().process(body)
+    assert runs == []
+    assert (outcome.kind, outcome.dead_letter, outcome.reason) == (
+        OutcomeKind.FAILED,
+        True,
+        "retries_exhausted",
+    )
+    assert outcome.error is not None
+    assert outcome.error.type == "AttemptsExhausted"
+    again = app.worker().process(body)  # its dead letter did not reach a DLQ: it goes again
+    assert (again.kind, again.dead_letter, again.reason) == (
+        OutcomeKind.FAILED,
+        True,
+        "retries_exhausted",
+    )
+    assert runs == []
+
+
+@pytest.mark.parametrize("exit_kind", [SystemExit, KeyboardInterrupt])
+def test_a_handler_cannot_end_its_host(
+    app: App, backend: Backend, exit_kind: type[BaseException]
+) -> None:
+    """Issue 15 #7: SystemExit / KeyboardInterrupt fail the job (retryable); the batch goes on."""
+
+    def leave(data: SendEmail, ctx: JobContext) -> EmailSent:
+        if data["to"] == "exit@example.com":
+            raise exit_kind(3)
+        return EmailSent("ok")
+
+    app.implement(send_email, leave)
+    out = backend.process(envelope_for("send-email", email("exit@example.com")))
+    assert out.kind is OutcomeKind.RETRY
+    assert out.error is not None
+    assert out.error.type == exit_kind.__name__
+    assert "cannot end its host" in out.error.message
+    after = backend.process(envelope_for("send-email", email()))
+    assert after.kind is OutcomeKind.SUCCEEDED
+
+
+def test_a_handler_that_swallows_its_timeout_still_stops(app: App) -> None:
+    """Issue 15 #5: ``except Exception`` cannot keep a handler running past its deadline."""
+    app.store = MemoryStore()
+    slow = static_contract("swallow", input=SendEmail, output=EmailSent, timeout=0.1, retry=2)
+    finished: list[str] = []
+
+    def stubborn(data: SendEmail, ctx: JobContext) -> EmailSent:
+        for _ in range(50):
+            try:
+                time.sleep(0.05)
+            except Exception:  # a handler that catches everything it can
+                continue
+        finished.append("ran to the end")
+        return EmailSent("late")
+
+    app.implement(slow, stubborn)
+    for run in (lambda b: app.worker().process(b), _in_a_thread(app)):
+        started = time.monotonic()
+        outcome = run(envelope_for("swallow", email()))
+        assert time.monotonic() - started < 1.5
+        assert outcome.kind is OutcomeKind.RETRY
+        assert outcome.error is not None
+        assert outcome.error.type == "HandlerTimeout"
+    time.sleep(0.3)
+    assert finished == []  # neither the timer's nor the thread's stop was swallowed
+
+
+def _in_a_thread(app: App) -> Any:
+    """``process`` from a worker thread, where the deadline is a thread's, not a timer's."""
+
+    def run(body: bytes) -> Outcome:
+        box: list[Outcome] = []
+        thread = threading.Thread(target=lambda: box.append(app.worker().process(body)))
+        thread.start()
+        thread.join(5)
+        return box[0]
+
+    return run
+
+
+def test_a_result_too_large_for_the_store_fails_once_and_frees_its_key(app: App) -> None:
+    """Issue 15 #3: no retry past the attempts, no record left RUNNING, no key left held."""
+    from taskhop.sdk import ResultTooLarge
+
+    class SmallStore(MemoryStore):
+        def complete_key(self, key: str, job_id: str, result: Any) -> None:
+            if len(str(result)) > 100:
+                raise ResultTooLarge("result of 5000 bytes is over the 100-byte limit")
+            super().complete_key(key, job_id, result)
+
+        def complete(self, record: JobRecord) -> bool:
+            if len(str(record.result)) > 100:
+                raise ResultTooLarge("result of 5000 bytes is over the 100-byte limit")
+            return super().complete(record)
+
+    store = app.store = SmallStore()
+    runs: list[int] = []
+    app.implement(send_email, lambda d, c: runs.append(c.attempt) or EmailSent("x" * 5000))
+    for key in (None, "K"):
+        runs.clear()
+        body = envelope_for("send-email", email(), idempotency_key=key)
+        outcome = app.worker().process(body)
+        assert outcome.kind is OutcomeKind.FAILED
+        assert outcome.error is not None
+        assert outcome.error.type == "ResultTooLarge"
+        record = store.get(Envelope.decode(body).id)
+        assert record is not None
+        assert (record.status, record.lease_until) == (JobStatus.FAILED, None)
+        assert app.worker().process(body).kind is OutcomeKind.SKIPPED  # never run again
+        assert runs == [1]
+    assert store._keys == {}  # the key was released for a later job
 
 
 def test_sync_handler_past_its_timeout_is_retried(app: App, backend: Backend) -> None:
