@@ -1,8 +1,8 @@
 """``taskhop dev``: a whole worker stack on this machine, with no AWS account.
 
 Starts a moto server on 127.0.0.1 (or uses ``AWS_ENDPOINT_URL`` when it is set), creates the
-queue, its DLQ (redrive after 5 receives) and the job table, exports where they are, imports
-the app, and runs the local event source mapping until SIGTERM/SIGINT.
+queue, its DLQ (redrive after 20 receives, the templates' backstop) and the job table,
+exports where they are, imports the app, and runs the local event source mapping until SIGTERM/SIGINT.
 
 The app module reads its resources from the environment this sets::
 
@@ -19,6 +19,8 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from taskhop.infra import DEFAULT_RECEIVES
 
 __all__ = ["DevStack", "dev_stack"]
 
@@ -40,7 +42,9 @@ class DevStack:
 
 
 @contextmanager
-def dev_stack(name: str = "taskhop-dev", *, max_receive_count: int = 5) -> Generator[DevStack]:
+def dev_stack(
+    name: str = "taskhop-dev", *, max_receive_count: int = DEFAULT_RECEIVES
+) -> Generator[DevStack]:
     """Start (or reuse) an endpoint, create the resources, export them; stop what we started."""
     import boto3
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from taskhop.static_contracts import Envelope, TransportError
+from taskhop.static_contracts import Envelope, Reason, TransportError
 
 from ._errors import ErrorInfo
 from ._settle import queue_actions
@@ -202,7 +202,7 @@ class MemoryQueue:
                     if wait <= 0:
                         _, _, body, receives = heapq.heappop(self._heap)
                         if receives >= self.max_receives:  # the redrive policy moves it
-                            self.dead_letters.append(DeadLetter(body, "max_receives", None, None))
+                            self.dead_letters.append(DeadLetter(body, Reason.MAX_RECEIVES, None, None))
                             self._cond.notify_all()
                             continue
                         self._in_flight += 1

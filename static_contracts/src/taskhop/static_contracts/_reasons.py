@@ -46,7 +46,10 @@ class Reason(StrEnum):
 
     # -- the job is recorded failed and dead-lettered (``Outcome.reason``)
     RETRIES_EXHAUSTED = "retries_exhausted"
-    """The last attempt the retry policy allows failed with a retryable error."""
+    """The last attempt the retry policy allows failed, or began and never reported."""
+    MAX_RECEIVES = "max_receives"
+    """The queue's redrive policy moved a message received ``maxReceiveCount`` times (the
+    memory queue's own redrive; SQS's carries no reason)."""
 
     # -- the message is acknowledged or delayed without a new result (``Outcome.reason``)
     ALREADY_FINAL = "already_final"
@@ -54,7 +57,7 @@ class Reason(StrEnum):
     STALE_ATTEMPT = "stale_attempt"
     """A newer attempt (or a duplicate delivery) owns the job's outcome: this one is dropped."""
     ATTEMPT_IN_PROGRESS = "attempt_in_progress"
-    """The same attempt is running elsewhere under a lease: looked at again when it ends."""
+    """Another attempt is running under a live lease: looked at again when it ends."""
     DUPLICATE_KEY = "duplicate_key"
     """An earlier job with the same idempotency key succeeded: its result is returned."""
 
