@@ -4,12 +4,16 @@ For producers at the edge: this module imports httpx and ``static_contracts`` an
 heavier (no boto3, attrs or cattrs; a test proves it in a fresh interpreter).
 
 - Every request is signed (``taskhop.static_contracts.signed_headers``: HMAC-SHA256 over the
-  timestamp and the exact body bytes).
+  timestamp and the exact body bytes), every retry included: each send carries a fresh
+  timestamp and signature (and a fresh SigV4 date), so a retry that waited out a long
+  ``Retry-After`` is not refused as expired. The body is encoded once; the endpoint answers
+  a retried job it already accepted as that job (``"duplicate": true``), never twice.
 - Connect errors, timeouts, 408, 429 and 5xx are retried with capped exponential backoff and
   jitter, honouring ``Retry-After``; other 4xx answers are never retried and surface as
   ``TransportError`` with the endpoint's message and field paths.
-- ``post`` returns the endpoint's JSON answer: ``{"job_id": ...}`` from an enqueueing
-  endpoint (202), the job's outcome with its result from a running one (200).
+- ``post`` returns the endpoint's JSON answer: ``{"job_id", "status": "queued"}`` from an
+  enqueueing endpoint (202), the job's outcome with its result from a running one (200), and
+  ``{"job_id", "status", "duplicate": true}`` (200) for a job the endpoint had accepted before.
 
 ``HttpTransport`` and ``AsyncHttpTransport`` are explicit twins (httpx's shape).
 """
@@ -73,8 +77,8 @@ class _Settings:
                 )
             )
 
-    def request(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
-        body = envelope.encode()
+    def headers(self, body: bytes) -> dict[str, str]:
+        """The headers of one send of ``body``, signed now: called again for every retry."""
         headers = {"content-type": "application/json", **signed_headers(self.secret, body)}
         if self.iam is not None:  # AWS_IAM auth on a Function URL: SigV4 for service "lambda"
             headers = sign_request(
@@ -86,7 +90,7 @@ class _Settings:
                 region=self.region,
                 credentials=self.iam,
             )
-        return body, headers
+        return headers
 
     def wait(self, attempt: int, response: httpx.Response | None) -> float:
         """Seconds before retry number ``attempt`` (1-based): Retry-After, else backoff."""
@@ -150,11 +154,13 @@ class HttpTransport:
     def post(self, envelope: Envelope) -> dict[str, Any]:
         """Send one envelope and return the endpoint's JSON answer."""
         settings = self._settings
-        body, headers = settings.request(envelope)
+        body = envelope.encode()
         for attempt in range(1, settings.retries + 2):
             response: httpx.Response | None = None
             try:
-                response = self.client.post(settings.url, content=body, headers=headers)
+                response = self.client.post(
+                    settings.url, content=body, headers=settings.headers(body)
+                )
             except httpx.TransportError as exc:  # connect error, timeout: try again
                 if attempt > settings.retries:
                     raise TransportError(
@@ -203,11 +209,13 @@ class AsyncHttpTransport:
         import asyncio  # lazy import: a sync producer never pays for asyncio
 
         settings = self._settings
-        body, headers = settings.request(envelope)
+        body = envelope.encode()
         for attempt in range(1, settings.retries + 2):
             response: httpx.Response | None = None
             try:
-                response = await self.client.post(settings.url, content=body, headers=headers)
+                response = await self.client.post(
+                    settings.url, content=body, headers=settings.headers(body)
+                )
             except httpx.TransportError as exc:
                 if attempt > settings.retries:
                     raise TransportError(

@@ -2,7 +2,8 @@
 
 Starts a moto server on 127.0.0.1 (or uses ``AWS_ENDPOINT_URL`` when it is set), creates the
 queue, its DLQ (redrive after 20 receives, the templates' backstop) and the job table,
-exports where they are, imports the app, and runs the local event source mapping until SIGTERM/SIGINT.
+exports where they are, imports the app, and runs the local event source mapping until
+SIGTERM/SIGINT.
 
 The app module reads its resources from the environment this sets::
 

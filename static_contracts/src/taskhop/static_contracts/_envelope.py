@@ -197,8 +197,9 @@ class Envelope:
         The data may come from a parser that accepts NaN and infinities (Lambda's, for a direct
         invocation's event): those are refused here as ``decode`` refuses them in bytes.
         """
-        if isinstance(data, dict):
-            obj: dict[Any, Any] = data  # pyright: ignore[reportUnknownVariableType]
+        parsed: object = data
+        if isinstance(parsed, dict):
+            obj: dict[Any, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
             for key, value in obj.items():
                 _refuse_non_finite(str(key), value)
         return cls._from_parsed(data)
