@@ -17,7 +17,7 @@ from taskhop.backends.http import AsyncHttpTransport, HttpTransport
 from taskhop.lambda_worker import HttpEndpoint
 from taskhop.sdk import App, JobContext, JobStatus, create_app
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
-from taskhop.static_contracts import Envelope, TransportError, Verifier, _signing, signed_headers
+from taskhop.static_contracts import Envelope, TransportError, Verifier, signed_headers
 from test_http import SECRET, answer, v2_event
 
 JOB = {"to": "ann@example.com", "subject": "hi"}
@@ -99,7 +99,7 @@ def test_every_attempt_carries_a_fresh_timestamp_and_signature(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Sync and async twins sign each send anew; each signature verifies at its own time."""
-    monkeypatch.setattr(_signing, "time", FakeClock())
+    monkeypatch.setattr("taskhop.static_contracts._signing.time", FakeClock())
     sent: list[tuple[str, str, bytes]] = []
 
     def record(request: httpx.Request) -> httpx.Response:

@@ -303,10 +303,10 @@ class HttpEndpoint:
             record = None if self._store is None else self._store.get(envelope.id)
             if record is not None and record.status.is_final:
                 return _json(200, _recorded(record))
-            status = JobStatus.RUNNING.value if record is None else record.status.value
+            state = JobStatus.RUNNING if record is None else record.status
             return _json(
                 503,
-                {"job_id": envelope.id, "status": status, "duplicate": True},
+                {"job_id": envelope.id, "status": state.value, "duplicate": True},
                 {"retry-after": str(RETRY_AFTER)},
             )
         answer: dict[str, Any] = {"job_id": envelope.id, "status": kind.value}
@@ -317,12 +317,12 @@ class HttpEndpoint:
             answer["error"] = outcome.error.to_dict()
         if outcome.reason:
             answer["reason"] = outcome.reason
-        status = {OutcomeKind.REJECTED: 400, OutcomeKind.RETRY: 503}.get(kind, 422)
+        code = {OutcomeKind.REJECTED: 400, OutcomeKind.RETRY: 503}.get(kind, 422)
         headers: dict[str, str] = {}
         if kind is OutcomeKind.RETRY:
             after = RETRY_AFTER if outcome.retry_after is None else outcome.retry_after
             headers["retry-after"] = str(max(1, math.ceil(after)))
-        return _json(status, answer, headers)
+        return _json(code, answer, headers)
 
     def _defer(self, envelope: Envelope, encoded: bytes, body: bytes) -> dict[str, Any]:
         """A job not due yet: on the queue for later (202 "deferred"), never dropped."""
