@@ -23,7 +23,6 @@ from taskhop.sdk import (
     DuplicateJobInProgress,
     ErrorInfo,
     FieldError,
-    JobContext,
     JobStatus,
     ValidationError,
     create_app,
@@ -352,12 +351,8 @@ def test_static_contract_jobs_with_nan_never_reach_a_handler() -> None:
         static_contract("t", input=dict[str, float], output=int),
         lambda data, ctx: runs.append(data) or 0,  # type: ignore[func-returns-value]
     )
-    outcome = app.worker.process(body_with('{"x": NaN}').encode())
+    outcome = app.worker().process(body_with('{"x": NaN}').encode())
     app.close()
     assert outcome.kind.value == "poison"
     assert outcome.reason == Reason.NOT_JSON
     assert runs == []
-
-
-def _unused(ctx: JobContext) -> None:  # keeps JobContext imported for the lambdas' types
-    del ctx

@@ -9,11 +9,11 @@ then enqueue (``mode="enqueue"``: put the job on the app's queue, answer 202) or
 Replays and retries are one thing here. A producer re-signs every retry, and within one
 second a re-signed retry has the very signature of the first try, so a signature is not what
 identifies a request: the signed envelope's **job id** is. A request for a job the endpoint
-accepted before (found in the app's job store, which every instance shares, or, first and
-cheaply, in this instance's memory) is answered as that job, ``{"job_id", "status",
+accepted before (found in the app's job store, which every instance shares, or in this
+instance's memory of the ids it sent lately) is answered as that job, ``{"job_id", "status",
 "duplicate": true}``, and nothing is sent or run again.
 
-Answers: 401 missing, malformed or expired signature; 413 too large; 400 invalid envelope
+Answers: 401 missing, malformed, wrong or expired signature; 413 too large; 400 invalid envelope
 (``error.field``) or input (``error.fields``, field paths); 404 unknown task; 405 other
 methods; 202 / 200 on success; 200 for a duplicate; 503 with ``Retry-After`` when the queue or
 the store cannot take the job now; 500 (JSON) for anything unforeseen, never an exception out
@@ -73,7 +73,9 @@ class HttpEndpoint:
     or the producer's re-signed retry) is answered as that job: 200 with ``{"job_id",
     "status", "duplicate": true}`` and its result once it succeeded; nothing is enqueued or
     run again. The job store (``app.store``, shared by every instance) says which jobs were
-    accepted; this instance also remembers the ids it accepted recently, as a first line.
+    accepted. This instance also remembers the ids it sent lately (``remember`` of them, for
+    twice the skew window): the only line without a store, and a backstop for a job sent
+    whose record was not written (a store write that failed after the send).
 
     Without a job store a replay can be recognised only by the instance that accepted it.
     ``mode="run"`` therefore refuses to build without one (it would run a replayed job's

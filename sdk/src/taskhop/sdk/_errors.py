@@ -96,13 +96,16 @@ _TRUNCATED = " ... (truncated)"
 
 
 def _clip(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes (plus the truncation mark)."""
+    """``text`` cut to at most ``limit`` UTF-8 bytes, the truncation mark included.
+
+    Clipping what was clipped changes nothing, so a record read back compares equal.
+    """
     if len(text) * 4 <= limit:  # no str of this length can be longer: skip the encoding
         return text
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
         return text
-    return data[:limit].decode("utf-8", "ignore") + _TRUNCATED
+    return data[: limit - len(_TRUNCATED)].decode("utf-8", "ignore") + _TRUNCATED
 
 
 def _size(text: str) -> int:
@@ -151,12 +154,12 @@ class ErrorInfo:
         # The one place the bounds are applied (see MAX_ERROR_MESSAGE): everything stored,
         # returned or logged as a job's error is built here, read back from a store included.
         object.__setattr__(self, "type", _clip(self.type, MAX_ERROR_TYPE))
-        message = _clip(self.message, MAX_ERROR_MESSAGE)
+        note = ""
         if self.fields:
             fields, dropped = _bounded_fields(tuple(self.fields))
             object.__setattr__(self, "fields", fields)
-            if dropped:
-                message += f" (+{dropped} more field error(s) not kept)"
+            note = f" (+{dropped} more field error(s) not kept)" if dropped else ""
+        message = _clip(self.message, MAX_ERROR_MESSAGE - len(note)) + note
         object.__setattr__(self, "message", message)
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 import time
+import traceback
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -480,7 +481,10 @@ class Worker:
             message = f"the handler raised {type(exc).__name__}({exc}): it cannot end its host"
             step.ctx.log.warning(message)
         elif not isinstance(exc, Retry | HandlerTimeout):
-            step.ctx.log.warning("handler raised %s: %s", type(exc).__name__, exc, exc_info=exc)
+            # The type and the frames, not the message: it may quote the input (the record
+            # keeps it, where the job's own readers see it).
+            frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            step.ctx.log.warning("handler raised %s\n%s", type(exc).__name__, frames)
         info = ErrorInfo(kind or type(exc).__name__, message, retryable=True)
         after = exc.after if isinstance(exc, Retry) else None
         outcome = self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
