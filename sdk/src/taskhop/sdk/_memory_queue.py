@@ -202,7 +202,8 @@ class MemoryQueue:
                     if wait <= 0:
                         _, _, body, receives = heapq.heappop(self._heap)
                         if receives >= self.max_receives:  # the redrive policy moves it
-                            self.dead_letters.append(DeadLetter(body, Reason.MAX_RECEIVES, None, None))
+                            moved = DeadLetter(body, Reason.MAX_RECEIVES, None, None)
+                            self.dead_letters.append(moved)
                             self._cond.notify_all()
                             continue
                         self._in_flight += 1
