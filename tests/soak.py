@@ -1,11 +1,19 @@
 """The reliability soak: jobs with injected faults through the local stack, then an exact account.
 
-``make soak`` runs 10,000 jobs (``python tests/soak.py --jobs 10000``); ``make test`` runs
-1,000 (``tests/test_soak.py``). The stack is the one users run: a moto server on 127.0.0.1
-in its own process, a queue with a DLQ, a DynamoDB job table, and two ``taskhop worker
---local`` processes (the Lambda handler behind the local event source mapping).
+``make soak`` runs 10,000 jobs in every configuration (``python tests/soak.py --jobs 10000``;
+``--config`` picks one); ``make test`` runs ``tests/test_soak.py``: 1,000 jobs in the first
+configuration, 300 in each other. The stack is the one users run: a moto server on 127.0.0.1
+in its own process, a queue with a redrive policy to a DLQ, a DynamoDB job table, and two
+``taskhop worker --local`` processes (the Lambda handler behind the local event source
+mapping). Configurations (``CONFIGS``):
 
-Faults injected:
+- ``dlq-url``: a standard queue; the worker sends dead letters to ``$TASKHOP_DLQ_URL``.
+- ``no-dlq-url``: a standard queue; the worker has no ``dlq_url`` and no
+  ``$TASKHOP_DLQ_URL``, so it finds the DLQ from the queue's redrive policy.
+- ``fifo``: a FIFO queue and a FIFO DLQ (``$TASKHOP_DLQ_URL``); jobs spread round-robin over
+  16 message groups. The account also checks order within each group (``_group_order``).
+
+Faults injected, in every configuration:
 
 - 10% of jobs fail retryably: half recover on attempt 2 or 3, half exhaust their 3 attempts;
 - 2% fail permanently (``PermanentError``); 2% carry invalid input;
@@ -16,17 +24,25 @@ Faults injected:
 - throttling answers to 2% of every AWS request the workers and the producer make;
 - one worker is SIGKILLed mid-batch (while a job's handler runs) and a new one is started.
 
+On FIFO the duplicates and the second dispatches get deduplication ids of their own: under
+the first one's id SQS would drop them within its 5-minute window, and they would never reach
+the worker, which is what they are there to test (a re-dispatch after the window arrives so).
+
 Then every job must be in exactly one final state (succeeded, failed, rejected; poison
 dead-lettered), the DLQ must hold exactly one copy of each job that exhausted its attempts and
-the poison (a permanent failure is recorded, not dead-lettered), the queue must be empty,
-each handler must have run once per attempt it was given and no more (a duplicate delivery
-runs nothing), and each charge's side effect must have happened exactly once.
+the poison (a permanent failure is recorded, not dead-lettered) and nothing else, the queue
+must be empty, no job record may be left running and no idempotency key held, each handler
+must have run once for each attempt its plan calls for, numbered 1, 2, ... by the job store,
+and no more (a duplicate delivery runs nothing), and each charge's side effect must have
+happened exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
+import itertools
 import json
 import os
 import random
@@ -37,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,25 +83,50 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 VISIBILITY = 8  # seconds; the worker's function timeout is 6 (Lambda wants visibility above it)
+GROUPS = 16  # FIFO message groups
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way to deploy the queue and the worker; every configuration runs the same plan."""
+
+    name: str
+    fifo: bool
+    """A FIFO queue and a FIFO DLQ, jobs spread over ``GROUPS`` message groups."""
+    dlq_url: bool
+    """The worker is given the DLQ (``$TASKHOP_DLQ_URL``); else it reads the redrive policy."""
+
+
+CONFIGS = {
+    config.name: config
+    for config in (
+        Config("dlq-url", fifo=False, dlq_url=True),
+        Config("no-dlq-url", fifo=False, dlq_url=False),
+        Config("fifo", fifo=True, dlq_url=True),
+    )
+}
 
 
 @dataclass
 class Plan:
     """What the producer sends: jobs with their kind, and the extra messages."""
 
-    envelopes: list[Envelope] = field(default_factory=list)
-    kinds: dict[str, str] = field(default_factory=dict)
-    poison: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)  # bodies sent a second time
+    envelopes: list[Envelope] = field(default_factory=list[Envelope])
+    kinds: dict[str, str] = field(default_factory=dict[str, str])
+    poison: list[str] = field(default_factory=list[str])
+    duplicates: list[str] = field(default_factory=list[str])  # bodies sent a second time
+    groups: dict[str, str] = field(default_factory=dict[str, str])
+    """FIFO message group of each job (by id) and of each poison body (by body)."""
 
 
 def plan(jobs: int, seed: int) -> Plan:
-    """The job mix, reproducible from ``seed``."""
+    """The job mix, reproducible from ``seed``; groups are round-robin in dispatch order."""
     rng = random.Random(seed)
     result = Plan()
     charges: list[Envelope] = []
 
     def add(envelope: Envelope, kind: str) -> None:
+        result.groups[envelope.id] = f"g{len(result.envelopes) % GROUPS:02d}"
         result.envelopes.append(envelope)
         result.kinds[envelope.id] = kind
 
@@ -128,6 +169,7 @@ def plan(jobs: int, seed: int) -> Plan:
                 ]
             )
         )
+        result.groups[result.poison[-1]] = f"g{i % GROUPS:02d}"
     doubles = rng.sample(
         [e for e in result.envelopes if result.kinds[e.id] in ("ok", "charge")],
         max(1, jobs // 100),
@@ -137,14 +179,16 @@ def plan(jobs: int, seed: int) -> Plan:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto server in its own process on 127.0.0.1 (its own GIL, like a real endpoint)."""
+def moto_server() -> Generator[str]:
+    """A moto server in its own process on 127.0.0.1 (its own GIL, like a real endpoint).
+
+    It is ``serve_moto``'s: moto's own, with FIFO message groups held as SQS holds them.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(HERE / "soak.py"), "--moto-server", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -161,8 +205,57 @@ def moto_server() -> Iterator[str]:
         proc.wait(10)
 
 
+def serve_moto(port: int) -> None:
+    """Run moto's server on 127.0.0.1, its FIFO long polls fixed to keep each group in order.
+
+    SQS returns no more messages of a FIFO message group while one of them is in flight.
+    moto 5's ``SQSBackend.receive_message`` reads the groups in flight once per call, before
+    its long poll waits: a long poll that began while a group had nothing to give returns
+    the group's next message even when another receiver took the one before it meanwhile
+    (``test_soak.py`` shows it with two receivers), so two workers ran one group at once.
+    Here a long poll on a FIFO queue is a loop of short receives, one at a time, each reading
+    the groups afresh. Standard queues are moto's own.
+    """
+    import threading
+
+    from moto.server import main as moto_main
+    from moto.sqs.models import SQSBackend
+
+    original = SQSBackend.receive_message
+    one_at_a_time = threading.Lock()
+
+    def receive_message(
+        self: SQSBackend,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        if not self.get_queue(queue_name).fifo_queue:
+            return original(
+                self, queue_name, count, wait_seconds_timeout, visibility_timeout,
+                message_attribute_names,
+            )  # fmt: skip
+        until = time.monotonic() + wait_seconds_timeout
+        while True:
+            with one_at_a_time:
+                got = original(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+            if got or time.monotonic() >= until:
+                return got
+            time.sleep(0.05)
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    moto_main(["-H", "127.0.0.1", "-p", str(port)])
+
+
 @dataclass
 class Stack:
+    """The resources of one run, and the environment its processes get."""
+
+    config: Config
     endpoint: str
     queue_url: str
     dlq_url: str
@@ -171,7 +264,7 @@ class Stack:
     directory: Path
 
     def env(self, throttle: float) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             **CREDENTIALS,
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -183,25 +276,35 @@ class Stack:
             "SOAK_THROTTLE": str(throttle),
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         }
+        if not self.config.dlq_url:  # the worker must find the DLQ from the redrive policy
+            del env["TASKHOP_DLQ_URL"]
+        return env
 
 
-def create_resources(endpoint: str, directory: Path) -> Stack:
+def create_resources(endpoint: str, directory: Path, config: Config) -> Stack:
     import boto3
     from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.infra import DEFAULT_RECEIVES
 
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
     factory: Any = boto3
     sqs, dynamodb = factory.client("sqs"), factory.client("dynamodb")
-    dlq_url = sqs.create_queue(QueueName="soak-dlq")["QueueUrl"]
+    suffix = ".fifo" if config.fifo else ""
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if config.fifo else {}
+    dlq_url = sqs.create_queue(QueueName=f"soak-dlq{suffix}", Attributes=fifo)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
+    # The redrive policy is a backstop only, at the infra templates' default: the worker
+    # dead-letters itself after 3 attempts, to the DLQ it is given or to this policy's.
+    # A redrive by SQS itself would show in the account as a DLQ message with no reason.
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": DEFAULT_RECEIVES}
     queue_url = sqs.create_queue(
-        QueueName="soak",
+        QueueName=f"soak{suffix}",
         Attributes={
+            **fifo,
             "VisibilityTimeout": str(VISIBILITY),
-            # A backstop only: the worker dead-letters explicitly (--dlq-url) long before.
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 10}),
+            "RedrivePolicy": json.dumps(redrive),
         },
     )["QueueUrl"]
     DynamoStore("soak-jobs").create_table()
@@ -211,7 +314,7 @@ def create_resources(endpoint: str, directory: Path) -> Stack:
         AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    return Stack(endpoint, queue_url, dlq_url, "soak-jobs", "soak-effects", directory)
+    return Stack(config, endpoint, queue_url, dlq_url, "soak-jobs", "soak-effects", directory)
 
 
 class Workers:
@@ -261,10 +364,12 @@ class Workers:
 
 def produce(
     stack: Stack, the_plan: Plan, throttle: float, rng: random.Random, deadline: float
-) -> None:
+) -> list[str]:
     """Send every job, the duplicates and the poison, interleaved, with throttling injected.
 
-    Past ``deadline`` it stops sending: what was not sent shows in the account as not final.
+    Returns the job ids in the order their messages were sent (a duplicate's too; on FIFO
+    each went to its job's group, and ``_group_order`` checks that order). Past ``deadline``
+    it stops sending: what was not sent shows in the account as not final.
     """
     import boto3
     from soak_faults import inject_throttling
@@ -272,7 +377,51 @@ def produce(
 
     session = boto3.Session()
     inject_throttling(session, throttle, random.Random(rng.random()), stack.directory)
-    queue = SqsQueue(stack.queue_url, session=session)
+    fifo = stack.config.fifo
+    queue = SqsQueue(
+        stack.queue_url,
+        session=session,
+        message_group=(lambda e: the_plan.groups[e.id]) if fifo else None,
+    )
+
+    def send_raw(body: str, group: str, dedupe: str) -> None:
+        fields: dict[str, Any] = {"QueueUrl": stack.queue_url, "MessageBody": body}
+        if fifo:
+            fields["MessageGroupId"] = group
+            fields["MessageDeduplicationId"] = hashlib.sha256(dedupe.encode()).hexdigest()
+        queue.client.send_message(**fields)
+
+    sent: list[str] = []
+
+    def send_jobs(envelopes: list[Envelope]) -> None:
+        sent.extend(e.id for e in envelopes)
+        if not fifo:
+            queue.send_many(envelopes)
+            return
+        run: list[Envelope] = []
+        for envelope in envelopes:  # in order: a second dispatch goes between its neighbours
+            if the_plan.kinds[envelope.id] != "charge-again":
+                run.append(envelope)
+                continue
+            if run:
+                queue.send_many(run)
+                run = []
+            # SqsQueue deduplicates by the idempotency key, so SQS would drop this one: give
+            # it the deduplication id a dispatch after SQS's 5-minute window would have.
+            fields = queue.entries.entry(envelope, None).fields
+            fields["MessageDeduplicationId"] = hashlib.sha256(envelope.id.encode()).hexdigest()
+            queue.client.send_message(QueueUrl=stack.queue_url, **fields)
+        if run:
+            queue.send_many(run)
+
+    def send_extra(body: str) -> None:
+        if body in the_plan.groups:  # poison
+            send_raw(body, the_plan.groups[body], f"poison {body}")
+        else:  # a duplicate delivery, after its job in the job's group
+            job_id = _body_id(body)
+            send_raw(body, the_plan.groups[job_id], f"duplicate {job_id}")
+            sent.append(job_id)
+
     raw: list[str] = the_plan.poison + the_plan.duplicates
     rng.shuffle(raw)
     step = max(1, len(the_plan.envelopes) // max(1, len(raw)))
@@ -281,14 +430,15 @@ def produce(
         while queue_depth(queue.client, stack.queue_url) > 200:  # a steady producer:
             time.sleep(0.2)  # moto's SendMessage slows down as the queue grows (O(depth))
             if time.monotonic() > deadline:
-                return
-        queue.send_many(the_plan.envelopes[i : i + 100])
+                return sent
+        send_jobs(the_plan.envelopes[i : i + 100])
         upto = min(len(raw), (i + 100) // step)
         for body in raw[sent_raw:upto]:
-            queue.client.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+            send_extra(body)
         sent_raw = max(sent_raw, upto)
     for body in raw[sent_raw:]:  # each raw body is sent once
-        queue.client.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+        send_extra(body)
+    return sent
 
 
 def queue_depth(sqs: Any, url: str) -> int:
@@ -302,7 +452,11 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 
 def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message on a queue (hidden for a while once read, so each is read once)."""
+    """Every message on a queue, each read once and then deleted.
+
+    Deleted, not just hidden: a FIFO queue returns nothing more of a message group while
+    one of its messages is in flight, so a hidden group would hide the rest of its letters.
+    """
     messages: dict[str, dict[str, Any]] = {}
     empty = 0
     while empty < 2:
@@ -311,9 +465,15 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
             MaxNumberOfMessages=10,
             VisibilityTimeout=600,
             MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
         ).get("Messages", [])
         empty = 0 if got else empty + 1
         messages.update({m["MessageId"]: m for m in got})
+        if got:
+            entries: Any = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ]
+            sqs.delete_message_batch(QueueUrl=url, Entries=entries)
     return list(messages.values())
 
 
@@ -340,8 +500,13 @@ class Account:
         return "\n".join(lines)
 
 
-def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> Account:
-    """Read the store, the DLQ, the effects table and the logs; check everything."""
+def account(
+    stack: Stack, the_plan: Plan, sent: list[str], workers: Workers, elapsed: float
+) -> Account:
+    """Read the store, the DLQ, the effects table and the logs; check everything.
+
+    ``sent`` is what ``produce`` returns: the job ids in the order their messages went out.
+    """
     import boto3
     from taskhop.backends.dynamodb import DynamoStore
 
@@ -354,9 +519,11 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
         m.get("MessageAttributes", {}).get("taskhop-job-id", {}).get("StringValue") for m in dead
     )
     dead_bodies = collections.Counter(m["Body"] for m in dead)
+    runs: list[tuple[str, int]] = []  # (job, attempt) per handler run, in the order they began
     attempts_run: dict[str, list[int]] = collections.defaultdict(list)  # job -> attempts run
     for line in _lines(stack.directory / "runs.log"):
         job_id, attempt = line.split()
+        runs.append((job_id, int(attempt)))
         attempts_run[job_id].append(int(attempt))
     throttles = collections.Counter(
         line.split()[1] for line in _lines(stack.directory / "throttles.log")
@@ -391,13 +558,18 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
     strangers += [m for m in dead if _job_id(m) and _job_id(m) not in the_plan.kinds]
     if strangers:
         problems.append(f"DLQ: {len(strangers)} messages that are neither poison nor our jobs")
-    # A dead-lettered job is final in the store, so a redelivery is skipped, never sent again.
-    # A poison body has no record: a redelivery of one (its worker killed between the DLQ
-    # send and the delete) is dead-lettered again, and shows in the figures below.
+    unexplained = [m for m in dead if "taskhop-reason" not in m.get("MessageAttributes", {})]
+    if unexplained:  # moved by SQS's redrive (maxReceiveCount), not sent by the worker
+        problems.append(f"DLQ: {len(unexplained)} messages without a taskhop-reason")
+    # Every delivery of a dead-lettered job sends it to the DLQ again (its record keeps the
+    # reason), and the worker deletes the message right after the send: a second copy takes
+    # a crash or a lost delete between the two, which this soak does not inject. (A FIFO DLQ
+    # would also drop a copy sent within 5 minutes: the deduplication id is the message id.)
     copies = {i: n for i, n in dead_jobs.items() if i and n > 1}
     if copies:
         problems.append(f"DLQ: jobs dead-lettered more than once: {copies}")
     problems += _handler_run_problems(the_plan, attempts_run)
+    problems += _store_problems(_scan(dynamodb, stack.table))
     charges = [e for e in the_plan.envelopes if the_plan.kinds[e.id] == "charge"]
     once = sum(1 for e in charges if effects.get(str(e.idempotency_key)) == 1)
     if once != len(charges) or len(effects) != len(charges):
@@ -425,14 +597,15 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
         for line in _json_lines(path)
         if line.get("event") == "job"
     )
-    figures = {
+    figures: dict[str, Any] = {
+        "configuration": stack.config.name,
         "elapsed": f"{elapsed:.1f} s ({len(ids) / elapsed:.0f} jobs/s)",
         "duplicate deliveries sent": len(the_plan.duplicates),
         "duplicate deliveries that ran a handler again": sum(
             1 for body in the_plan.duplicates if len(attempts_run[_body_id(body)]) > 1
         ),
         "attempt numbers used by a receive that ran nothing": sum(
-            max(runs) - len(runs) for runs in attempts_run.values() if runs
+            max(attempts) - len(attempts) for attempts in attempts_run.values() if attempts
         ),
         "charge side effects applied exactly once": f"{once} of {len(charges)}",
         "throttles injected": dict(throttles),
@@ -442,47 +615,115 @@ def account(stack: Stack, the_plan: Plan, workers: Workers, elapsed: float) -> A
         - sum(1 for body in the_plan.poison if dead_bodies[body]),
         "worker outcomes (from the JSON job lines)": dict(sorted(outcomes.items())),
     }
+    if stack.config.fifo:
+        order_problems, figures["group order"] = _group_order(the_plan, sent, runs)
+        problems += order_problems
     if not workers.killed:
         problems.append("no worker was killed: the trip job never ran")
     return Account(rows, problems, figures)
 
 
 def _handler_run_problems(the_plan: Plan, attempts_run: dict[str, list[int]]) -> list[str]:
-    """Each handler ran at most once per attempt, as many times as its kind calls for.
+    """Each handler ran once per attempt its plan calls for, attempts numbered 1, 2, ...
 
-    Attempt numbers are SQS receive counts, so a receive that ran nothing still uses one:
-    a record returned unprocessed when its invocation ran out of time, one in the killed
-    worker's batch, one whose store write was throttled past botocore's retries. Runs may
-    therefore skip numbers; they may never repeat one, nor go on after the job ended.
+    The job store numbers the attempts (a receive that ran nothing uses none: a record left
+    unprocessed when its invocation ran out of time, its batch-mates in the killed worker, a
+    redelivery held off by a live lease, a FIFO record held back behind a failure in its
+    group), so the runs of a job are exactly 1..n: never a repeat, never a gap.
     """
     problems: list[str] = []
     by_key: dict[str, int] = collections.Counter()
     for envelope in the_plan.envelopes:
-        kind, runs = the_plan.kinds[envelope.id], sorted(attempts_run[envelope.id])
+        kind, runs = the_plan.kinds[envelope.id], attempts_run[envelope.id]
         if len(runs) != len(set(runs)):
-            problems.append(f"{kind} {envelope.id}: an attempt ran twice: {runs}")
-        if kind == "invalid":
-            if runs:
-                problems.append(f"invalid {envelope.id}: the handler ran on invalid input")
-        elif kind in ("charge", "charge-again"):  # one run per key, by whichever job was first
+            problems.append(f"{kind} {envelope.id}: an attempt ran twice: {sorted(runs)}")
+        data: Any = envelope.input
+        if kind in ("charge", "charge-again"):  # one run per key, by whichever job was first
             by_key[str(envelope.idempotency_key)] += len(runs)
-        elif kind == "recovers":  # failed below fail_until, succeeded on the first run past it
-            data: Any = envelope.input
-            early, last = runs[:-1], runs[-1] if runs else 0
-            if last < data["fail_until"] or any(a >= data["fail_until"] for a in early):
-                problems.append(f"recovers {envelope.id}: attempts run {runs}")
-        elif kind == "exhausts":  # failed on every run, the last one on attempt 3
-            if not runs or runs[-1] != 3:
-                problems.append(f"exhausts {envelope.id}: attempts run {runs}, last must be 3")
+            expected = [1] if runs else []
+        elif kind == "invalid":  # rejected before the handler
+            expected = []
+        elif kind == "recovers":  # failed below fail_until, succeeded on attempt fail_until
+            expected = list(range(1, data["fail_until"] + 1))
+        elif kind == "exhausts":  # failed on each of its 3 attempts
+            expected = [1, 2, 3]
         elif kind == "killed":  # the run the kill cut short, then one that finished
-            if len(runs) != 2 or runs[0] != 1:
-                problems.append(f"killed {envelope.id}: attempts run {runs}, not 1 and one more")
-        elif len(runs) != 1:  # ok, permanent: one run, whatever its attempt number
-            problems.append(f"{kind} {envelope.id}: the handler ran {len(runs)} times")
+            expected = [1, 2]
+        else:  # ok, permanent: one run
+            expected = [1]
+        if sorted(runs) != expected:
+            problems.append(f"{kind} {envelope.id}: attempts run {sorted(runs)}, not {expected}")
     wrong = {key: n for key, n in by_key.items() if n != 1}
     if wrong:
         problems.append(f"charge: handler runs per idempotency key not 1: {wrong}")
     return problems
+
+
+def _store_problems(items: Iterator[dict[str, Any]]) -> list[str]:
+    """Nothing left running in the job table: every job record final, every key completed.
+
+    The whole table, not only the planned jobs: a record made for anything else (a poison
+    body with an id, say) must not be left behind either.
+    """
+    from taskhop.sdk import JobStatus
+
+    final = {status.value for status in JobStatus if status.is_final}
+    open_jobs: list[str] = []
+    held_keys = 0
+    for item in items:
+        pk, status = item["pk"]["S"], item.get("status", {}).get("S", "no status")
+        if pk.startswith("job#") and status not in final:
+            open_jobs.append(f"{pk.removeprefix('job#')} ({status})")
+        elif pk.startswith("key#") and item.get("state", {}).get("S") != "completed":
+            held_keys += 1
+    problems: list[str] = []
+    if open_jobs:
+        problems.append(f"store: {len(open_jobs)} job records not final, e.g. {open_jobs[:3]}")
+    if held_keys:
+        problems.append(f"store: {held_keys} idempotency keys still held (not completed)")
+    return problems
+
+
+def _group_order(
+    the_plan: Plan, sent: list[str], runs: list[tuple[str, int]]
+) -> tuple[list[str], str]:
+    """FIFO: within each message group, every job's runs came after those of the jobs before it.
+
+    The check: for jobs A and B of one group, A's first message sent before B's, both with
+    at least one handler run, B's first run began after A's last run began (the order of the
+    lines in runs.log, one O_APPEND write as each run begins, so across processes too). It
+    holds for every job that ran, failed ones included: a FIFO queue gives out no more of a
+    group while one of its messages is in flight, a retry keeps its message, and the runtime
+    reports the rest of a group failed unprocessed after a failure, so nothing overtakes a job
+    that is still to run again. Jobs that never ran the handler (invalid input, a second
+    dispatch of a key that had run) have no place in the order and are left out. Returns the
+    problems and the figure.
+    """
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for index, (job_id, _) in enumerate(runs):
+        first.setdefault(job_id, index)
+        last[job_id] = index
+    order: dict[str, list[str]] = collections.defaultdict(list)  # group -> jobs, as sent
+    for job_id in dict.fromkeys(sent):  # a duplicate delivery sent first puts its job there
+        if job_id in first:
+            order[the_plan.groups[job_id]].append(job_id)
+    problems: list[str] = []
+    pairs = 0
+    for group, job_ids in sorted(order.items()):
+        for before, after in itertools.pairwise(job_ids):
+            pairs += 1
+            if last[before] > first[after]:
+                problems.append(
+                    f"group {group}: {after} ({the_plan.kinds[after]}) ran before"
+                    f" {before} ({the_plan.kinds[before]}) was done, though sent after it"
+                )
+    ran = sum(len(job_ids) for job_ids in order.values())
+    figure = (
+        f"{ran} jobs that ran, in {len(order)} groups: {pairs} consecutive pairs checked,"
+        f" {len(problems)} out of order"
+    )
+    return problems[:20], figure
 
 
 def _body_id(body: str) -> str:
@@ -517,29 +758,33 @@ def _scan(dynamodb: Any, table: str) -> Iterator[dict[str, Any]]:
         yield from page["Items"]
 
 
-def run_soak(jobs: int, *, seed: int = 7, throttle: float = 0.02, workers: int = 2,
-             timeout: float | None = None, progress: bool = False) -> Account:  # fmt: skip
-    """Run the whole soak and return its account.
+def run_soak(jobs: int, *, config: str = "dlq-url", seed: int = 7, throttle: float = 0.02,
+             workers: int = 2, timeout: float | None = None,
+             progress: bool = False) -> Account:  # fmt: skip
+    """Run the whole soak in one configuration (a ``CONFIGS`` name) and return its account.
 
-    ``timeout`` bounds the whole run (default: 300 s plus 0.25 s a job, about 4x what moto
-    needs on two shared cores); a run that hits it is reported, never hangs.
+    Each run has a stack of its own (moto server, queues, tables, workers). ``timeout``
+    bounds the whole run (default: 300 s plus 0.25 s a job, about 4x what moto needs on two
+    shared cores); a run that hits it is reported, never hangs.
     """
+    if config not in CONFIGS:
+        raise ValueError(f"config: one of {sorted(CONFIGS)}, got {config!r}")
     the_plan = plan(jobs, seed)
     timeout = 300 + 0.25 * jobs if timeout is None else timeout
     with ExitStack() as stack_:
         directory = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         endpoint = stack_.enter_context(moto_server())
-        stack = create_resources(endpoint, directory)
+        stack = create_resources(endpoint, directory, CONFIGS[config])
         pool = Workers(stack, workers, throttle)
         try:
             started = time.monotonic()
-            produce(stack, the_plan, throttle, random.Random(seed), started + timeout)
+            sent = produce(stack, the_plan, throttle, random.Random(seed), started + timeout)
             print(f"  dispatched in {time.monotonic() - started:.1f} s", file=sys.stderr)
             wait_until_settled(stack, the_plan, started + timeout, progress)
             elapsed = time.monotonic() - started
         finally:
             pool.stop()
-        return account(stack, the_plan, pool, elapsed)
+        return account(stack, the_plan, sent, pool, elapsed)
 
 
 def wait_until_settled(stack: Stack, the_plan: Plan, deadline: float, progress: bool) -> None:
@@ -566,14 +811,34 @@ def wait_until_settled(stack: Stack, the_plan: Plan, deadline: float, progress: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=str(__doc__).split("\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument(
+        "--config",
+        choices=[*CONFIGS, "all"],
+        default="all",
+        help="the queue and worker configuration to run (default: all, one after another)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--throttle", type=float, default=0.02)
+    parser.add_argument("--moto-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    result = run_soak(args.jobs, seed=args.seed, throttle=args.throttle, progress=True)
-    print(result.table())
-    return 1 if result.problems else 0
+    if args.moto_server is not None:  # moto_server() starts this script as the server
+        serve_moto(args.moto_server)
+        return 0
+    names = list(CONFIGS) if args.config == "all" else [args.config]
+    failed: list[str] = []
+    for name in names:
+        print(f"== {name}: {args.jobs} jobs", file=sys.stderr, flush=True)
+        result = run_soak(
+            args.jobs, config=name, seed=args.seed, throttle=args.throttle, progress=True
+        )
+        print(f"== {name}: {args.jobs} jobs\n{result.table()}\n", flush=True)
+        if result.problems:
+            failed.append(name)
+    if len(names) > 1:
+        print(f"configurations with problems: {failed}" if failed else "every configuration: yes")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import Resize, resize, send_email
+from conftest import EmailSent, Resize, Resized, resize, send_email
 from taskhop.lambda_worker import HttpEndpoint
 from taskhop.sdk import (
     App,
@@ -115,6 +115,24 @@ def test_decode_errors_do_not_quote_string_values_from_the_body() -> None:
     assert "got string" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "top",
+    [
+        {"dispatched_at": json.dumps("2026-01-01" + "x" * 100_000)},
+        {"x" * 100_000: "1"},
+        {f"k{i}": "1" for i in range(1000)},
+        {"version": json.dumps(["ann@example.com"] * 10_000)},
+        {"attempt": "-1" + "0" * 4000},
+    ],
+)
+def test_every_decode_error_is_small_whatever_the_body(top: dict[str, str]) -> None:
+    """An error is logged and dead-lettered with its message: a body cannot make it large."""
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.decode(body_with("1", **top))
+    assert len(str(caught.value)) < 500
+    assert "ann@example.com" not in str(caught.value)
+
+
 # -- encode: refused with a path --------------------------------------------------------------
 
 
@@ -173,7 +191,7 @@ def test_a_signed_nan_body_in_enqueue_mode_is_answered_400() -> None:
     import base64
 
     app = create_app()
-    app.implement(send_email, lambda data, ctx: None)  # type: ignore[arg-type,return-value]
+    app.implement(send_email, lambda data, ctx: EmailSent("m"))
     endpoint = HttpEndpoint(app, secrets=["s"])
     body = body_with('{"to": "a", "subject": NaN}').replace('"task":"t"', '"task":"send-email"')
     raw = body.encode()
@@ -227,7 +245,7 @@ def test_a_validator_quoting_a_500_kb_value_is_rejected_with_its_paths(
     app: App, harness: Any
 ) -> None:
     """attrs' matches_re quotes the value: the record keeps both field paths, under 16 KB."""
-    app.implement(resize, lambda data, ctx: None)  # type: ignore[arg-type,return-value]
+    app.implement(resize, lambda data, ctx: Resized("k"))
     bound = app.get("resize")
     url = "ftp://" + "x" * 500_000
     handle = bound.dispatch({"url": url, "width": -1}, skip_validation=True)  # type: ignore[arg-type]
@@ -296,7 +314,7 @@ def test_a_job_waiting_on_a_held_key_records_no_raw_key(app: App, harness: Any) 
     key = "order:ann@example.com"
     assert app.store is not None
     app.store.claim_key(key, "someone-else", lease_until=4_102_444_800.0)  # held till 2100
-    app.implement(send_email, lambda data, ctx: None)  # type: ignore[arg-type,return-value]
+    app.implement(send_email, lambda data, ctx: EmailSent("m"))
     handle = app.get("send-email").dispatch({"to": "a", "subject": "s"}, idempotency_key=key)
     record = None
     for _ in range(200):
@@ -347,10 +365,12 @@ def test_static_contract_jobs_with_nan_never_reach_a_handler() -> None:
     """A worker given a NaN body dead-letters it as poison (not_json), the handler unrun."""
     app = create_app()
     runs: list[Any] = []
-    app.implement(
-        static_contract("t", input=dict[str, float], output=int),
-        lambda data, ctx: runs.append(data) or 0,  # type: ignore[func-returns-value]
-    )
+
+    def handler(data: dict[str, float], ctx: Any) -> int:
+        runs.append(data)
+        return 0
+
+    app.implement(static_contract("t", input=dict[str, float], output=int), handler)
     outcome = app.worker().process(body_with('{"x": NaN}').encode())
     app.close()
     assert outcome.kind.value == "poison"

@@ -89,7 +89,11 @@ def test_taskhop_log_level_sets_the_level(level: str, shown: list[str], hidden: 
 def test_a_bad_taskhop_log_level_is_refused_by_name() -> None:
     """A typo in the level stops the command with a message naming the variable."""
     done = subprocess.run(
-        [sys.executable, "-c", "from taskhop.sdk._cli import configure_logging\nconfigure_logging()"],
+        [
+            sys.executable,
+            "-c",
+            "from taskhop.sdk._cli import configure_logging\nconfigure_logging()",
+        ],
         env={**os.environ, "TASKHOP_LOG_LEVEL": "LOUD"},
         capture_output=True,
         text=True,
@@ -168,6 +172,76 @@ def test_taskhop_worker_local_shows_that_polling_failed(
     failed = [line for line in lines if "polling failed" in line]
     assert failed, "".join(lines)
     assert " ERROR taskhop.local: polling failed; trying again (1 in a row)" in failed[0]
+
+
+# -- the job lines on stdout -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["retry", "failed"])
+def test_a_job_line_has_a_handler_errors_type_not_its_message(kind: str) -> None:
+    """A handler's exception text may quote its input: the line keeps the type only."""
+    import io
+    import json
+
+    from taskhop.lambda_worker._logs import emit_job
+    from taskhop.sdk import Envelope, ErrorInfo, Outcome, OutcomeKind
+
+    envelope = Envelope(task="send-email", input={"to": "ann@example.com"})
+    error = ErrorInfo("KeyError", "'ann@example.com'", retryable=kind == "retry")
+    out = io.StringIO()
+    emit_job(Outcome(OutcomeKind(kind), envelope, 1, error=error), source="sqs", out=out)
+    line = json.loads(out.getvalue())
+    assert line["error_type"] == "KeyError"
+    assert "error" not in line
+    assert "ann@example.com" not in out.getvalue()
+
+
+def test_a_job_line_keeps_the_message_taskhop_wrote() -> None:
+    """A rejection's summary is taskhop's text: the line has it, and the paths, not the values."""
+    import io
+    import json
+
+    from taskhop.lambda_worker._logs import emit_job
+    from taskhop.sdk import Envelope, ErrorInfo, FieldError, Outcome, OutcomeKind, Reason
+
+    error = ErrorInfo(
+        "ValidationError",
+        "invalid input for task 'send-email'",
+        (FieldError("input.to", "'ann@example.com' is not an address"),),
+    )
+    outcome = Outcome(
+        OutcomeKind.REJECTED,
+        Envelope(task="send-email", input={}),
+        1,
+        error=error,
+        reason=Reason.INVALID_INPUT,
+    )
+    out = io.StringIO()
+    emit_job(outcome, source="sqs", out=out)
+    line = json.loads(out.getvalue())
+    assert line["error"] == "invalid input for task 'send-email'"
+    assert line["fields"] == ["input.to"]
+    assert "ann@example.com" not in out.getvalue()
+
+
+def test_the_cli_handler_puts_job_fields_before_a_traceback() -> None:
+    """``[job_id=...]`` ends the message line; the traceback follows it."""
+    done = run_python(
+        """
+        import logging
+        from taskhop.sdk._cli import configure_logging
+        configure_logging()
+        try:
+            raise RuntimeError("store down")
+        except RuntimeError:
+            logging.getLogger("taskhop.lambda").exception(
+                "record %s could not be processed", "m-1", extra={"message_id": "m-1"}
+            )
+        """
+    )
+    first, second = done.stderr.splitlines()[:2]
+    assert first.endswith("record m-1 could not be processed [message_id=m-1]")
+    assert second.startswith("Traceback")
 
 
 # -- what the README says is logged -----------------------------------------------------------

@@ -40,6 +40,7 @@ from taskhop.sdk import (
     KeyClaim,
     ResultTooLarge,
     StoreError,
+    key_digest,
 )
 from taskhop.static_contracts import (
     Duration,
@@ -284,7 +285,9 @@ class DynamoStore(BaseJobStore):
             "attribute_not_exists(pk)"
             " OR (#st = :ip AND (#h = :j OR attribute_not_exists(#l) OR #l <= :now))"
         )
-        with aws_errors(StoreError, f"claim idempotency key {key} in table {self.table}"):
+        with aws_errors(
+            StoreError, f"claim idempotency key {key_digest(key)} in table {self.table}"
+        ):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
@@ -310,13 +313,17 @@ class DynamoStore(BaseJobStore):
                                   ":ip": {"S": "in_progress"},
                                   ":e": _n(time.time() + self.retention)}  # fmt: skip
         sets = ["#h = :j", "#st = :c", "#e = :e"]
-        for attr, value in self._result_attributes(claim.result, f"key/{key}").items():
+        for attr, value in self._result_attributes(
+            claim.result, f"key/{key_digest(key).removeprefix('sha256:')}"
+        ).items():
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
         # BaseJobStore.may_complete_key, evaluated server-side.
         condition = "attribute_not_exists(pk) OR (#st = :ip AND #h = :j)"
-        with aws_errors(StoreError, f"complete idempotency key {key} in table {self.table}"):
+        with aws_errors(
+            StoreError, f"complete idempotency key {key_digest(key)} in table {self.table}"
+        ):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
@@ -336,7 +343,9 @@ class DynamoStore(BaseJobStore):
         return True
 
     def _drop_claim(self, key: str, job_id: str) -> bool:
-        with aws_errors(StoreError, f"release idempotency key {key} in table {self.table}"):
+        with aws_errors(
+            StoreError, f"release idempotency key {key_digest(key)} in table {self.table}"
+        ):
             try:
                 self.client.delete_item(
                     TableName=self.table, Key=_key("key", key),

@@ -22,8 +22,8 @@ from ._guardrails import (
 )
 
 __all__ = [
-    "GuardrailError",
     "DEFAULT_RECEIVES",
+    "GuardrailError",
     "MIN_RECEIVES",
     "VISIBILITY_FACTOR",
     "check_parameters",

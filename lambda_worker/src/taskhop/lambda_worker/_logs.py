@@ -2,7 +2,9 @@
 
 Lambda sends stdout to CloudWatch Logs; a line that is a JSON object with an ``_aws`` key in
 CloudWatch Embedded Metric Format becomes metrics with no API call. Job lines carry ids,
-task, attempt, outcome and duration, never payload bodies or secrets.
+task, attempt, outcome and duration, never payload bodies, results, secrets or idempotency
+keys; an error is its type and field paths, and its message only where taskhop wrote it (the
+README's "What taskhop logs" lists each field).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-from taskhop.sdk import Outcome, OutcomeKind
+from taskhop.sdk import Outcome, OutcomeKind, Reason
 
 __all__ = ["emit_job", "emit_metrics"]
 
@@ -24,6 +26,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 """One encoder for every line: ``json.dumps`` with options builds a new one per call."""
 _string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """A str as a JSON string literal, escaped as ``_ENCODER`` would (C-accelerated)."""
+
+
+_OWN_MESSAGES = (OutcomeKind.POISON, OutcomeKind.REJECTED)
+"""Outcomes whose error message taskhop writes (decode, unknown task, validation summary)."""
+_NOT_OURS = frozenset({Reason.MIGRATION, Reason.UNDECODABLE})
+"""...except these: a migration's or the decoder's exception text, which may quote input."""
 
 
 def _number(value: float) -> str:
@@ -51,11 +59,12 @@ def emit_job(
         line += f',"message_id":{_string(message_id)}'
     if outcome.reason:
         line += f',"reason":{_string(outcome.reason)}'
-    if outcome.error is not None:  # type and message only: messages are ours, bodies are not
-        error: dict[str, Any] = {
-            "error_type": outcome.error.type,
-            "error": outcome.error.message[:500],
-        }
+    if outcome.error is not None:
+        # A handler's exception text may quote its input: the line has its type, the job
+        # record keeps the message. Field paths, never field messages (validators quote values).
+        error: dict[str, Any] = {"error_type": outcome.error.type}
+        if outcome.kind in _OWN_MESSAGES and outcome.reason not in _NOT_OURS:
+            error["error"] = outcome.error.message[:500]
         if outcome.error.fields:
             error["fields"] = [f.path for f in outcome.error.fields]
         line += "," + _ENCODER.encode(error)[1:-1]

@@ -46,6 +46,7 @@ from ._errors import (
 from ._handle import ResultHandle, gather
 from ._implementation import Handler, Implementation, ImplementOptions, Migration
 from ._middleware import Middleware
+from ._redact import key_digest
 from ._registered import InputValidator, MigrationError
 from ._schedule import Schedule
 from ._settle import QueueActions, queue_actions
@@ -103,11 +104,11 @@ __all__ = [
     "Registered",
     "ResultHandle",
     "ResultTimeout",
+    "ResultTooLarge",
     "Retry",
     "RetryPolicy",
     "Schedule",
     "StaticContract",
-    "ResultTooLarge",
     "StoreError",
     "TaskContract",
     "TaskFailed",
@@ -122,6 +123,7 @@ __all__ = [
     "define_task",
     "gather",
     "input_type",
+    "key_digest",
     "load_app",
     "make_converter",
     "output_type",

@@ -80,7 +80,7 @@ __all__ = [
 
 # An error is stored in a job record (a DynamoDB item holds 400 KB at most, the result and
 # the rest of the record included), sent back to producers and logged, so every text in it is
-# bounded in UTF-8 bytes, what DynamoDB counts: ~12.5 KiB of text at most, whatever a handler
+# bounded in UTF-8 bytes, what DynamoDB counts: about 12 KiB of text at most, whatever a handler
 # put in its exception or a validator quoted from a 500 KB input.
 MAX_ERROR_TYPE = 128
 """UTF-8 bytes of an error's ``type`` kept in a job record."""

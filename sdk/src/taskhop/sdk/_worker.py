@@ -478,7 +478,7 @@ class Worker:
             return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
         message = str(exc)
         if isinstance(exc, _HOST_EXITS):
-            message = f"the handler raised {type(exc).__name__}({exc}): it cannot end its host"
+            message = f"the handler raised {type(exc).__name__}: it cannot end its host"
             step.ctx.log.warning(message)
         elif not isinstance(exc, Retry | HandlerTimeout):
             # The type and the frames, not the message: it may quote the input (the record
@@ -563,9 +563,10 @@ class Worker:
         ):
             return _stale(envelope)
         if status is JobStatus.REJECTED:
+            # A migration's message is the user's own exception text: it may quote the input.
             _log.info(
                 "job rejected: %s",
-                info.message,
+                info.type if reason == Reason.MIGRATION else info.message,
                 extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
             )
         kind = OutcomeKind.REJECTED if status is JobStatus.REJECTED else OutcomeKind.FAILED

@@ -449,7 +449,7 @@ def _timestamp(value: object, name: str) -> datetime:
     try:
         return parse_timestamp(value)
     except ValueError as exc:
-        raise _field_error(name, f"is not an RFC 3339 timestamp ({exc})") from None
+        raise _field_error(name, f"is not an RFC 3339 timestamp ({_clip(str(exc))})") from None
 
 
 def _str_map(obj: dict[str, Any], name: str) -> dict[str, str] | None:

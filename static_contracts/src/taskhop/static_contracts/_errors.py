@@ -54,8 +54,9 @@ class UnsupportedProtocolError(EnvelopeError):
     """An envelope of a protocol version this build does not speak."""
 
     def __init__(self, version: object) -> None:
+        shown = repr(version) if isinstance(version, int) else type(version).__name__
         super().__init__(
-            f"envelope protocol version {version!r} is not supported (this build speaks 1)",
+            f"envelope protocol version {shown[:32]} is not supported (this build speaks 1)",
             reason=Reason.UNSUPPORTED_VERSION,
             field="taskhop",
         )

@@ -40,7 +40,7 @@ def make_envelope(
         not isinstance(idempotency_key, str) or not idempotency_key
     ):
         raise EnvelopeError(
-            f"idempotency_key: expected a non-empty string, got {idempotency_key!r}",
+            f"idempotency_key: expected a non-empty string, got {type(idempotency_key).__name__}",
             reason=Reason.INVALID_FIELD,
             field="idempotency_key",
         )
