@@ -206,15 +206,23 @@ def moto_server() -> Generator[str]:
 
 
 def serve_moto(port: int) -> None:
-    """Run moto's server on 127.0.0.1, its FIFO long polls fixed to keep each group in order.
+    """Run moto's server on 127.0.0.1, its FIFO receives fixed to keep each group in order.
 
-    SQS returns no more messages of a FIFO message group while one of them is in flight.
-    moto 5's ``SQSBackend.receive_message`` reads the groups in flight once per call, before
-    its long poll waits: a long poll that began while a group had nothing to give returns
-    the group's next message even when another receiver took the one before it meanwhile
-    (``test_soak.py`` shows it with two receivers), so two workers ran one group at once.
-    Here a long poll on a FIFO queue is a loop of short receives, one at a time, each reading
-    the groups afresh. Standard queues are moto's own.
+    SQS gives out no more messages of a FIFO message group while one of them is in flight,
+    and gives them out in the order they were sent. moto 5's ``SQSBackend.receive_message``
+    breaks both (``test_soak.py`` shows each):
+
+    - It reads the groups in flight once per call, before its long poll waits: a long poll
+      that began while a group had nothing to give returns the group's next message even
+      when another receiver took the one before it meanwhile (two workers ran one group).
+    - It notices that an in-flight message became visible again only on reaching it in the
+      queue, and skips it while a later message of its group is still counted in flight:
+      when a whole batch comes back, it hands out the batch's last message and those behind
+      it first (m2, m3, m4 before m0 and m1).
+
+    Here a FIFO receive first forgets every in-flight message that is visible again, and a
+    long poll is a loop of short receives, one at a time, each reading the groups afresh.
+    Standard queues are moto's own.
     """
     import threading
 
@@ -232,7 +240,8 @@ def serve_moto(port: int) -> None:
         visibility_timeout: int,
         message_attribute_names: list[str] | None = None,
     ) -> Any:
-        if not self.get_queue(queue_name).fifo_queue:
+        queue = self.get_queue(queue_name)
+        if not queue.fifo_queue:
             return original(
                 self, queue_name, count, wait_seconds_timeout, visibility_timeout,
                 message_attribute_names,
@@ -240,9 +249,40 @@ def serve_moto(port: int) -> None:
         until = time.monotonic() + wait_seconds_timeout
         while True:
             with one_at_a_time:
+                back = [message for message in queue.pending_messages if message.visible]
+                queue.pending_messages.difference_update(back)
                 got = original(
                     self, queue_name, count, 0, visibility_timeout, message_attribute_names
                 )
+                import json as _j
+
+                with open("/tmp/h3dbg/trace.log", "a") as _f:
+                    _f.write(
+                        _j.dumps(
+                            [
+                                time.time(),
+                                [
+                                    (
+                                        _j.loads(m.body).get("id")
+                                        if m.body.startswith("{")
+                                        else m.body[:10],
+                                        m.group_id,
+                                    )
+                                    for m in got
+                                ],
+                                sorted(
+                                    (
+                                        m.group_id,
+                                        _j.loads(m.body).get("id")
+                                        if m.body.startswith("{")
+                                        else "",
+                                    )
+                                    for m in queue.pending_messages
+                                ),
+                            ]
+                        )
+                        + "\n"
+                    )
             if got or time.monotonic() >= until:
                 return got
             time.sleep(0.05)

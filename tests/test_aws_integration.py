@@ -259,8 +259,8 @@ def test_results_over_the_item_limit_go_to_s3(server_session: Any) -> None:
     assert record is not None
     assert record.result == big
     stale = {"blob": "y" * 5000}
-    assert not store.complete(
-        JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=1, result=stale)
+    assert not store.complete(  # another attempt's outcome, after the job is final
+        JobRecord(id="j", task="t", status=JobStatus.SUCCEEDED, attempt=2, result=stale)
     )
     again = store.get("j")
     assert again is not None

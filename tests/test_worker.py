@@ -298,6 +298,22 @@ def test_a_handler_cannot_end_its_host(
     assert after.kind is OutcomeKind.SUCCEEDED
 
 
+def test_an_async_handler_cannot_end_its_host_either(app: App, backend: Backend) -> None:
+    """The private loop survives a handler's KeyboardInterrupt and runs the next job."""
+
+    async def leave(data: SendEmail, ctx: JobContext) -> EmailSent:
+        if data["to"] == "exit@example.com":
+            raise KeyboardInterrupt
+        return EmailSent("ok")
+
+    app.implement(send_email, leave)
+    for _ in range(2):
+        out = backend.process(envelope_for("send-email", email("exit@example.com")))
+        assert out.kind is OutcomeKind.RETRY
+        good = backend.process(envelope_for("send-email", email()))
+        assert good.kind is OutcomeKind.SUCCEEDED, good
+
+
 def test_a_handler_that_swallows_its_timeout_still_stops(app: App) -> None:
     """Issue 15 #5: ``except Exception`` cannot keep a handler running past its deadline."""
     app.store = MemoryStore()

@@ -130,6 +130,14 @@ class _Prepared:
     created_at: float  # as the store recorded it: passing it on spares the store a copy
 
 
+class _HandlerExited(Exception):
+    """An ``async def`` handler's SystemExit / KeyboardInterrupt, carried out of its task."""
+
+    def __init__(self, exit: BaseException) -> None:
+        super().__init__(type(exit).__name__)
+        self.exit = exit
+
+
 class _Stop(Exception):
     """Ends preparation early with an outcome that is already decided (and recorded)."""
 
@@ -424,7 +432,12 @@ class Worker:
         return step.entry.call(step.data, step.ctx, step.timeout)
 
     async def _await_handler(self, step: _Prepared) -> Any:
-        return await step.entry.acall(step.data, step.ctx, step.timeout)
+        try:
+            return await step.entry.acall(step.data, step.ctx, step.timeout)
+        except _HOST_EXITS as exc:
+            # Escaping an asyncio task, SystemExit / KeyboardInterrupt would leave the loop
+            # stopping at its next run; carried out as an Exception, the loop stays whole.
+            raise _HandlerExited(exc) from exc
 
     def _loop(self) -> asyncio.Runner:
         # One loop per host thread, kept across jobs: async clients a handler module creates
@@ -471,6 +484,8 @@ class Worker:
 
     def _failed(self, step: _Prepared, exc: BaseException, *, kind: str | None = None) -> Outcome:
         envelope = step.envelope
+        if isinstance(exc, _HandlerExited):
+            exc = exc.exit
         if envelope.idempotency_key is not None:
             self._persist(self._store.release_key, envelope.idempotency_key, envelope.id)
         if isinstance(exc, PermanentError):
