@@ -291,7 +291,8 @@ def test_dynamodb_throttling_is_retried_then_surfaces_as_store_error(
     store.create_table()
     lease = time.time() + 60
     failed = throttle(store.client, 2)
-    assert store.begin("c", task="t", attempt=1, lease_until=lease).state == "started"
+    expired = time.time() - 1  # so that the next begin may start (a live lease holds it off)
+    assert store.begin("c", task="t", attempt=1, lease_until=expired).state == "started"
     assert len(failed) == 2
     server_errors = throttle(store.client, 2, status=500)  # a 5xx is retried the same way
     assert store.begin("c", task="t", attempt=2, lease_until=lease).state == "started"
