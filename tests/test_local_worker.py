@@ -280,3 +280,41 @@ def test_taskhop_worker_local_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, err
     assert "stopped after" in err
     assert '"outcome":"succeeded"' in out
+
+
+def test_an_exhausted_job_without_a_dlq_url_reaches_the_queues_dlq_once(
+    server_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 #1: with no dlq_url, attempts run out and the job is dead-lettered, not dropped.
+
+    The guardrail's maxReceiveCount (5, above the 3 attempts) used to let the job be recorded
+    failed and its next receive be acknowledged as already final: gone, input and all.
+    """
+    monkeypatch.delenv("TASKHOP_DLQ_URL", raising=False)
+    name, url, dlq = queues(server_session, max_receive=5, visibility=1)
+    sqs = server_session.client("sqs")
+    store = DynamoStore(name, session=server_session)
+    store.create_table()
+    app = create_app(queue=SqsQueue(url, session=server_session), store=store)
+    runs: list[int] = []
+    retry = {"attempts": 3, "delay": 0, "jitter": False}
+    down = static_contract("down", input=SendEmail, output=EmailSent, retry=retry)
+
+    def handler(data: SendEmail, ctx: JobContext) -> EmailSent:
+        runs.append(ctx.attempt)
+        raise ConnectionError("smtp down")
+
+    app.implement(down, handler)
+    handle = app.get("down").dispatch({"to": "a@example.com", "subject": "s"})
+    esm = LocalEventSourceMapping(make_handler(app, sqs_client=sqs), url, sqs, wait_time=1)
+    esm.run(install_signals=False, idle_exit=3)
+    assert runs == [1, 2, 3]
+    dead = sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", [])
+    assert [json.loads(m["Body"])["id"] for m in dead] == [handle.id]
+    assert dead[0]["MessageAttributes"]["taskhop-reason"]["StringValue"] == "retries_exhausted"
+    record = store.get(handle.id)
+    assert record is not None
+    assert (record.status, record.dead_letter) == (JobStatus.FAILED, "retries_exhausted")
+    app.close()
