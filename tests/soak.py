@@ -3,7 +3,8 @@
 ``make soak`` runs 10,000 jobs in every configuration (``python tests/soak.py --jobs 10000``;
 ``--config`` picks one); ``make test`` runs ``tests/test_soak.py``: 1,000 jobs in the first
 configuration, 300 in each other. The stack is the one users run: a moto server on 127.0.0.1
-in its own process, a queue with a redrive policy to a DLQ, a DynamoDB job table, and two
+in its own process (its FIFO receives fixed to hold message groups as SQS does:
+``serve_moto``), a queue with a redrive policy to a DLQ, a DynamoDB job table, and two
 ``taskhop worker --local`` processes (the Lambda handler behind the local event source
 mapping). Configurations (``CONFIGS``):
 
@@ -216,21 +217,35 @@ def serve_moto(port: int) -> None:
       that began while a group had nothing to give returns the group's next message even
       when another receiver took the one before it meanwhile (two workers ran one group).
     - It notices that an in-flight message became visible again only on reaching it in the
-      queue, and skips it while a later message of its group is still counted in flight:
-      when a whole batch comes back, it hands out the batch's last message and those behind
-      it first (m2, m3, m4 before m0 and m1).
+      queue, and skips it while a later message of its group is still counted in flight;
+      as the clock moves on during the scan, that later message may be visible by the time
+      it is reached, and is handed out first. When a whole batch comes back, moto hands out
+      its last message and those behind it before the rest (m2, m3, m4 before m0 and m1).
 
-    Here a FIFO receive first forgets every in-flight message that is visible again, and a
-    long poll is a loop of short receives, one at a time, each reading the groups afresh.
-    Standard queues are moto's own.
+    Here a FIFO receive reads the clock once (a thread-local instant for moto's
+    ``unix_time_millis``), forgets every in-flight message visible again at that instant,
+    then scans; a long poll is a loop of such short receives, each reading the groups afresh;
+    receives, deletes and visibility changes on a FIFO queue take turns, so none sees the
+    in-flight set while another changes it. Standard queues are moto's own.
     """
     import threading
 
+    import moto.sqs.models as sqs_models
+    from moto.core.utils import unix_time_millis as clock
     from moto.server import main as moto_main
     from moto.sqs.models import SQSBackend
 
-    original = SQSBackend.receive_message
-    one_at_a_time = threading.Lock()
+    receive, delete, change = (
+        SQSBackend.receive_message,
+        SQSBackend.delete_message,
+        SQSBackend.change_message_visibility,
+    )
+    instant = threading.local()  # .now: the time a receive in this thread reads, if set
+    turns = threading.Lock()
+
+    def unix_time_millis(dt: Any = None) -> float:
+        now: float | None = getattr(instant, "now", None)
+        return clock(dt) if now is None or dt is not None else now
 
     def receive_message(
         self: SQSBackend,
@@ -242,52 +257,44 @@ def serve_moto(port: int) -> None:
     ) -> Any:
         queue = self.get_queue(queue_name)
         if not queue.fifo_queue:
-            return original(
+            return receive(
                 self, queue_name, count, wait_seconds_timeout, visibility_timeout,
                 message_attribute_names,
             )  # fmt: skip
         until = time.monotonic() + wait_seconds_timeout
         while True:
-            with one_at_a_time:
-                back = [message for message in queue.pending_messages if message.visible]
-                queue.pending_messages.difference_update(back)
-                got = original(
-                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
-                )
-                import json as _j
-
-                with open("/tmp/h3dbg/trace.log", "a") as _f:
-                    _f.write(
-                        _j.dumps(
-                            [
-                                time.time(),
-                                [
-                                    (
-                                        _j.loads(m.body).get("id")
-                                        if m.body.startswith("{")
-                                        else m.body[:10],
-                                        m.group_id,
-                                    )
-                                    for m in got
-                                ],
-                                sorted(
-                                    (
-                                        m.group_id,
-                                        _j.loads(m.body).get("id")
-                                        if m.body.startswith("{")
-                                        else "",
-                                    )
-                                    for m in queue.pending_messages
-                                ),
-                            ]
-                        )
-                        + "\n"
+            with turns:
+                instant.now = clock()
+                try:
+                    back = [message for message in list(queue.pending_messages) if message.visible]
+                    queue.pending_messages.difference_update(back)
+                    got = receive(
+                        self, queue_name, count, 0, visibility_timeout, message_attribute_names
                     )
+                finally:
+                    instant.now = None
             if got or time.monotonic() >= until:
                 return got
             time.sleep(0.05)
 
+    def delete_message(self: SQSBackend, queue_name: str, receipt_handle: str) -> None:
+        if not self.get_queue(queue_name).fifo_queue:
+            return delete(self, queue_name, receipt_handle)
+        with turns:
+            return delete(self, queue_name, receipt_handle)
+
+    def change_message_visibility(
+        self: SQSBackend, queue_name: str, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        if not self.get_queue(queue_name).fifo_queue:
+            return change(self, queue_name, receipt_handle, visibility_timeout)
+        with turns:
+            return change(self, queue_name, receipt_handle, visibility_timeout)
+
+    sqs_models.__dict__["unix_time_millis"] = unix_time_millis  # what its Message reads
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    SQSBackend.delete_message = delete_message  # type: ignore[method-assign]
+    SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
     moto_main(["-H", "127.0.0.1", "-p", str(port)])
 
 
