@@ -333,3 +333,39 @@ def test_run_mode_answers_a_deferred_job_it_cannot_queue_with_the_wait() -> None
     assert app.store.get(envelope.id) is None
     assert runs == []
     app.close()
+
+
+@pytest.mark.parametrize("kind", ["fail", "lost"])
+def test_a_failed_accept_after_the_send_loses_nothing_and_runs_once(kind: str) -> None:
+    """The store's accept fails (or its answer is lost) after the job was sent: the job is on
+    the queue (202), a replay may send it again, and the worker still runs the job once."""
+    queue = MemoryQueue()
+    app, runs = counting_app(queue)
+    assert isinstance(app.store, MemoryStore)
+    store = app.store
+    real, failures = store.accept, [1]
+
+    def flaky(job_id: str, **kwargs: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            if kind == "lost":
+                real(job_id, **kwargs)
+            from taskhop.sdk import StoreError
+
+            raise StoreError("injected: accept failed")
+        return real(job_id, **kwargs)
+
+    store.accept = flaky  # type: ignore[method-assign]
+    endpoint = HttpEndpoint(app, secrets=[SECRET])
+    envelope = Envelope(task="send-email", input=JOB)
+    assert answer(endpoint(signed(envelope.encode())))[0] == 202  # accept is best effort
+    # The replay is answered as the job: from the store (lost) or this instance's memory (fail).
+    assert answer(endpoint(signed(envelope.encode())))[0] == 200
+    assert queue.pending == 1
+    queue.serve(app)
+    queue.join()
+    assert runs == [envelope.id]
+    record = store.get(envelope.id)
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    app.close()
