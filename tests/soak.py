@@ -35,7 +35,10 @@ the poison (a permanent failure is recorded, not dead-lettered) and nothing else
 must be empty, no job record may be left running and no idempotency key held, each handler
 must have run once for each attempt its plan calls for, numbered 1, 2, ... by the job store,
 and no more (a duplicate delivery runs nothing), and each charge's side effect must have
-happened exactly once.
+happened exactly once. One fault no plan foresees is allowed for, and counted in the figures:
+a run stopped at its deadline (``HandlerTimeout``: a batch on a busy moto can use up the
+invocation's time) fails its attempt, so the next attempt runs the handler again, and a
+charge's write may then land twice (at-least-once; see ``handler_run_problems``).
 """
 
 from __future__ import annotations
@@ -615,13 +618,28 @@ def account(
     copies = {i: n for i, n in dead_jobs.items() if i and n > 1}
     if copies:
         problems.append(f"DLQ: jobs dead-lettered more than once: {copies}")
-    problems += _handler_run_problems(the_plan, attempts_run)
+    job_lines = [
+        line
+        for path in stack.directory.glob("worker-*.log")
+        for line in _json_lines(path)
+        if line.get("event") == "job"
+    ]
+    stopped: dict[str, set[int]] = collections.defaultdict(set)  # job -> attempts stopped
+    for job_line in job_lines:
+        if job_line.get("error_type") == "HandlerTimeout" and job_line.get("job_id"):
+            stopped[job_line["job_id"]].add(int(job_line["attempt"]))
+    problems += handler_run_problems(the_plan, attempts_run, stopped)
     problems += _store_problems(_scan(dynamodb, stack.table))
     charges = [e for e in the_plan.envelopes if the_plan.kinds[e.id] == "charge"]
+    stopped_by_key: dict[str, int] = collections.Counter()
+    for envelope in the_plan.envelopes:
+        if envelope.idempotency_key:
+            stopped_by_key[envelope.idempotency_key] += len(stopped[envelope.id])
     once = sum(1 for e in charges if effects.get(str(e.idempotency_key)) == 1)
-    if once != len(charges) or len(effects) != len(charges):
-        twice = {k: v for k, v in effects.items() if v != 1}
-        problems.append(f"charge effects: {once}/{len(charges)} exactly once; others {twice}")
+    again = {k: n for k, n in effects.items() if 1 < n <= 1 + stopped_by_key[k]}
+    if once + len(again) != len(charges) or len(effects) != len(charges):
+        others = {k: n for k, n in effects.items() if n != 1 and k not in again}
+        problems.append(f"charge effects: {once}/{len(charges)} exactly once; others {others}")
     holders: dict[str, list[str]] = collections.defaultdict(list)  # key -> jobs holding it
     for envelope in the_plan.envelopes:
         record = records.get(envelope.id)
@@ -639,10 +657,7 @@ def account(
     if depth:
         problems.append(f"queue: {depth} messages left")
     outcomes = collections.Counter(
-        f"{line['outcome']}/{line.get('reason', '-')}"
-        for path in stack.directory.glob("worker-*.log")
-        for line in _json_lines(path)
-        if line.get("event") == "job"
+        f"{line['outcome']}/{line.get('reason', '-')}" for line in job_lines
     )
     figures: dict[str, Any] = {
         "configuration": stack.config.name,
@@ -655,6 +670,10 @@ def account(
             max(attempts) - len(attempts) for attempts in attempts_run.values() if attempts
         ),
         "charge side effects applied exactly once": f"{once} of {len(charges)}",
+        "handler runs stopped at their deadline (HandlerTimeout), so run again": sum(
+            len(attempts) for attempts in stopped.values()
+        ),
+        "charges applied twice so (the stopped run's write had landed)": sorted(again),
         "throttles injected": dict(throttles),
         "workers killed (pid, job in flight)": workers.killed,
         "extra DLQ copies (a dead letter sent again before its delete)": len(dead)
@@ -670,37 +689,50 @@ def account(
     return Account(rows, problems, figures)
 
 
-def _handler_run_problems(the_plan: Plan, attempts_run: dict[str, list[int]]) -> list[str]:
+def handler_run_problems(
+    the_plan: Plan, attempts_run: dict[str, list[int]], stopped: dict[str, set[int]]
+) -> list[str]:
     """Each handler ran once per attempt its plan calls for, attempts numbered 1, 2, ...
 
     The job store numbers the attempts (a receive that ran nothing uses none: a record left
     unprocessed when its invocation ran out of time, its batch-mates in the killed worker, a
     redelivery held off by a live lease, a FIFO record held back behind a failure in its
     group), so the runs of a job are exactly 1..n: never a repeat, never a gap.
+
+    The one fault the plan cannot foresee is a run stopped at its deadline (``stopped``: the
+    attempts whose job line says ``HandlerTimeout``; the invocation's remaining time bounds
+    every handler, and a batch on a busy moto can use it up). Such an attempt fails, so the
+    job runs one attempt more than planned (up to its 3), and a charge's key, released by the
+    failure, runs the handler once more: at-least-once, as docs/protocol.md describes for a
+    worker that stops after a side effect. Every other extra run is a problem.
     """
     problems: list[str] = []
     by_key: dict[str, int] = collections.Counter()
+    allowed: dict[str, int] = collections.Counter()  # key -> runs it may take
     for envelope in the_plan.envelopes:
-        kind, runs = the_plan.kinds[envelope.id], attempts_run[envelope.id]
+        kind, runs = the_plan.kinds[envelope.id], sorted(attempts_run[envelope.id])
+        cut = stopped.get(envelope.id, set())
         if len(runs) != len(set(runs)):
-            problems.append(f"{kind} {envelope.id}: an attempt ran twice: {sorted(runs)}")
+            problems.append(f"{kind} {envelope.id}: an attempt ran twice: {runs}")
         data: Any = envelope.input
         if kind in ("charge", "charge-again"):  # one run per key, by whichever job was first
-            by_key[str(envelope.idempotency_key)] += len(runs)
-            expected = [1] if runs else []
-        elif kind == "invalid":  # rejected before the handler
-            expected = []
-        elif kind == "recovers":  # failed below fail_until, succeeded on attempt fail_until
-            expected = list(range(1, data["fail_until"] + 1))
-        elif kind == "exhausts":  # failed on each of its 3 attempts
-            expected = [1, 2, 3]
-        elif kind == "killed":  # the run the kill cut short, then one that finished
-            expected = [1, 2]
-        else:  # ok, permanent: one run
-            expected = [1]
-        if sorted(runs) != expected:
-            problems.append(f"{kind} {envelope.id}: attempts run {sorted(runs)}, not {expected}")
-    wrong = {key: n for key, n in by_key.items() if n != 1}
+            key = str(envelope.idempotency_key)
+            by_key[key] += len(runs)
+            allowed[key] += len(cut & set(runs))
+            # Each run but the last was stopped; after a stopped one, the key may have gone
+            # to the other job, and this one found it completed (no further run).
+            expected = list(range(1, len(runs) + 1))
+            if runs != expected or not set(runs[:-1]) <= cut:
+                problems.append(f"{kind} {envelope.id}: attempts run {runs} (stopped: {cut})")
+            continue
+        last = {"invalid": 0, "recovers": data.get("fail_until", 0), "exhausts": 3, "killed": 2}
+        planned = last.get(kind, 1)  # ok, permanent: one run
+        while planned in cut and planned < 3:  # a stopped run failed: one attempt more
+            planned += 1
+        expected = list(range(1, planned + 1))
+        if runs != expected:
+            problems.append(f"{kind} {envelope.id}: attempts run {runs}, not {expected}")
+    wrong = {key: n for key, n in by_key.items() if n != 1 + allowed[key]}
     if wrong:
         problems.append(f"charge: handler runs per idempotency key not 1: {wrong}")
     return problems
@@ -806,20 +838,26 @@ def _scan(dynamodb: Any, table: str) -> Iterator[dict[str, Any]]:
 
 
 def run_soak(jobs: int, *, config: str = "dlq-url", seed: int = 7, throttle: float = 0.02,
-             workers: int = 2, timeout: float | None = None,
-             progress: bool = False) -> Account:  # fmt: skip
+             workers: int = 2, timeout: float | None = None, progress: bool = False,
+             keep: Path | None = None) -> Account:  # fmt: skip
     """Run the whole soak in one configuration (a ``CONFIGS`` name) and return its account.
 
     Each run has a stack of its own (moto server, queues, tables, workers). ``timeout``
     bounds the whole run (default: 300 s plus 0.25 s a job, about 4x what moto needs on two
-    shared cores); a run that hits it is reported, never hangs.
+    shared cores); a run that hits it is reported, never hangs. ``keep``: a directory for
+    the run's logs (the workers' JSON job lines, runs.log, throttles.log), kept afterwards to
+    look into a problem; by default they go to a temporary directory.
     """
     if config not in CONFIGS:
         raise ValueError(f"config: one of {sorted(CONFIGS)}, got {config!r}")
     the_plan = plan(jobs, seed)
     timeout = 300 + 0.25 * jobs if timeout is None else timeout
     with ExitStack() as stack_:
-        directory = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        if keep is None:
+            directory = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        else:
+            directory = keep
+            directory.mkdir(parents=True, exist_ok=False)  # the account reads every log there
         endpoint = stack_.enter_context(moto_server())
         stack = create_resources(endpoint, directory, CONFIGS[config])
         pool = Workers(stack, workers, throttle)
@@ -868,6 +906,12 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--throttle", type=float, default=0.02)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep each run's logs in DIR/<config> (a new directory) instead of a temporary one",
+    )
     parser.add_argument("--moto-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.moto_server is not None:  # moto_server() starts this script as the server
@@ -877,9 +921,9 @@ def main() -> int:
     failed: list[str] = []
     for name in names:
         print(f"== {name}: {args.jobs} jobs", file=sys.stderr, flush=True)
-        result = run_soak(
-            args.jobs, config=name, seed=args.seed, throttle=args.throttle, progress=True
-        )
+        keep = None if args.keep is None else args.keep / name
+        result = run_soak(args.jobs, config=name, seed=args.seed, throttle=args.throttle,
+                          progress=True, keep=keep)  # fmt: skip
         print(f"== {name}: {args.jobs} jobs\n{result.table()}\n", flush=True)
         if result.problems:
             failed.append(name)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from soak import CONFIGS, moto_server, run_soak
+from soak import CONFIGS, Plan, handler_run_problems, moto_server, plan, run_soak
 
 JOBS = {"dlq-url": 1_000, "no-dlq-url": 300, "fifo": 300}
 KINDS = {"ok", "recovers", "exhausts", "permanent", "invalid", "charge", "killed", "poison"}
@@ -102,3 +102,31 @@ def test_soak_moto_gives_a_fifo_batch_back_in_order(fifo_queue: tuple[Any, str])
     time.sleep(2.5)  # m0 visible after 1 s, m1 and m2 after 2 s
     again = client.receive_message(QueueUrl=url, MaxNumberOfMessages=3)
     assert [m["Body"] for m in again["Messages"]] == ["m0", "m1", "m2"]
+
+
+def _planned_runs(the_plan: Plan) -> dict[str, list[int]]:
+    """The attempts each job's handler runs when nothing unplanned happens."""
+    runs: dict[str, list[int]] = {}
+    for envelope in the_plan.envelopes:
+        kind, data = the_plan.kinds[envelope.id], cast("dict[str, Any]", envelope.input)
+        last = {"recovers": data.get("fail_until", 0), "exhausts": 3, "killed": 2}
+        planned = 0 if kind in ("invalid", "charge-again") else last.get(kind, 1)
+        runs[envelope.id] = list(range(1, planned + 1))
+    return runs
+
+
+def test_soak_account_allows_a_rerun_only_after_a_run_stopped_at_its_deadline() -> None:
+    """An extra run is accounted for only when the attempt before it was stopped at its deadline."""
+    the_plan = plan(200, seed=3)
+    runs = _planned_runs(the_plan)
+    assert handler_run_problems(the_plan, runs, {}) == []
+    ok = next(i for i, kind in the_plan.kinds.items() if kind == "ok")
+    charged = next(i for i, kind in the_plan.kinds.items() if kind == "charge")
+    runs[ok], runs[charged] = [1, 2], [1, 2]
+    assert len(handler_run_problems(the_plan, runs, {})) == 3  # two jobs, and one key
+    assert handler_run_problems(the_plan, runs, {ok: {1}, charged: {1}}) == []
+    # Stopped on the second run, not the first: the first run's rerun is unexplained (the
+    # key may still run again, for the job that takes it over).
+    assert len(handler_run_problems(the_plan, runs, {ok: {2}, charged: {2}})) == 2
+    runs[ok] = [1, 2, 3]  # stopped once: one attempt more, not two
+    assert len(handler_run_problems(the_plan, runs, {ok: {1}, charged: {1}})) == 1
