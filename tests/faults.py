@@ -22,9 +22,30 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from taskhop.sdk import StoreError
+from taskhop.sdk import StoreError, static_contract
+
+ATTEMPTS = 3
+"""Runs a fault-suite job may have (its retry policy's attempts)."""
+
+
+class Work(TypedDict):
+    """A fault-suite job: what it is meant to do (``plan``) and a number it returns."""
+
+    plan: str
+    n: int
+
+
+class Done(TypedDict):
+    n: int
+
+
+def work_task(name: str, *, delay: float) -> Any:
+    """The fault suites' contract: ``ATTEMPTS`` attempts, a fixed backoff of ``delay``."""
+    retry = {"attempts": ATTEMPTS, "delay": delay, "jitter": False}
+    return static_contract(name, input=Work, output=Done, retry=retry)
+
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"

@@ -21,32 +21,33 @@ import types
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any
 
 import pytest
-from faults import KINDS, Crash, Esm, FakeClock, Fault, Faults, FaultySqs, SimSqs
+from faults import (
+    ATTEMPTS,
+    KINDS,
+    Crash,
+    Done,
+    Esm,
+    FakeClock,
+    Fault,
+    Faults,
+    FaultySqs,
+    SimSqs,
+    Work,
+    work_task,
+)
 from taskhop.infra import DEFAULT_RECEIVES
 from taskhop.lambda_worker import make_handler
 from taskhop.sdk import App, JobContext, JobStatus, PermanentError, create_app
 from taskhop.sdk.memory import MemoryPayloads, MemoryQueue, MemoryStore
-from taskhop.static_contracts import dumps, static_contract
+from taskhop.static_contracts import dumps
 
-ATTEMPTS = 3
 VISIBILITY = 60.0
 
 
-class Work(TypedDict):
-    plan: str
-    n: int
-
-
-class Done(TypedDict):
-    n: int
-
-
-work = static_contract(
-    "work", input=Work, output=Done, retry={"attempts": ATTEMPTS, "delay": 5, "jitter": False}
-)
+work = work_task("work", delay=5)
 
 PLANS: dict[str, JobStatus | None] = {
     "ok": JobStatus.SUCCEEDED,

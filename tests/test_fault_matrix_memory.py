@@ -9,31 +9,14 @@ its process. Real time runs, so leases are shortened to a fraction of a second.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, TypedDict
+from typing import Any
 
 import pytest
-from faults import Fault, Faults
-from taskhop.sdk import JobContext, JobStatus, create_app, static_contract
+from faults import ATTEMPTS, Done, Fault, Faults, Work, work_task
+from taskhop.sdk import JobContext, JobStatus, create_app
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
-ATTEMPTS = 3
-
-
-class Work(TypedDict):
-    plan: str
-    n: int
-
-
-class Done(TypedDict):
-    n: int
-
-
-work = static_contract(
-    "work-memory",
-    input=Work,
-    output=Done,
-    retry={"attempts": ATTEMPTS, "delay": 0.01, "jitter": False},
-)
+work = work_task("work-memory", delay=0.01)
 PLANS = {
     "ok": JobStatus.SUCCEEDED,
     "flaky": JobStatus.SUCCEEDED,

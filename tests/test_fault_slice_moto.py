@@ -15,31 +15,17 @@ import json
 import time
 import uuid
 from collections import Counter
-from typing import Any, TypedDict
+from typing import Any
 
 import pytest
-from faults import Crash, InjectedFault
+from faults import Crash, Done, InjectedFault, Work, work_task
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
-from taskhop.sdk import JobContext, JobStatus, create_app, static_contract
+from taskhop.sdk import JobContext, JobStatus, create_app
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
-ATTEMPTS = 3
-
-
-class Work(TypedDict):
-    plan: str
-    n: int
-
-
-class Done(TypedDict):
-    n: int
-
-
-work = static_contract(
-    "work-moto", input=Work, output=Done, retry={"attempts": ATTEMPTS, "delay": 1, "jitter": False}
-)
+work = work_task("work-moto", delay=1)
 PLANS = {
     "ok": JobStatus.SUCCEEDED,
     "flaky": JobStatus.SUCCEEDED,

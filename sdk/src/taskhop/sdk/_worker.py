@@ -329,16 +329,7 @@ class Worker:
                 f"attempt {envelope.attempt} is past the task's {entry.policy.attempts}:"
                 " an earlier attempt never recorded its outcome",
             )
-            raise _Stop(
-                self._final(
-                    envelope,
-                    JobStatus.FAILED,
-                    info,
-                    started,
-                    reason=Reason.RETRIES_EXHAUSTED,
-                    dead_letter=True,
-                )
-            )
+            raise _Stop(self._exhausted(envelope, info, started))
         return envelope, record.created_at
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
@@ -534,14 +525,7 @@ class Worker:
         after: float | None = None,
     ) -> Outcome:
         if envelope.attempt >= policy.attempts:
-            return self._final(
-                envelope,
-                JobStatus.FAILED,
-                info,
-                started,
-                reason=Reason.RETRIES_EXHAUSTED,
-                dead_letter=True,
-            )
+            return self._exhausted(envelope, info, started)
         if not self._persist(
             self._store.complete, _record(envelope, JobStatus.RETRYING, error=info)
         ):
@@ -554,6 +538,17 @@ class Worker:
             error=info,
             retry_after=delay,
             duration_ms=_ms(started),
+        )
+
+    def _exhausted(self, envelope: Envelope, info: ErrorInfo, started: float) -> Outcome:
+        """Record the job failed with its attempts used up, for the host to dead-letter."""
+        return self._final(
+            envelope,
+            JobStatus.FAILED,
+            info,
+            started,
+            reason=Reason.RETRIES_EXHAUSTED,
+            dead_letter=True,
         )
 
     def _final(
