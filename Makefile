@@ -38,8 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet $(EDITABLE) --group dev --group bench
 	$(BIN)/python -m bench
 
-# 10,000 jobs with injected faults over the local stack, then the exact account (a 1,000-job
-# version runs in `make test`: tests/test_soak.py).
+# 10,000 jobs with injected faults over the local stack in each of three configurations (an
+# explicit dlq_url, none, FIFO), then the exact account (a smaller run is in `make test`).
 soak: $(STAMP)
 	$(BIN)/python tests/soak.py --jobs 10000
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 THROTTLE_CODES = {
     "sqs": "ThrottlingException",
@@ -50,10 +50,9 @@ def inject_throttling(
         code = THROTTLE_CODES.get(service, "ThrottlingException")
         append(directory, "throttles.log", f"{os.getpid()} {service} {operation}")
         payload = json.dumps({"__type": code, "message": "Rate exceeded (injected)"}).encode()
-        headers = {
-            "x-amzn-query-error": f"{code};Sender",
-            "content-type": "application/x-amz-json-1.0",
-        }
+        headers = HTTPHeaders()
+        headers["x-amzn-query-error"] = f"{code};Sender"
+        headers["content-type"] = "application/x-amz-json-1.0"
         return AWSResponse(request.url, 400, headers, Body(payload))
 
     session.events.register_first("before-send", maybe_throttle)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from taskhop.sdk._app import AppLoadError
 from taskhop.sdk._cli import load_app, main
 
 
@@ -82,18 +83,134 @@ def test_tasks_lists_contracts_as_json(app_module: str, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("spec", "message", "code"),
     [
-        ("nocolon", "expected 'module:attribute'"),
-        ("no_such_module_xyz:app", "No module named"),
-        ("cli_app:missing", "has no attribute"),
-        ("cli_app:not_an_app", "expected an App, got int"),
+        ("nocolon", "expected 'module:attribute'", 2),
+        ("no_such_module_xyz:app", "No module named", 3),
+        ("cli_app:missing", "has no attribute 'missing'", 3),
+        ("cli_app:not_an_app", "expected an App, got int", 3),
     ],
 )
-def test_bad_app_specs_exit_with_a_message(app_module: str, spec: str, message: str) -> None:
-    """A wrong --app value exits with a message naming the problem."""
-    with pytest.raises(SystemExit, match=message):
+def test_bad_app_specs_exit_with_a_message(
+    app_module: str, spec: str, message: str, code: int
+) -> None:
+    """A wrong --app value exits with a message naming the problem, and its exit code."""
+    with pytest.raises(SystemExit, match=message) as raised:
         load_app(spec)
+    assert isinstance(raised.value, AppLoadError)
+    assert raised.value.exit_code == code
+
+
+@pytest.fixture
+def broken_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An app module that reads a missing environment variable while it is imported."""
+    (tmp_path / "broken_app.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            from taskhop.sdk import create_app
+
+            DATABASE_URL = os.environ["DATABASE_URL"]
+            app = create_app()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    yield "broken_app"
+    sys.modules.pop("broken_app", None)
+
+
+def test_run_json_answers_an_app_that_fails_to_import(
+    broken_module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --json``: one JSON error naming the module and its exception, exit 3 (not 1)."""
+    spec = f"{broken_module}:app"
+    assert main(["run", "double", "--input", "{}", "--app", spec, "--json"]) == 3
+    answer = json.loads(capsys.readouterr().out)
+    assert answer == {
+        "ok": False,
+        "error": {
+            "type": "AppImportError",
+            "message": f"--app {spec}: importing broken_app raised KeyError: 'DATABASE_URL'",
+            "app": spec,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "double", "--input", "{}"],
+        ["tasks"],
+        ["contracts", "export"],
+        ["jobs", "status", "some-id"],
+        ["worker", "--local", "--queue-url", "http://127.0.0.1:9/q"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_command_answers_an_app_that_fails_to_import(
+    broken_module: str, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Each command that loads an app exits 3: the user's traceback, then one short line."""
+    assert main([*command, "--app", f"{broken_module}:app"]) == 3
+    err = capsys.readouterr().err
+    assert 'DATABASE_URL = os.environ["DATABASE_URL"]' in err  # the user's own line
+    assert "importlib" not in err  # and not the import machinery's
+    assert err.endswith(
+        f"taskhop: --app {broken_module}:app: importing broken_app raised KeyError:"
+        " 'DATABASE_URL'\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["run"], ["tasks"], ["worker"], ["dev"]])
+def test_app_is_optional_in_help_and_says_its_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """``--help`` shows ``[--app APP]`` with its ``$TASKHOP_APP`` default, set or not."""
+    monkeypatch.delenv("TASKHOP_APP", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        main([*command, "--help"])
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    assert "[--app APP]" in out
+    assert "(default: $TASKHOP_APP)" in " ".join(out.split())
+
+
+def test_run_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """``taskhop run --help`` ends with the exit-code table."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    table = capsys.readouterr().out.split("exit codes:", 1)[1]
+    assert [line.split()[0] for line in table.splitlines() if line[:3].strip()] == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ]
+
+
+def test_app_is_read_from_the_environment_when_the_command_runs(
+    app_module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``$TASKHOP_APP`` set after import is used; neither it nor --app is a usage error, 2."""
+    monkeypatch.delenv("TASKHOP_APP", raising=False)
+    assert main(["run", "double", "--input", '{"n": 1}', "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == {
+        "type": "UsageError",
+        "message": "--app is required: pass --app module:attribute or set $TASKHOP_APP",
+        "app": None,
+    }
+    for command in (
+        ["tasks"],
+        ["dev"],
+        ["worker", "--local", "--queue-url", "http://127.0.0.1:9/q"],
+    ):
+        assert main(command) == 2
+        assert "--app is required" in capsys.readouterr().err
+    monkeypatch.setenv("TASKHOP_APP", f"{app_module}:app")
+    assert main(["run", "double", "--input", '{"n": 1}', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "result": 2}
 
 
 def test_console_script_is_installed() -> None:

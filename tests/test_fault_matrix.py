@@ -40,7 +40,7 @@ from faults import (
 )
 from taskhop.infra import DEFAULT_RECEIVES
 from taskhop.lambda_worker import make_handler
-from taskhop.sdk import App, JobContext, JobStatus, PermanentError, create_app
+from taskhop.sdk import App, ImplementOptions, JobContext, JobStatus, PermanentError, create_app
 from taskhop.sdk.memory import MemoryPayloads, MemoryQueue, MemoryStore
 from taskhop.static_contracts import dumps
 
@@ -180,7 +180,9 @@ def build(config: str, fault: Fault | None, monkeypatch: pytest.MonkeyPatch) -> 
             raise PermanentError("this job cannot succeed")
         return Done(n=data["n"])
 
-    app.implement(work, handler)
+    # keyed-a and keyed-b share key K with different inputs: the key alone decides here
+    # (the refusal of a mismatch is tests/test_idempotency_fingerprint.py's).
+    app.implement(work, handler, ImplementOptions(idempotency="key"))
     client = FaultySqs(sqs, faults, {dlq_url})
     lambda_handler = make_handler(
         app, dlq_url=dlq_url if config in ("dlq_url", "fifo", "no_store") else None,

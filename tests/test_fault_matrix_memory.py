@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from faults import ATTEMPTS, Done, Fault, Faults, Work, work_task
-from taskhop.sdk import JobContext, JobStatus, create_app
+from taskhop.sdk import ImplementOptions, JobContext, JobStatus, create_app
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
 work = work_task("work-memory", delay=0.01)
@@ -60,7 +60,9 @@ def test_fault_matrix_on_the_memory_queue(
             raise RuntimeError("this run fails")
         return Done(n=data["n"])
 
-    app.implement(work, handler)
+    # keyed-a and keyed-b share key K with different inputs: the key alone decides here
+    # (the refusal of a mismatch is tests/test_idempotency_fingerprint.py's).
+    app.implement(work, handler, ImplementOptions(idempotency="key"))
     queue.serve(app)
     jobs: dict[str, str] = {}
     keys = {"keyed-a": "K", "keyed-b": "K", "keyed-flaky": "K2"}

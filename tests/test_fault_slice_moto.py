@@ -22,7 +22,7 @@ from faults import Crash, Done, InjectedFault, Work, work_task
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
-from taskhop.sdk import JobContext, JobStatus, create_app
+from taskhop.sdk import ImplementOptions, JobContext, JobStatus, create_app
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
 work = work_task("work-moto", delay=1)
@@ -97,7 +97,9 @@ def test_fault_slice_on_moto(
             raise RuntimeError("this run fails")
         return Done(n=data["n"])
 
-    app.implement(work, handler)
+    # keyed-a and keyed-b share key K with different inputs: the key alone decides here
+    # (the refusal of a mismatch is tests/test_idempotency_fingerprint.py's).
+    app.implement(work, handler, ImplementOptions(idempotency="key"))
     jobs: dict[str, str] = {}
     for n, plan in enumerate(PLANS):
         data: dict[str, Any] = {"plan": plan} if plan == "invalid" else {"plan": plan, "n": n}

@@ -3,11 +3,15 @@
 A library configures no logging (``taskhop.sdk`` adds a ``NullHandler``), so ``taskhop worker
 --local`` printed none of its own warnings: an SQS outage looked like an idle queue. The
 command line now gives the ``taskhop`` logger a stderr handler unless logging is already set
-up. These tests run real processes: pytest's own log capture would hide the difference.
+up (``configure_logging``, in ``sdk/_logging.py``). Its lines are JSON, or ``LEVEL logger:
+message [fields]`` on a terminal or with ``TASKHOP_LOG_FORMAT=text``. These tests run real
+processes: pytest's own log capture would hide the difference. The job-scoped lines are in
+``test_job_logs.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,11 +26,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(ROOT.glob("*/src/taskhop/**/*.py"))
+LOG_ENV = {
+    "TASKHOP_LOG_LEVEL",
+    "TASKHOP_LOG_FORMAT",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "AWS_LAMBDA_LOG_FORMAT",
+    "AWS_LAMBDA_FUNCTION_NAME",
+}
+"""Variables that change where and how taskhop logs: the tests set them, never inherit them."""
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of ``text`` that is a JSON object, decoded."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with ``env`` added; its stdout and stderr."""
-    environ = {k: v for k, v in os.environ.items() if k != "TASKHOP_LOG_LEVEL"}
+    environ = {k: v for k, v in os.environ.items() if k not in LOG_ENV}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env={**environ, **env},
@@ -39,7 +56,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 WARN_FROM_LOCAL = """
     import logging
-    from taskhop.sdk._cli import configure_logging
+    from taskhop.sdk import configure_logging
     {setup}
     configure_logging()
     {after}
@@ -51,14 +68,36 @@ WARN_FROM_LOCAL = """
 
 
 def test_a_warning_from_taskhop_local_reaches_stderr() -> None:
-    """With no logging set up, the CLI's handler prints the line, with its job fields."""
+    """With no logging set up, the handler prints the line as JSON, with its job fields."""
     done = run_python(WARN_FROM_LOCAL.format(setup="", after=""))
+    lines = json_lines(done.stderr)
+    assert [line["message"] for line in lines] == [
+        "polling failed; trying again (1 in a row)",
+        "an info line",  # INFO by default
+    ]
+    assert lines[0]["level"] == "WARNING"
+    assert lines[0]["logger"] == "taskhop.local"
+    assert lines[0]["job_id"] == "j-1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["timestamp"])
+    assert "a debug line" not in done.stderr
+
+
+def test_taskhop_log_format_text_gives_the_human_line() -> None:
+    """``TASKHOP_LOG_FORMAT=text`` (the default on a terminal): the fields follow the message."""
+    done = run_python(WARN_FROM_LOCAL.format(setup="", after=""), TASKHOP_LOG_FORMAT="text")
     assert re.search(
         r"WARNING taskhop\.local: polling failed; trying again \(1 in a row\) \[job_id=j-1\]",
         done.stderr,
     )
-    assert "an info line" in done.stderr  # INFO by default
-    assert "a debug line" not in done.stderr
+    assert json_lines(done.stderr) == []
+
+
+def test_the_cli_imports_configure_logging_from_the_logging_module() -> None:
+    """``taskhop.sdk._cli`` keeps the name, as an import of the one implementation."""
+    import taskhop.sdk
+    from taskhop.sdk import _cli
+
+    assert _cli.configure_logging is taskhop.sdk.configure_logging
 
 
 def test_without_the_cli_a_library_user_sees_nothing_from_taskhop() -> None:
@@ -92,7 +131,7 @@ def test_a_bad_taskhop_log_level_is_refused_by_name() -> None:
         [
             sys.executable,
             "-c",
-            "from taskhop.sdk._cli import configure_logging\nconfigure_logging()",
+            "from taskhop.sdk import configure_logging\nconfigure_logging()",
         ],
         env={**os.environ, "TASKHOP_LOG_LEVEL": "LOUD"},
         capture_output=True,
@@ -101,6 +140,19 @@ def test_a_bad_taskhop_log_level_is_refused_by_name() -> None:
     )
     assert done.returncode == 1
     assert "$TASKHOP_LOG_LEVEL='LOUD' is not a log level" in done.stderr
+
+
+def test_a_bad_taskhop_log_format_is_refused_by_name() -> None:
+    """``TASKHOP_LOG_FORMAT`` takes json or text; anything else stops with the variable named."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from taskhop.sdk import configure_logging\nconfigure_logging()"],
+        env={**os.environ, "TASKHOP_LOG_FORMAT": "yaml"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "$TASKHOP_LOG_FORMAT='yaml' is not a log format (json, text)" in done.stderr
 
 
 def test_logging_the_user_set_up_is_left_alone() -> None:
@@ -134,7 +186,7 @@ def test_taskhop_worker_local_shows_that_polling_failed(
     url = sqs.create_queue(QueueName=f"logs-{uuid.uuid4().hex[:10]}")["QueueUrl"]
     (tmp_path / "log_app.py").write_text("from taskhop.sdk import create_app\napp = create_app()\n")
     env = {
-        **{k: v for k, v in os.environ.items() if k != "TASKHOP_LOG_LEVEL"},
+        **{k: v for k, v in os.environ.items() if k not in LOG_ENV},
         "AWS_ENDPOINT_URL": moto_server,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -169,9 +221,12 @@ def test_taskhop_worker_local_shows_that_polling_failed(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-    failed = [line for line in lines if "polling failed" in line]
+    failed = [line for line in json_lines("".join(lines)) if "polling failed" in line["message"]]
     assert failed, "".join(lines)
-    assert " ERROR taskhop.local: polling failed; trying again (1 in a row)" in failed[0]
+    assert failed[0]["level"] == "ERROR"
+    assert failed[0]["logger"] == "taskhop.local"
+    assert failed[0]["message"] == "polling failed; trying again (1 in a row)"
+    assert failed[0]["stackTrace"][0].startswith("Traceback")
 
 
 # -- the job lines on stdout -----------------------------------------------------------------
@@ -224,24 +279,37 @@ def test_a_job_line_keeps_the_message_taskhop_wrote() -> None:
     assert "ann@example.com" not in out.getvalue()
 
 
-def test_the_cli_handler_puts_job_fields_before_a_traceback() -> None:
-    """``[job_id=...]`` ends the message line; the traceback follows it."""
-    done = run_python(
-        """
-        import logging
-        from taskhop.sdk._cli import configure_logging
-        configure_logging()
-        try:
-            raise RuntimeError("store down")
-        except RuntimeError:
-            logging.getLogger("taskhop.lambda").exception(
-                "record %s could not be processed", "m-1", extra={"message_id": "m-1"}
-            )
-        """
-    )
+TRACEBACK = """
+    import logging
+    from taskhop.sdk import configure_logging
+    configure_logging()
+    try:
+        raise RuntimeError("store down")
+    except RuntimeError:
+        logging.getLogger("taskhop.lambda").exception(
+            "record %s could not be processed", "m-1", extra={"message_id": "m-1"}
+        )
+"""
+
+
+def test_the_text_format_puts_job_fields_before_a_traceback() -> None:
+    """``[message_id=...]`` ends the message line; the traceback follows it."""
+    done = run_python(TRACEBACK, TASKHOP_LOG_FORMAT="text")
     first, second = done.stderr.splitlines()[:2]
     assert first.endswith("record m-1 could not be processed [message_id=m-1]")
     assert second.startswith("Traceback")
+
+
+def test_the_json_format_keeps_an_exception_in_one_line() -> None:
+    """An exception is ``errorType``, ``errorMessage`` and ``stackTrace``, as Lambda keys them."""
+    done = run_python(TRACEBACK)
+    [line] = json_lines(done.stderr)
+    assert len(done.stderr.splitlines()) == 1
+    assert line["message"] == "record m-1 could not be processed"
+    assert line["message_id"] == "m-1"
+    assert line["errorType"] == "RuntimeError"
+    assert line["errorMessage"] == "store down"
+    assert line["stackTrace"][0] == "Traceback (most recent call last):"
 
 
 # -- what the README says is logged -----------------------------------------------------------

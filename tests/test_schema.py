@@ -74,11 +74,13 @@ def test_dataclasses_typeddicts_enums_literals_and_recursion() -> None:
 
 
 def test_attrs_classes_use_their_aliases_and_defaults() -> None:
-    """attrs fields with defaults are optional; the rest are required."""
+    """attrs fields with defaults are optional; the rest are required; validators hold."""
     check(
         Resize,
-        [{"url": "https://x", "width": 3}, {"url": "u", "width": 1, "tags": ["a"]}],
+        [{"url": "https://x", "width": 3}, {"url": "http://u", "width": 1, "tags": ["a"]}],
         [
+            {"url": "ftp://x", "width": 1},  # matches_re
+            {"url": "https://x", "width": 0},  # gt(0)
             {"url": "u"},
             {"url": "u", "width": "3"},
             {"url": "u", "width": 1, "ship_to": {"town": "x"}},

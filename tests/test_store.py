@@ -566,6 +566,100 @@ def test_key_predicates_match_the_tables() -> None:
     assert not BaseJobStore.may_release_key(None, "a")
 
 
+# -- idempotency keys: the input fingerprint --------------------------------------------------
+
+
+def test_a_claim_keeps_its_fingerprint_and_completing_keeps_it(store: BaseJobStore) -> None:
+    """Others see the holder's fingerprint while it runs and after it completed the key."""
+    claim = store.claim_key("k", "j1", lease_until=ahead(), fingerprint="sha256:a")
+    assert (claim.state, claim.fingerprint) == ("acquired", "sha256:a")
+    busy = store.claim_key("k", "j2", lease_until=ahead(), fingerprint="sha256:b")
+    assert (busy.state, busy.holder, busy.fingerprint) == ("in_progress", "j1", "sha256:a")
+    store.complete_key("k", "j1", {"v": 1})
+    done = store.claim_key("k", "j3", lease_until=ahead(), fingerprint="sha256:b")
+    assert (done.state, done.result, done.fingerprint) == ("completed", {"v": 1}, "sha256:a")
+
+
+def test_a_claim_without_a_fingerprint_keeps_none(store: BaseJobStore) -> None:
+    """A claim made without one (an opted-out task) shows none, running or completed."""
+    store.claim_key("k", "j1", lease_until=ahead())
+    assert store.claim_key("k", "j2", lease_until=ahead(), fingerprint="x").fingerprint is None
+    store.complete_key("k", "j1", 1)
+    assert store.claim_key("k", "j2", lease_until=ahead(), fingerprint="x").fingerprint is None
+
+
+def test_the_holder_reclaims_its_key_whatever_its_fingerprint(store: BaseJobStore) -> None:
+    """A retry of the holding job holds its key again; the claim takes its new fingerprint."""
+    store.claim_key("k", "j1", lease_until=ahead(), fingerprint="sha256:a")
+    again = store.claim_key("k", "j1", lease_until=ahead(), fingerprint="sha256:b")
+    assert (again.state, again.fingerprint) == ("acquired", "sha256:b")
+    busy = store.claim_key("k", "j2", lease_until=ahead())
+    assert busy.fingerprint == "sha256:b"
+
+
+LAPSED_TAKEOVERS = [
+    # (the lapsed holder's fingerprint, the claimant's, whether the claimant takes the key)
+    (None, None, True),
+    (None, "b", True),
+    ("a", None, True),
+    ("a", "a", True),
+    ("a", "b", False),
+]
+
+
+@pytest.mark.parametrize(("held", "claimant", "takes"), LAPSED_TAKEOVERS)
+def test_a_lapsed_claim_is_taken_over_only_without_a_conflict(
+    store: BaseJobStore, held: str | None, claimant: str | None, takes: bool
+) -> None:
+    """A dead holder's key stays bound to its input: only a fingerprint that does not
+    conflict takes it over, as ``may_claim_key`` decides; the taker's fingerprint replaces it."""
+    store.claim_key("k", "dead", lease_until=time.time() - 1, fingerprint=held)
+    before = KeyClaim("in_progress", "dead", lease_until=time.time() - 1, fingerprint=held)
+    assert BaseJobStore.may_claim_key(before, "new", time.time(), claimant) is takes
+    claim = store.claim_key("k", "new", lease_until=ahead(), fingerprint=claimant)
+    if takes:
+        assert (claim.state, claim.holder) == ("acquired", "new")
+        seen = store.claim_key("k", "probe", lease_until=ahead())
+        assert (seen.holder, seen.fingerprint) == ("new", claimant)
+    else:
+        assert (claim.state, claim.holder, claim.fingerprint) == ("in_progress", "dead", held)
+
+
+def test_conflicts_with_needs_two_known_different_fingerprints() -> None:
+    """Only two known fingerprints that differ conflict; a missing side never does."""
+    assert KeyClaim("in_progress", "j", fingerprint="a").conflicts_with("b")
+    assert not KeyClaim("in_progress", "j", fingerprint="a").conflicts_with("a")
+    assert not KeyClaim("in_progress", "j", fingerprint="a").conflicts_with(None)
+    assert not KeyClaim("completed", "j").conflicts_with("b")
+
+
+def test_no_store_keeps_no_fingerprint() -> None:
+    """Without state nothing is compared: every claim is acquired, with no fingerprint."""
+    claim = NoStore().claim_key("k", "j", lease_until=ahead(), fingerprint="sha256:a")
+    assert (claim.state, claim.fingerprint) == ("acquired", None)
+
+
+def test_dynamodb_keeps_the_fingerprint_on_the_key_item(mocked_aws: None) -> None:
+    """The key item holds a ``fingerprint`` attribute, kept when the key completes; one a
+    previous version wrote without it reads as None and is taken over once lapsed."""
+    from taskhop.backends.dynamodb import DynamoStore
+
+    store = DynamoStore("taskhop-jobs")
+    store.create_table()
+    store.claim_key("k", "j1", lease_until=ahead(), fingerprint="sha256:a")
+    store.complete_key("k", "j1", {"v": 1})
+    item = store.client.get_item(TableName="taskhop-jobs", Key={"pk": {"S": "key#k"}})["Item"]
+    assert item["fingerprint"] == {"S": "sha256:a"}
+    assert item["state"] == {"S": "completed"}
+    old = {"pk": {"S": "key#old"}, "holder": {"S": "j0"}, "state": {"S": "in_progress"},
+           "lease": {"N": str(time.time() - 1)}}  # fmt: skip
+    store.client.put_item(TableName="taskhop-jobs", Item=old)
+    claim = store.claim_key("old", "j2", lease_until=ahead(), fingerprint="sha256:b")
+    assert (claim.state, claim.holder) == ("acquired", "j2")
+    taken = store.client.get_item(TableName="taskhop-jobs", Key={"pk": {"S": "key#old"}})["Item"]
+    assert taken["fingerprint"] == {"S": "sha256:b"}
+
+
 # -- atomicity ------------------------------------------------------------------------------
 
 

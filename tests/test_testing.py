@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 from conftest import EmailSent, Resize, Resized, SendEmail, resize, send_email
 from taskhop.sdk import (
@@ -14,6 +15,8 @@ from taskhop.sdk import (
     UnknownTaskError,
     ValidationError,
     create_app,
+    define_task,
+    make_converter,
 )
 from taskhop.sdk.memory import MemoryQueue, MemoryStore
 from taskhop.sdk.testing import MemoryHarness, arun_task, in_memory, run_task
@@ -149,3 +152,50 @@ def test_pytest_fixtures_give_an_embedded_app(
     bound.dispatch({"to": "a", "subject": "s"})
     taskhop_memory.join()
     assert [r.result for r in taskhop_memory.records()] == [{"message_id": "fixture"}]
+
+
+class Money:
+    """A type only the app's converter hooks know: cents on the wire, no attrs, no dataclass."""
+
+    def __init__(self, cents: int) -> None:
+        self.cents = cents
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Money) and other.cents == self.cents
+
+    def __hash__(self) -> int:
+        return hash(self.cents)
+
+
+@attrs.frozen
+class Charge:
+    amount: Money
+
+
+@attrs.frozen
+class Charged:
+    total: Money
+
+
+def _money_app() -> App:
+    converter = make_converter()
+    converter.register_unstructure_hook(Money, lambda m: m.cents)
+    converter.register_structure_hook(Money, lambda v, _: Money(v))
+    return create_app(converter=converter)
+
+
+def test_run_task_with_a_contract_uses_the_apps_converter_both_ways() -> None:
+    """``run_task(contract, ..., app=)`` and ``arun_task`` write and read with the app's hooks."""
+    app = _money_app()
+    charge = define_task("charge", input=Charge, output=Charged)
+    seen: list[Charge] = []
+
+    def handler(data: Charge, ctx: JobContext) -> Charged:
+        seen.append(data)
+        return Charged(total=Money(data.amount.cents * 2))
+
+    app.implement(charge, handler)
+    assert run_task(charge, Charge(Money(150)), app=app) == Charged(Money(300))
+    assert asyncio.run(arun_task(charge, Charge(Money(7)), app=app)) == Charged(Money(14))
+    assert seen == [Charge(Money(150)), Charge(Money(7))]
+    app.close()

@@ -19,10 +19,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from demo_contracts import ResizeImage, resize_image
 from taskhop.backends.sqs import SqsQueue
@@ -32,15 +33,17 @@ HERE = Path(__file__).resolve().parent
 JOBS = int(os.environ.get("DEMO_JOBS", "300"))
 
 
-def start_stack() -> tuple[subprocess.Popen[str], dict[str, str]]:
+def start_stack(state: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("AWS_ENDPOINT_URL", None)
     taskhop = Path(sys.executable).with_name("taskhop")
+    # Any free port and a state file of its own: the demo never meets a `taskhop dev` of yours.
+    command = [str(taskhop), "dev", "--app", "demo_worker:app"]
     proc = subprocess.Popen(
-        [str(taskhop), "dev", "--app", "demo_worker:app"],
+        [*command, "--port", "0", "--fresh", "--state", str(state)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -90,12 +93,11 @@ def payloads(rng: random.Random) -> list[tuple[str, ResizeImage]]:
 
 def main() -> int:
     print("starting the dev stack (moto on 127.0.0.1 + local worker)...")
-    proc, stack = start_stack()
+    scratch = tempfile.TemporaryDirectory(prefix="taskhop-demo-")
+    proc, stack = start_stack(Path(scratch.name) / "state.json")
     try:
-        os.environ["AWS_ENDPOINT_URL"] = stack["endpoint"]
-        fake = {"AWS_ACCESS_KEY_ID": "dev", "AWS_SECRET_ACCESS_KEY": "dev"}
-        for key, value in {**fake, "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            os.environ.setdefault(key, value)
+        # What `taskhop dev` prints as export lines: endpoint, region, fake keys, resources.
+        os.environ.update(stack["env"])
         print(f"  queue {stack['queue_url']}\n  table {stack['table']}")
         queue = SqsQueue(stack["queue_url"])
         task = Producer(queue).register(resize_image)
@@ -113,6 +115,7 @@ def main() -> int:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        scratch.cleanup()
         print("dev stack stopped")
 
 

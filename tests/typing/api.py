@@ -8,7 +8,7 @@ stops being reported fails the build.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict, assert_type
+from typing import Any, TypedDict, assert_type
 
 import attrs
 from taskhop.sdk import (
@@ -96,6 +96,27 @@ bound.dispatch({"to": 42, "subject": "hi"})  # type: ignore[typeddict-item]  # p
 bound.dispatch({"to": "a@example.com"})  # type: ignore[typeddict-item]  # pyright: ignore[reportArgumentType]
 app.register(resize).dispatch(Resized(key="wrong type"))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 handle_str: ResultHandle[str] = bound.dispatch({"to": "a", "subject": "b"})  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+
+# -- untyped JSON (a request body) becomes the contract's input by parsing, not by a cast -----
+
+
+def web_handler(body: dict[str, Any]) -> None:
+    resizer = app.register(resize)
+    resizer.dispatch(body)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    bound.dispatch(body)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    assert_type(resizer.parse(body), Resize)
+    assert_type(resizer.dispatch(resizer.parse(body)), ResultHandle[Resized])
+    assert_type(resizer.dispatch_json(body), ResultHandle[Resized])
+    assert_type(bound.parse(body), SendEmail)
+    assert_type(bound.dispatch_json(body, idempotency_key="k"), ResultHandle[EmailSent])
+
+
+async def async_web_handler(body: object) -> None:
+    assert_type(await bound.adispatch_json(body), ResultHandle[EmailSent])
+    assert_type(await app.register(resize).adispatch_json(body), ResultHandle[Resized])
+    bound.adispatch_json(body)  # type: ignore[unused-coroutine]  # pyright: ignore[reportUnusedCoroutine]
+    bound.dispatch_json(body, skip_validation=True)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+
 
 # -- worker side: handlers are checked against the contract --------------------------------
 

@@ -1,6 +1,12 @@
-"""An example CDK app: one taskhop worker; `cdk deploy` from this folder (docs/deploy.md)."""
+"""An example CDK app: one taskhop worker; `cdk deploy` from this folder (docs/deploy.md).
+
+The parameters come from your contracts: merge what ``taskhop infra render --format cdk-json``
+prints into ``cdk.json`` (its ``context.taskhop``), and this app reads them from there.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
@@ -8,22 +14,25 @@ from taskhop.infra.cdk import TaskhopWorker
 
 
 def build(app: cdk.App, code_path: str = "../../build/worker") -> cdk.Stack:
-    """A stack with one worker whose code is in ``code_path``."""
+    """A stack with one worker whose code is in ``code_path``, sized by the rendered context."""
+    rendered: dict[str, Any] = app.node.try_get_context("taskhop") or {}
+    parameters: dict[str, Any] = rendered.get("parameters", {})
     stack = cdk.Stack(app, "TaskhopWorker")
     worker = TaskhopWorker(
         stack,
         "Worker",
         code=lambda_.Code.from_asset(code_path),
         handler="worker.main.handler",
-        function_timeout=cdk.Duration.seconds(
-            int(app.node.try_get_context("FunctionTimeout") or 30)
-        ),
-        max_receive_count=int(app.node.try_get_context("MaxReceiveCount") or 5),
+        function_timeout=cdk.Duration.seconds(int(parameters.get("FunctionTimeout", 30))),
+        max_receive_count=int(parameters.get("MaxReceiveCount", 20)),
         payload_bucket=True,
-        schedules=[("hourly-digest", "rate(1 hour)")],
+        schedules=[(s["name"], s["expression"]) for s in rendered.get("schedules", [])],
     )
     cdk.CfnOutput(stack, "QueueUrl", value=worker.queue.queue_url)
+    cdk.CfnOutput(stack, "DeadLetterQueueUrl", value=worker.dead_letter_queue.queue_url)
     cdk.CfnOutput(stack, "JobTableName", value=worker.table.table_name)
+    cdk.CfnOutput(stack, "ProducerPolicyArn", value=worker.producer_policy.managed_policy_arn)
+    cdk.CfnOutput(stack, "AlarmTopicArn", value=worker.alarm_topic.topic_arn)
     return stack
 
 

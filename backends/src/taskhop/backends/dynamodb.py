@@ -6,7 +6,8 @@ Single-table schema (``create_table`` makes it; the infra templates make the sam
     job items               task, status, attempt, result (JSON text) or result_ref (s3://),
                             error (JSON text), idem, dup, dl (dead-letter reason), lease,
                             created, updated, expires_at
-    key items               holder, state (in_progress | completed), result, lease, expires_at
+    key items               holder, state (in_progress | completed), result, lease,
+                            fingerprint (the holder's input digest; absent if none), expires_at
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
 ``DynamoStore`` supplies ``BaseJobStore``'s primitives: each guard (``may_begin``,
@@ -275,23 +276,30 @@ class DynamoStore(BaseJobStore):
 
     def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
         lease = claim.lease_until if claim.lease_until is not None else now
-        names = {"#h": "holder", "#st": "state", "#l": "lease", "#e": "expires_at"}
+        names = {"#h": "holder", "#st": "state", "#l": "lease", "#e": "expires_at",
+                 "#fp": "fingerprint"}  # fmt: skip
         values = {
             ":j": {"S": claim.holder}, ":ip": {"S": "in_progress"}, ":l": _n(lease),
             ":now": _n(now), ":e": _n(lease + self.retention),
         }  # fmt: skip
+        update = "SET #h = :j, #st = :ip, #l = :l, #e = :e"
+        lapsed = "(attribute_not_exists(#l) OR #l <= :now)"
+        if claim.fingerprint is None:
+            update += " REMOVE #fp"  # the claim is the new holder's, without a fingerprint
+        else:
+            values[":fp"] = {"S": claim.fingerprint}
+            update += ", #fp = :fp"
+            # A lapsed holder is taken over only by the same input, or where it has none.
+            lapsed = f"({lapsed} AND (attribute_not_exists(#fp) OR #fp = :fp))"
         # BaseJobStore.may_claim_key, evaluated server-side: a completed key never matches.
-        condition = (
-            "attribute_not_exists(pk)"
-            " OR (#st = :ip AND (#h = :j OR attribute_not_exists(#l) OR #l <= :now))"
-        )
+        condition = f"attribute_not_exists(pk) OR (#st = :ip AND (#h = :j OR {lapsed}))"
         with aws_errors(
             StoreError, f"claim idempotency key {key_digest(key)} in table {self.table}"
         ):
             try:
                 self.client.update_item(
                     TableName=self.table, Key=_key("key", key),
-                    UpdateExpression="SET #h = :j, #st = :ip, #l = :l, #e = :e",
+                    UpdateExpression=update,
                     ConditionExpression=condition, ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -301,10 +309,14 @@ class DynamoStore(BaseJobStore):
                     raise
                 item = _old_item(exc)
                 holder = item["holder"]["S"]
+                # A key item written before fingerprints has none: it is never a conflict.
+                fingerprint = item.get("fingerprint", {}).get("S")
                 if item["state"]["S"] == "completed":
-                    return KeyClaim("completed", holder, result=self._result(item))
+                    return KeyClaim(
+                        "completed", holder, result=self._result(item), fingerprint=fingerprint
+                    )
                 held = float(item["lease"]["N"]) if "lease" in item else None
-                return KeyClaim("in_progress", holder, lease_until=held)
+                return KeyClaim("in_progress", holder, lease_until=held, fingerprint=fingerprint)
         return None
 
     def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
@@ -319,7 +331,8 @@ class DynamoStore(BaseJobStore):
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
-        # BaseJobStore.may_complete_key, evaluated server-side.
+        # BaseJobStore.may_complete_key, evaluated server-side. The claim's fingerprint is
+        # not in the update, so the completed key keeps it.
         condition = "attribute_not_exists(pk) OR (#st = :ip AND #h = :j)"
         with aws_errors(
             StoreError, f"complete idempotency key {key_digest(key)} in table {self.table}"

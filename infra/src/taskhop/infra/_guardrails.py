@@ -6,7 +6,12 @@ the SAM parameters, and the CDK construct when it is built. The figures:
 - the queue's visibility timeout is at least 6x the function timeout (AWS's advice for
   SQS-triggered functions, so a batch still running is not delivered again);
 - ``maxReceiveCount`` is at least 5 (AWS's advice: throttled batches count as receives, and
-  must not reach the DLQ without a real failure).
+  must not reach the DLQ without a real failure);
+- the function timeout is at most Lambda's 900 s and the visibility timeout at most SQS's
+  12 hours (43,200 s), so no parameter is silently clamped at deploy time.
+
+``taskhop infra render`` also refuses a contract whose timeout plus the runtime's 3 s safety
+margin does not fit in 900 s: no function timeout could honour it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskhop.static_contracts import TaskhopError
+from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT, SQS_MAX_VISIBILITY
 
 __all__ = [
     "DEFAULT_RECEIVES",
@@ -51,6 +57,14 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
     timeout = int(parameters.get("FunctionTimeout", 30))
     visibility = int(parameters.get("VisibilityTimeout", VISIBILITY_FACTOR * 30))
     receives = int(parameters.get("MaxReceiveCount", DEFAULT_RECEIVES))
+    if timeout > LAMBDA_MAX_TIMEOUT:
+        raise GuardrailError(
+            f"FunctionTimeout {timeout}s is over Lambda's {LAMBDA_MAX_TIMEOUT}s maximum"
+        )
+    if visibility > SQS_MAX_VISIBILITY:
+        raise GuardrailError(
+            f"VisibilityTimeout {visibility}s is over SQS's {SQS_MAX_VISIBILITY}s (12 h) maximum"
+        )
     if visibility < VISIBILITY_FACTOR * timeout:
         raise GuardrailError(
             f"VisibilityTimeout {visibility}s is under {VISIBILITY_FACTOR}x FunctionTimeout"

@@ -2,7 +2,8 @@
 
 Guardrails are checked when the construct is built: the queue's visibility timeout is 6x the
 function timeout, ``max_receive_count`` is at least 5, and every IAM statement names its
-actions and resources (no wildcards).
+actions and resources (no wildcards, no managed policies on the function's role; X-Ray, which
+has no resource-level permissions, is the one ``"*"``, and only with tracing on).
 """
 
 from __future__ import annotations
@@ -12,20 +13,31 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from ._guardrails import DEFAULT_RECEIVES, VISIBILITY_FACTOR, GuardrailError, check_parameters
 
-__all__ = ["TaskhopWorker"]
+__all__ = ["FAILED_JOBS_QUERY", "TaskhopWorker"]
+
+FAILED_JOBS_QUERY = "SELECT SUM(jobs_failed) FROM SCHEMA(taskhop, task)"
+"""Failed jobs of every task: taskhop's EMF metric (namespace ``taskhop``, dimension ``task``).
+
+Handler failures are reported per job (partial batch responses), never as Lambda ``Errors``.
+"""
+_RUNTIMES = {"python3.12": lambda_.Runtime.PYTHON_3_12, "python3.13": lambda_.Runtime.PYTHON_3_13}
 
 
 class TaskhopWorker(Construct):
@@ -44,6 +56,20 @@ class TaskhopWorker(Construct):
         signing_secret: the HMAC secret (required with ``http_endpoint``).
         schedules: ``(name, expression)`` pairs from ``taskhop infra render``: one
             EventBridge rule each, invoking the worker with ``{"taskhop_schedule": name}``.
+        runtime: ``"python3.12"`` or ``"python3.13"``.
+        url_auth: the Function URL's auth type (requests are HMAC-signed either way).
+        log_retention, log_format, log_level: the worker's log group and Lambda log format
+            (the level applies to the JSON format only, as in Lambda).
+        tracing: X-Ray tracing of the worker function (``Tracing.ACTIVE``; the default adds no
+            X-Ray permission).
+        encryption_key: a customer-managed KMS key for the queue, DLQ, table and bucket
+            (default: AWS-managed encryption); the roles get ``kms:Decrypt`` and
+            ``kms:GenerateDataKey`` on this key only.
+        alarm_topic: where the alarms notify; ``None`` creates a topic (``alarm_topic``).
+
+    Attributes:
+        producer_policy: a managed policy to attach to producers' roles (send jobs, read
+            results).
 
     """
 
@@ -65,6 +91,14 @@ class TaskhopWorker(Construct):
         http_endpoint: str | None = None,
         signing_secret: secretsmanager.ISecret | None = None,
         schedules: Sequence[tuple[str, str]] = (),
+        runtime: str = "python3.12",
+        url_auth: lambda_.FunctionUrlAuthType = lambda_.FunctionUrlAuthType.NONE,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_format: lambda_.LoggingFormat = lambda_.LoggingFormat.TEXT,
+        log_level: lambda_.ApplicationLogLevel = lambda_.ApplicationLogLevel.INFO,
+        tracing: lambda_.Tracing = lambda_.Tracing.DISABLED,
+        encryption_key: kms.IKey | None = None,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         function_timeout = function_timeout or Duration.seconds(30)
@@ -79,12 +113,20 @@ class TaskhopWorker(Construct):
         )
         if http_endpoint is not None and signing_secret is None:
             raise GuardrailError("http_endpoint needs signing_secret (the HMAC signing secret)")
+        if runtime not in _RUNTIMES:
+            raise GuardrailError(f"runtime: one of {sorted(_RUNTIMES)}, got {runtime!r}")
+        self.encryption_key = encryption_key
         fifo_props: dict[str, Any] = {"fifo": True} if fifo else {}
+        queue_encryption: dict[str, Any] = (
+            {"encryption": sqs.QueueEncryption.SQS_MANAGED}
+            if encryption_key is None
+            else {"encryption": sqs.QueueEncryption.KMS, "encryption_master_key": encryption_key}
+        )
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetterQueue",
             retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            **queue_encryption,
             **fifo_props,
         )
         self.queue = sqs.Queue(
@@ -92,10 +134,10 @@ class TaskhopWorker(Construct):
             "Queue",
             visibility_timeout=Duration.seconds(VISIBILITY_FACTOR * timeout_s),
             retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
             dead_letter_queue=sqs.DeadLetterQueue(
                 max_receive_count=max_receive_count, queue=self.dead_letter_queue
             ),
+            **queue_encryption,
             **fifo_props,
         )
         self.table = dynamodb.Table(
@@ -107,7 +149,12 @@ class TaskhopWorker(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
+            # Job state and results outlive the stack: DeletionPolicy and UpdateReplacePolicy.
             removal_policy=RemovalPolicy.RETAIN,
+            encryption=None
+            if encryption_key is None
+            else dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=encryption_key,
         )
         self.bucket: s3.Bucket | None = None
         if payload_bucket:
@@ -115,7 +162,11 @@ class TaskhopWorker(Construct):
                 self,
                 "Payloads",
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                encryption=s3.BucketEncryption.S3_MANAGED,
+                encryption=s3.BucketEncryption.S3_MANAGED
+                if encryption_key is None
+                else s3.BucketEncryption.KMS,
+                encryption_key=encryption_key,
+                bucket_key_enabled=encryption_key is not None,
                 enforce_ssl=True,
                 lifecycle_rules=[s3.LifecycleRule(prefix="taskhop/", expiration=Duration.days(14))],
             )
@@ -129,10 +180,25 @@ class TaskhopWorker(Construct):
             environment["TASKHOP_BUCKET"] = self.bucket.bucket_name
         if signing_secret is not None:
             environment["TASKHOP_SIGNING_SECRET_ARN"] = signing_secret.secret_arn
+        self.log_group = logs.LogGroup(self, "WorkerLogs", retention=log_retention)
+        # The function's own role, with no managed policy: AWSLambdaBasicExecutionRole
+        # would allow logs on "*".
+        # (jsii's protocols vs their classes: see the schedules' targets below.)
+        self.role = iam.Role(
+            self,
+            "WorkerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),  # pyright: ignore[reportArgumentType]
+        )
+        json_logs = log_format == lambda_.LoggingFormat.JSON
         self.function = lambda_.Function(
             self,
             "Worker",
-            runtime=lambda_.Runtime.PYTHON_3_12,
+            runtime=_RUNTIMES[runtime],
+            role=self.role,  # pyright: ignore[reportArgumentType]
+            log_group=self.log_group,
+            logging_format=log_format,
+            application_log_level_v2=log_level if json_logs else None,
+            tracing=tracing,
             architecture=lambda_.Architecture.ARM_64,
             handler=handler,
             code=code,
@@ -152,7 +218,7 @@ class TaskhopWorker(Construct):
         self._grant_least_privilege(signing_secret)
         self.url: lambda_.FunctionUrl | None = None
         if http_endpoint is not None:
-            self.url = self.function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)
+            self.url = self.function.add_function_url(auth_type=url_auth)
         for name, expression in schedules:  # (rule name, "rate(...)" or "cron(...)")
             events.Rule(
                 self,
@@ -168,6 +234,8 @@ class TaskhopWorker(Construct):
                     )
                 ],
             )
+        self.producer_policy = self._producer_policy()
+        self.alarm_topic = alarm_topic or sns.Topic(self, "AlarmTopic")
         self._alarms()
 
     def _grant_least_privilege(self, secret: secretsmanager.ISecret | None) -> None:
@@ -224,20 +292,68 @@ class TaskhopWorker(Construct):
                     actions=["secretsmanager:GetSecretValue"], resources=[secret.secret_arn]
                 )
             )
+        add(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        if self.encryption_key is not None:
+            add(self._key_statement(self.encryption_key))
+
+    @staticmethod
+    def _key_statement(key: kms.IKey) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[key.key_arn]
+        )
+
+    def _producer_policy(self) -> iam.ManagedPolicy:
+        statements = [
+            iam.PolicyStatement(
+                actions=["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                resources=[self.queue.queue_arn],
+            ),
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:BatchGetItem"],
+                resources=[self.table.table_arn],
+            ),
+        ]
+        if self.bucket is not None:
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[self.bucket.arn_for_objects("taskhop/*")],
+                )
+            )
+        if self.encryption_key is not None:
+            statements.append(self._key_statement(self.encryption_key))
+        return iam.ManagedPolicy(
+            self,
+            "ProducerPolicy",
+            description="Dispatch jobs to this taskhop worker and read their results",
+            statements=statements,
+        )
 
     def _alarms(self) -> None:
         minute = Duration.minutes(1)
         dead = self.dead_letter_queue.metric_approximate_number_of_messages_visible
         oldest = self.queue.metric_approximate_age_of_oldest_message
-        for name, metric, threshold, periods, description in [
+        failed = cloudwatch.MathExpression(
+            expression=FAILED_JOBS_QUERY, period=Duration.minutes(5), using_metrics={}
+        )
+        action = cw_actions.SnsAction(self.alarm_topic)  # pyright: ignore[reportArgumentType]
+        alarms: list[tuple[str, cloudwatch.IMetric, int, int, str]] = [
             ("DeadLetters", dead(period=minute, statistic="Maximum"), 0, 1,
              "Jobs are in the dead-letter queue"),
             ("OldestMessage", oldest(period=minute, statistic="Maximum"), 900, 5,
              "Jobs wait in the queue longer than 15 minutes"),
             ("FunctionErrors", self.function.metric_errors(period=Duration.minutes(5)), 0, 1,
              "The worker function itself fails"),
-        ]:  # fmt: skip
-            cloudwatch.Alarm(
+            ("FailedJobs", failed, 0, 1,
+             "Jobs failed (their handler raised on the last attempt)"),
+        ]  # fmt: skip
+        for name, metric, threshold, periods, description in alarms:
+            alarm = cloudwatch.Alarm(
                 self,
                 name,
                 metric=metric,
@@ -247,3 +363,5 @@ class TaskhopWorker(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                 alarm_description=description,
             )
+            alarm.add_alarm_action(action)  # pyright: ignore[reportArgumentType]
+            alarm.add_ok_action(action)  # pyright: ignore[reportArgumentType]

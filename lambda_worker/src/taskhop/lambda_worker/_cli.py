@@ -10,9 +10,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
+
+APP_HELP = "module:attribute of the App (default: $TASKHOP_APP)"
+"""Optional in argparse, required when the command runs (``load_app`` says so)."""
 
 
 def register(commands: Any) -> None:
@@ -21,7 +25,7 @@ def register(commands: Any) -> None:
         "worker",
         help="run an app's worker locally, polling SQS as Lambda's event source mapping does",
     )
-    worker.add_argument("--app", required=True, help="module:attribute of the App")
+    worker.add_argument("--app", default=None, help=APP_HELP)
     worker.add_argument(
         "--local",
         action="store_true",
@@ -60,13 +64,35 @@ def register(commands: Any) -> None:
     dev = commands.add_parser(
         "dev", help="start a local AWS (moto) with the queue, DLQ and table, and run the worker"
     )
-    dev.add_argument("--app", required=True, help="module:attribute of the App")
+    dev.add_argument("--app", default=None, help=APP_HELP)
     dev.add_argument(
         "--idle-exit",
         type=float,
         default=None,
         metavar="SECONDS",
         help="stop after this long with nothing to do",
+    )
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the local AWS's port on 127.0.0.1 (default: $TASKHOP_DEV_PORT, else 5055;"
+        " 0: any free port)",
+    )
+    dev.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where queues and table are saved on stop and restored on start"
+        " (default: .taskhop/dev/state.json)",
+    )
+    dev.add_argument("--fresh", action="store_true", help="start empty, ignoring the saved state")
+    dev.add_argument(
+        "--print-env",
+        action="store_true",
+        help='print the export lines a producer needs and exit: eval "$(taskhop dev --print-env)"',
     )
     dev.set_defaults(run=run_dev_command)
     register_dlq(commands)
@@ -176,9 +202,19 @@ def _required(value: str | None, option: str) -> str:
 
 def run_dev_command(args: argparse.Namespace) -> int:
     """``taskhop dev``: see ``taskhop.lambda_worker._dev``."""
-    from ._dev import run_dev
+    from ._dev import STATE_FILE, dev_env, planned_stack, run_dev
 
-    return run_dev(args.app, idle_exit=args.idle_exit)
+    if args.print_env:
+        app = args.app or os.environ.get("TASKHOP_APP")
+        sys.stdout.write(dev_env(planned_stack(port=args.port), app))
+        return 0
+    return run_dev(
+        args.app,
+        idle_exit=args.idle_exit,
+        port=args.port,
+        fresh=args.fresh,
+        state_file=args.state or STATE_FILE,
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -204,7 +240,8 @@ def run_worker(args: argparse.Namespace) -> int:
         wait_time=args.wait_time,
         function_timeout=args.function_timeout,
     )
-    print(f"taskhop worker: polling {args.queue_url} for {args.app}", file=sys.stderr, flush=True)
+    app_ref = args.app or os.environ.get("TASKHOP_APP")
+    print(f"taskhop worker: polling {args.queue_url} for {app_ref}", file=sys.stderr, flush=True)
     esm.run(idle_exit=args.idle_exit)
     print(f"taskhop worker: stopped after {esm.invocations} batches", file=sys.stderr, flush=True)
     app.close()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from taskhop.sdk import App, Envelope, Outcome, OutcomeKind, TaskhopError
+from taskhop.sdk import App, Envelope, Outcome, OutcomeKind, TaskhopError, configure_logging
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
 from ._logs import emit_job, emit_metrics
@@ -181,7 +182,14 @@ def make_handler(
         http: the handler for HTTP events (API Gateway, Function URL), when this worker has an
             endpoint.
 
+    On Lambda (``$AWS_LAMBDA_FUNCTION_NAME`` set) it calls ``configure_logging``, so a
+    handler's ``ctx.log.info`` lines reach CloudWatch with their job fields.
+
     """
+    if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:  # set by Lambda: this is the function's init
+        # Job lines at INFO, in Lambda's JSON format or as taskhop's own lines on stdout; once
+        # (repeating changes nothing), and never over logging the user set up.
+        configure_logging(stream=sys.stdout)
     dlq_url = dlq_url or os.environ.get("TASKHOP_DLQ_URL") or None
     return LambdaHandler(
         app, dlq_url=dlq_url, sqs_client=sqs_client, safety_margin=safety_margin, http=http

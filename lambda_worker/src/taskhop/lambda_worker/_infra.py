@@ -6,7 +6,8 @@ context); ``--format template`` writes the SAM template itself (``taskhop.infra`
 The numbers come from the contracts:
 
 - the function timeout: the largest contract timeout plus the runtime's 3 s margin (30 s
-  when no contract sets one);
+  when no contract sets one); a contract whose timeout plus that margin exceeds Lambda's
+  900 s is refused (``GuardrailError``), never clamped to 900 s;
 - the queue visibility timeout: 6x the function timeout (AWS's advice for SQS-triggered
   functions, so a slow batch is not delivered twice while it runs);
 - ``maxReceiveCount``: the most retry attempts any task allows, and at least 5;
@@ -22,13 +23,9 @@ import math
 import re
 from typing import Any
 
-from taskhop.infra import MIN_RECEIVES, VISIBILITY_FACTOR, check_parameters
+from taskhop.infra import MIN_RECEIVES, VISIBILITY_FACTOR, GuardrailError, check_parameters
 from taskhop.sdk import App
-from taskhop.static_contracts.limits import (
-    LAMBDA_MAX_TIMEOUT,
-    LAMBDA_SAFETY_MARGIN,
-    SQS_MAX_VISIBILITY,
-)
+from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT, LAMBDA_SAFETY_MARGIN
 
 __all__ = ["render", "sam_schedule_events"]
 
@@ -36,14 +33,24 @@ __all__ = ["render", "sam_schedule_events"]
 def render(app: App) -> dict[str, Any]:
     """The parameters and resources an app needs, checked against the guardrails."""
     contracts = [bound.contract for bound in app]
-    timeouts = [c.timeout for c in contracts if c.timeout is not None]
-    function_timeout = (
-        min(LAMBDA_MAX_TIMEOUT, math.ceil(max(timeouts) + LAMBDA_SAFETY_MARGIN)) if timeouts else 30
-    )
+    timed = [c for c in contracts if c.timeout is not None]
+    function_timeout = 30
+    if timed:
+        slowest = max(timed, key=lambda c: c.timeout or 0.0)
+        function_timeout = math.ceil((slowest.timeout or 0.0) + LAMBDA_SAFETY_MARGIN)
+        if function_timeout > LAMBDA_MAX_TIMEOUT:
+            # Lambda stops an invocation at 900 s; the runtime stops a handler 3 s before the
+            # invocation's deadline, so 897 s is the longest timeout a contract can keep.
+            raise GuardrailError(
+                f"task {slowest.name!r}: timeout {slowest.timeout:g}s plus the"
+                f" {LAMBDA_SAFETY_MARGIN:g}s safety margin exceeds Lambda's"
+                f" {LAMBDA_MAX_TIMEOUT}s maximum: give it at most"
+                f" {LAMBDA_MAX_TIMEOUT - LAMBDA_SAFETY_MARGIN:g}s"
+            )
     receives = max([c.retry.attempts for c in contracts] + [MIN_RECEIVES])
     parameters = {
         "FunctionTimeout": function_timeout,
-        "VisibilityTimeout": min(SQS_MAX_VISIBILITY, VISIBILITY_FACTOR * function_timeout),
+        "VisibilityTimeout": VISIBILITY_FACTOR * function_timeout,
         "MaxReceiveCount": receives,
     }
     check_parameters(parameters)

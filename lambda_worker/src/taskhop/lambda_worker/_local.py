@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskhop.sdk import configure_logging
+
 __all__ = ["LocalContext", "LocalEventSourceMapping"]
 
 _log = logging.getLogger("taskhop.local")
@@ -86,7 +88,12 @@ class LocalEventSourceMapping:
         self._stop.set()
 
     def run(self, *, install_signals: bool = True, idle_exit: float | None = None) -> None:
-        """Poll until ``stop()`` (or a signal, or ``idle_exit`` seconds with nothing to do)."""
+        """Poll until ``stop()`` (or a signal, or ``idle_exit`` seconds with nothing to do).
+
+        Logging is set up as Lambda's runtime would have it (``configure_logging``): job and
+        taskhop lines on stderr, unless the process configured logging itself.
+        """
+        configure_logging()
         if install_signals and threading.current_thread() is threading.main_thread():
 
             def on_signal(signum: int, frame: Any) -> None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskhop.sdk import App, Outcome, queue_actions
+from taskhop.sdk import App, Outcome, incoming_trace, queue_actions
 
 from ._logs import emit_job, emit_metrics
 
@@ -62,7 +62,9 @@ def process_sqs_batch(
         if deadline is not None and time.monotonic() >= deadline:
             failures.append(message_id)  # no time left to finish it: it comes back
             continue
-        ok = _process_record(worker, record, deadline, sqs, queue_url, dlq_url, outcomes)
+        header = record.get("attributes", {}).get("AWSTraceHeader")  # X-Ray, via SQS
+        with incoming_trace({"xray": header} if isinstance(header, str) and header else None):
+            ok = _process_record(worker, record, deadline, sqs, queue_url, dlq_url, outcomes)
         if not ok:
             failures.append(message_id)
             if group is not None:

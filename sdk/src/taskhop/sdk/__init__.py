@@ -28,6 +28,7 @@ from ._errors import (
     FieldError,
     HandlerSignal,
     HandlerTimeout,
+    IdempotencyKeyMismatch,
     JobNotFoundError,
     PayloadError,
     PermanentError,
@@ -44,7 +45,14 @@ from ._errors import (
     ValidationError,
 )
 from ._handle import ResultHandle, gather
-from ._implementation import Handler, Implementation, ImplementOptions, Migration
+from ._implementation import Handler, Idempotency, Implementation, ImplementOptions, Migration
+from ._logging import (
+    JobLogFilter,
+    configure_logging,
+    current_job,
+    incoming_trace,
+    job_fields,
+)
 from ._middleware import Middleware
 from ._redact import key_digest
 from ._registered import InputValidator, MigrationError
@@ -82,10 +90,13 @@ __all__ = [
     "Handler",
     "HandlerSignal",
     "HandlerTimeout",
+    "Idempotency",
+    "IdempotencyKeyMismatch",
     "ImplementOptions",
     "Implementation",
     "InputValidator",
     "JobContext",
+    "JobLogFilter",
     "JobNotFoundError",
     "JobRecord",
     "JobStatus",
@@ -119,10 +130,14 @@ __all__ = [
     "UnsupportedProtocolError",
     "ValidationError",
     "Worker",
+    "configure_logging",
     "create_app",
+    "current_job",
     "define_task",
     "gather",
+    "incoming_trace",
     "input_type",
+    "job_fields",
     "key_digest",
     "load_app",
     "make_converter",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import threading
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -414,23 +415,58 @@ def _annotated_types(name: str, fn: Callable[..., Any]) -> tuple[type[Any], type
     return types
 
 
-def load_app(spec: str) -> App:
+APP_ENV = "TASKHOP_APP"
+"""The environment variable ``--app`` defaults to."""
+
+
+class AppLoadError(SystemExit):
+    """``--app`` names no loadable App: the command line answers with ``exit_code``.
+
+    A ``SystemExit`` (the message as its code), so a script calling ``load_app`` still exits
+    with the message; the ``taskhop`` command renders it (as JSON under ``run --json``) and
+    exits 3 when the module did not import or holds no App, 2 when no spec was given or it is
+    malformed. ``error_type`` is the failure's name (``"AppImportError"``, ``"UsageError"``).
+    """
+
+    def __init__(self, spec: str | None, error_type: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.spec = spec
+        self.error_type = error_type
+        self.message = message
+        self.exit_code = exit_code
+
+
+def load_app(spec: str | None = None) -> App:
     """Import ``module:attribute`` and return the ``App`` it names (for command lines).
 
+    Args:
+        spec: ``module:attribute``; ``None`` reads ``$TASKHOP_APP``.
+
     Raises:
-        SystemExit: the spec is malformed, does not import, or names something else; the
-            message says which.
+        AppLoadError: no spec, a malformed one, a module that raised while importing (the
+            user's own exception is the ``__cause__``), or something that is not an App.
 
     """
+    spec = spec or os.environ.get(APP_ENV) or None
+    if spec is None:
+        message = f"--app is required: pass --app module:attribute or set ${APP_ENV}"
+        raise AppLoadError(None, "UsageError", message, 2)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"--app: expected 'module:attribute', got {spec!r}")
+        message = f"--app: expected 'module:attribute', got {spec!r}"
+        raise AppLoadError(spec, "UsageError", message, 2)
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"--app {spec}: {exc}") from None
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: a missing variable, a bad import, a bug
+        message = f"--app {spec}: importing {module_name} raised {type(exc).__name__}: {exc}"
+        raise AppLoadError(spec, "AppImportError", message, 3) from exc
+    if not hasattr(module, attr):
+        message = f"--app {spec}: module {module_name!r} has no attribute {attr!r}"
+        raise AppLoadError(spec, "AppImportError", message, 3)
+    obj = getattr(module, attr)
     if not isinstance(obj, App):
-        raise SystemExit(f"--app {spec}: expected an App, got {type(obj).__name__}")
+        message = f"--app {spec}: expected an App, got {type(obj).__name__}"
+        raise AppLoadError(spec, "AppImportError", message, 3)
     return obj
 
 

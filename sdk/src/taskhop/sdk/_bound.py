@@ -149,12 +149,50 @@ class BoundTask(Generic[I, O]):
         else:
             data = unstructure(converter, value, contract.input, path="input")
         if contract.runtime_schema and self.app.validate_on_dispatch and not skip_validation:
-            try:
-                self.validator.validate(data, contract.version)
-            except MigrationError as exc:
-                if not exc.retryable:  # a worker on another version judges the rest
-                    raise
+            self._check(data)
         return data
+
+    def _check(self, data: JsonValue) -> None:
+        """Validate JSON input of the contract's version as the task's validator would."""
+        try:
+            self.validator.validate(data, self.contract.version)
+        except MigrationError as exc:
+            if not exc.retryable:  # a worker on another version judges the rest
+                raise
+
+    # -- JSON from outside ------------------------------------------------------------------
+
+    def parse(self, data: object) -> I:
+        """Untyped JSON data (a request body, ``json.loads`` output) as the contract's input.
+
+        This is how data typed ``dict[str, Any]`` becomes an ``I`` without a cast: it is
+        structured and checked by the validator the worker uses (strict JSON types, unknown
+        keys refused, attrs validators run), for either kind of contract, whatever the app's
+        ``validate_on_dispatch``. ``dispatch_json`` parses and sends in one call.
+
+        Raises:
+            ValidationError: ``data`` does not fit the input type; every bad field is listed
+                with its path (``input.lines[0].qty``).
+            PayloadError: ``data`` is not JSON data (names the path).
+
+        """
+        return self._parse(to_json_value(data))
+
+    def _parse(self, data: JsonValue) -> I:
+        validator, contract = self.validator, self.contract
+        if validator.input_type is not contract.input or validator.version != contract.version:
+            # Implemented here with its own input type or version: check what the worker
+            # will check (migrations included), then structure into the contract's type.
+            self._check(data)
+            validator = InputValidator(
+                task=self.name,
+                input_type=contract.input,
+                version=contract.version,
+                converter=self.app.converter,
+                implemented=False,
+            )
+        value: I = validator.validate(data)
+        return value
 
     def handle(self, job_id: str) -> ResultHandle[O]:
         """A handle for an existing job of this task."""
@@ -198,7 +236,71 @@ class BoundTask(Generic[I, O]):
             trace=trace,
             headers=headers,
         )
+        return self._send(envelope)
+
+    def dispatch_json(
+        self,
+        data: object,
+        *,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResultHandle[O]:
+        """``parse`` then ``dispatch``: send untyped JSON data (a request body) as one job.
+
+        The data is always validated (``parse``), then sent as it came, so nothing is
+        structured twice. Options are ``dispatch``'s.
+
+        Raises:
+            ValidationError: ``data`` does not fit the input type (every field, with paths).
+            PayloadError: ``data`` is not JSON data.
+            TransportError: the transport did not accept the job.
+
+        """
+        envelope = self._json_envelope(data, delay, idempotency_key, trace, headers)
+        return self._send(envelope)
+
+    async def adispatch_json(
+        self,
+        data: object,
+        *,
+        delay: Duration | None = None,
+        idempotency_key: str | None = None,
+        trace: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResultHandle[O]:
+        """``dispatch_json`` for async code (an async web handler): never blocks the loop."""
+        envelope = self._json_envelope(data, delay, idempotency_key, trace, headers)
+        return await self._asend(envelope)
+
+    def _json_envelope(
+        self,
+        data: object,
+        delay: Duration | None,
+        idempotency_key: str | None,
+        trace: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> Envelope:
+        raw = to_json_value(data)
+        self._parse(raw)
+        return self.envelope_from_json(
+            raw, delay=delay, idempotency_key=idempotency_key, trace=trace, headers=headers
+        )
+
+    def _send(self, envelope: Envelope) -> ResultHandle[O]:
         self.app.transport.send(envelope)
+        self._after_dispatch([envelope])
+        return self.handle(envelope.id)
+
+    async def _asend(self, envelope: Envelope) -> ResultHandle[O]:
+        import asyncio  # lazy import: sync code never pays for asyncio
+
+        transport: Any = self.app.transport
+        if isinstance(transport, AsyncTransport):
+            await transport.asend(envelope)
+        else:
+            await asyncio.to_thread(transport.send, envelope)
         self._after_dispatch([envelope])
         return self.handle(envelope.id)
 
@@ -213,8 +315,6 @@ class BoundTask(Generic[I, O]):
         headers: Mapping[str, str] | None = None,
     ) -> ResultHandle[O]:
         """``dispatch`` for async code: the send never blocks the event loop."""
-        import asyncio  # lazy import: sync code never pays for asyncio
-
         envelope = self.envelope(
             payload,
             skip_validation=skip_validation,
@@ -223,13 +323,7 @@ class BoundTask(Generic[I, O]):
             trace=trace,
             headers=headers,
         )
-        transport: Any = self.app.transport
-        if isinstance(transport, AsyncTransport):
-            await transport.asend(envelope)
-        else:
-            await asyncio.to_thread(transport.send, envelope)
-        self._after_dispatch([envelope])
-        return self.handle(envelope.id)
+        return await self._asend(envelope)
 
     def dispatch_many(
         self, payloads: Iterable[I], *, skip_validation: bool = False

@@ -5,97 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
-import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Any, TextIO
+from typing import Any
 
-from ._app import load_app
+from ._app import AppLoadError, load_app
 from ._context import JobContext
 from ._converter import unstructure
 from ._errors import ErrorInfo, UnknownTaskError, ValidationError
+from ._logging import configure_logging
 from ._registered import MigrationError
 
 __all__ = ["configure_logging", "load_app", "main"]
-
-LOG_LEVEL_ENV = "TASKHOP_LOG_LEVEL"
-"""Environment variable naming the ``taskhop`` loggers' level for the command line."""
-_LOG_FIELDS = ("job_id", "task", "attempt", "reason", "message_id", "key_digest")
-"""The ``extra`` fields taskhop's log records carry, shown after the message when present."""
-
-
-class _Formatter(logging.Formatter):
-    """``LEVEL logger: message`` plus the job fields a record carries (``job_id=...``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = [
-            f"{name}={value}"
-            for name in _LOG_FIELDS
-            if (value := record.__dict__.get(name)) is not None
-        ]
-        if not fields:
-            return line
-        head, newline, rest = line.partition("\n")  # a traceback goes after the fields
-        return f"{head} [{' '.join(fields)}]{newline}{rest}"
-
-
-class _StderrUnlessConfigured(logging.StreamHandler[TextIO]):
-    """Writes to stderr until the application configures logging itself.
-
-    An app module may call ``logging.basicConfig()`` when ``--app`` loads it, after this
-    handler is in place: from then on its handlers get taskhop's records (they propagate),
-    and this one steps aside so no line is written twice.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not logging.getLogger().handlers:
-            super().emit(record)
-
-
-def configure_logging(environ: Mapping[str, str] | None = None) -> None:
-    """Show taskhop's own log lines on stderr when the command line runs.
-
-    A library configures no logging, so without this an operator running
-    ``taskhop worker --local`` would never see "polling failed" or a store outage. Nothing is
-    added when logging is already set up (the root logger or ``taskhop`` has a handler).
-    The level is ``$TASKHOP_LOG_LEVEL`` if set, else INFO: taskhop writes INFO only for
-    unusual jobs (rejected, stale attempts), and a handler's own ``ctx.log.info`` lines are
-    what someone running a worker or ``taskhop run`` on their machine wants to see.
-
-    Raises:
-        SystemExit: ``$TASKHOP_LOG_LEVEL`` is not a level name or number.
-
-    """
-    env = os.environ if environ is None else environ
-    logger = logging.getLogger("taskhop")
-    wanted = env.get(LOG_LEVEL_ENV, "").strip()
-    if wanted:
-        logger.setLevel(_level(wanted))
-    configured = logging.getLogger().handlers or [
-        h for h in logger.handlers if not isinstance(h, logging.NullHandler)
-    ]
-    if configured:
-        return
-    handler = _StderrUnlessConfigured(sys.stderr)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    if not wanted and logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-
-
-def _level(text: str) -> int:
-    if text.isdecimal() and text.isascii():
-        return int(text)
-    level = logging.getLevelNamesMapping().get(text.upper())
-    if level is None:
-        names = ", ".join(sorted(logging.getLevelNamesMapping(), key=logging.getLevelName))
-        raise SystemExit(f"taskhop: ${LOG_LEVEL_ENV}={text!r} is not a log level ({names})")
-    return level
 
 
 def _refuse_constant(literal: str) -> object:
@@ -112,9 +39,23 @@ def _finite_float(literal: str) -> float:
 _INPUT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-APP_OPTION: dict[str, Any] = (
-    {"default": os.environ["TASKHOP_APP"]} if os.environ.get("TASKHOP_APP") else {"required": True}
-) | {"help": "module:attribute of the App (default: $TASKHOP_APP)"}
+APP_OPTION: dict[str, Any] = {
+    "default": None,
+    "help": "module:attribute of the App (default: $TASKHOP_APP)",
+}
+"""``--app`` for every command that loads an app: optional here, required when it runs.
+
+Read at run time by ``load_app``, so ``--help`` says the same whatever the environment holds.
+"""
+
+EXIT_CODES = """exit codes:
+  0  done (the handler's output is printed)
+  1  the handler raised (or timed out); jobs status: no record of the job
+  2  usage or bad input: no --app and no $TASKHOP_APP, a malformed --app, --input not JSON,
+     an unknown task, an input that cannot be migrated or is invalid
+  3  the app did not load: its module raised while importing (a missing environment
+     variable, say), or it has no such attribute, or that is not an App"""
+"""The exit-code table, shown in ``taskhop run --help``."""
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -220,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks.add_argument("--app", **APP_OPTION)
     tasks.set_defaults(run=_tasks)
     run = commands.add_parser(
-        "run", help="run a task's handler here on JSON input, validated as the worker would"
+        "run",
+        help="run a task's handler here on JSON input, validated as the worker would",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("name", help="the task name")
     run.add_argument("--input", required=True, help="the input as JSON")
@@ -253,4 +197,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     sys.path.insert(0, "")
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except AppLoadError as exc:
+        return _app_failed(args, exc)
+
+
+def _app_failed(args: argparse.Namespace, exc: AppLoadError) -> int:
+    """Answer an app that did not load: JSON under ``--json``, else the user's traceback."""
+    if getattr(args, "json", False):
+        error = {"type": exc.error_type, "message": exc.message, "app": exc.spec}
+        print(json.dumps({"ok": False, "error": error}))
+        return exc.exit_code
+    cause = exc.__cause__
+    if cause is not None:
+        shown = traceback.TracebackException.from_exception(cause)
+        shown.stack = traceback.StackSummary.from_list(
+            [frame for frame in shown.stack if not _import_machinery(frame.filename)]
+        )
+        print("".join(shown.format()), end="", file=sys.stderr)
+    print(f"taskhop: {exc.message}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _import_machinery(filename: str) -> bool:
+    """Whether a frame is import machinery (importlib, ``load_app``), not the user's code."""
+    return (
+        filename.startswith("<frozen importlib")
+        or filename == importlib.__file__
+        or filename.endswith(os.path.join("taskhop", "sdk", "_app.py"))
+    )

@@ -9,8 +9,21 @@ are errors (a typo in a field name is caught, not dropped).
 from __future__ import annotations
 
 import re
+import types
+import typing
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    NotRequired,
+    Required,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+)
 
 import attrs
 from cattrs import Converter
@@ -28,7 +41,15 @@ from taskhop.static_contracts import JsonValue, PayloadError, to_json_value
 
 from ._errors import FieldError, ValidationError
 
-__all__ = ["configure_strict_scalars", "field_errors", "make_converter", "structure", "unstructure"]
+__all__ = [
+    "configure_strict_scalars",
+    "configure_typeddict_required_keys",
+    "field_errors",
+    "make_converter",
+    "structure",
+    "typeddict_required_keys",
+    "unstructure",
+]
 
 T = TypeVar("T")
 
@@ -42,6 +63,7 @@ def make_converter() -> Converter:
     converter = make_json_converter(forbid_extra_keys=True)
     configure_strict_scalars(converter)
     configure_all_validator_errors(converter)
+    configure_typeddict_required_keys(converter)
     return converter
 
 
@@ -62,6 +84,80 @@ def configure_strict_scalars(converter: Converter) -> None:
     converter.register_structure_hook(int, strict(int, int))
     converter.register_structure_hook(float, strict(float, int, float))
     converter.register_structure_hook(bool, strict(bool, bool))
+
+
+def typeddict_required_keys(tp: type[Any]) -> frozenset[str]:
+    """The keys a TypedDict requires, read from its resolved annotations.
+
+    Under ``from __future__ import annotations`` the TypedDict metaclass sees strings, not
+    ``Required[...]`` / ``NotRequired[...]``, so ``__required_keys__`` sorts every key by
+    ``total=`` alone (CPython 3.11 to 3.13). The resolved hints still carry the wrappers: a
+    wrapped key is what its wrapper says, any other key keeps the ``total=`` of the class
+    that declared it (which the metaclass did get right).
+    """
+    required = set(tp.__required_keys__)
+    for name, hint in typing.get_type_hints(tp, include_extras=True).items():
+        wrapper = _required_wrapper(hint)[1]
+        if wrapper is Required:
+            required.add(name)
+        elif wrapper is NotRequired:
+            required.discard(name)
+    return frozenset(required)
+
+
+def configure_typeddict_required_keys(converter: Converter) -> None:
+    """Structure TypedDicts by their real required keys (see ``typeddict_required_keys``).
+
+    cattrs reads ``__required_keys__``, wrong for ``NotRequired`` under postponed
+    annotations. Only such TypedDicts get this hook: a stand-in TypedDict declared with
+    resolved types, which cattrs compiles as usual, so validation costs what it did.
+    """
+
+    def misread(tp: Any) -> bool:
+        cls = get_origin(tp) or tp
+        return typing.is_typeddict(cls) and typeddict_required_keys(cls) != cls.__required_keys__
+
+    def factory(tp: Any) -> Any:
+        origin, args = get_origin(tp), get_args(tp)
+        stand_in = _typeddict_stand_in(origin or tp)
+        # cattrs' own TypedDict hook, as the converter builds it (typed with a bare dict).
+        generate = cast("Callable[[Any], Any]", converter.gen_structure_typeddict)  # pyright: ignore[reportUnknownMemberType]
+        return generate(stand_in[args] if origin else stand_in)
+
+    converter.register_structure_hook_factory(misread, factory)
+
+
+def _typeddict_stand_in(cls: type[Any]) -> Any:
+    """A TypedDict like ``cls`` whose keys are each explicitly ``Required`` or ``NotRequired``."""
+    required = typeddict_required_keys(cls)
+    fields: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        bare = _required_wrapper(hint)[0]
+        fields[name] = Required[bare] if name in required else NotRequired[bare]
+    params: tuple[Any, ...] = getattr(cls, "__parameters__", ())
+    generic: Any = Generic
+    bases = (typing.TypedDict, generic[params]) if params else (typing.TypedDict,)
+    namespace = {"__annotations__": fields, "__module__": cls.__module__}
+    stand_in = types.new_class(cls.__name__, bases, {}, lambda ns: ns.update(namespace))
+    stand_in.__qualname__ = cls.__qualname__
+    return stand_in
+
+
+def _required_wrapper(hint: Any) -> tuple[Any, Any]:
+    """``hint`` without its ``Required`` / ``NotRequired`` layer, and that layer (or None).
+
+    The layer may sit under ``Annotated`` (or ``ReadOnly``, 3.13); ``Annotated`` is kept.
+    """
+    origin = get_origin(hint)
+    if origin is Required or origin is NotRequired:
+        return get_args(hint)[0], origin
+    if origin is Annotated:
+        bare, wrapper = _required_wrapper(get_args(hint)[0])
+        if wrapper is not None:
+            return Annotated[(bare, *hint.__metadata__)], wrapper
+    elif origin is not None and origin is getattr(typing, "ReadOnly", object()):
+        return _required_wrapper(get_args(hint)[0])
+    return hint, None
 
 
 def configure_all_validator_errors(converter: Converter) -> None:

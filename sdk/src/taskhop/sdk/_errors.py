@@ -22,6 +22,7 @@ built-in exception it also derives from, so ``except ValueError`` code keeps wor
     ├── TaskFailed                     sdk               the job ended failed (``ErrorInfo``)
     │   └── TaskRejected               sdk               rejected before its handler ran
     ├── DuplicateJobInProgress         sdk               an idempotency key held by a running job
+    ├── IdempotencyKeyMismatch         sdk               a key reused with a different input
     ├── HandlerSignal                  sdk               control flow a handler raises on purpose
     │   ├── Retry                      sdk               run me again, after ``after`` seconds
     │   └── PermanentError             sdk               do not retry: record the job failed now
@@ -61,6 +62,7 @@ __all__ = [
     "FieldError",
     "HandlerSignal",
     "HandlerTimeout",
+    "IdempotencyKeyMismatch",
     "JobNotFoundError",
     "PayloadError",
     "PermanentError",
@@ -256,6 +258,25 @@ class DuplicateJobInProgress(TaskhopError):
         # The message is stored in the job record and logged: it names the key by its digest
         # (keys are often built from e-mail addresses); ``key`` keeps the key itself.
         super().__init__(f"idempotency key {key_digest(key)} is held by running job {holder}")
+        self.key = key
+        self.holder = holder
+
+
+class IdempotencyKeyMismatch(TaskhopError):
+    """A job reuses an idempotency key of an earlier job with a different input: refused.
+
+    As payment APIs do: a key names one request, so a second job under the key whose input
+    differs (a charge of 100, then of 99999) is recorded rejected rather than answered with
+    the first job's result, whether that job is still running or has succeeded. The message
+    names the key by its digest and never quotes either input; ``key`` keeps the key itself.
+    """
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(
+            f"idempotency key {key_digest(key)} belongs to job {holder}, whose input differs"
+            " from this job's: a key stands for one input (send a new key for a new request,"
+            ' or implement the task with idempotency="key" to let the key alone decide)'
+        )
         self.key = key
         self.holder = holder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
 
 from taskhop.static_contracts import Duration, RetrySpec
 
@@ -14,7 +14,7 @@ from ._context import JobContext
 if TYPE_CHECKING:
     from ._middleware import Middleware
 
-__all__ = ["Handler", "ImplementOptions", "Implementation", "Migration"]
+__all__ = ["Handler", "Idempotency", "ImplementOptions", "Implementation", "Migration"]
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -24,6 +24,9 @@ Handler: TypeAlias = Callable[[I, JobContext], O | Awaitable[O]]
 
 Migration: TypeAlias = Callable[[Any], Any]
 """Turns version N input (plain JSON data) into version N+1 input."""
+
+Idempotency: TypeAlias = Literal["input", "key"]
+"""What a reused idempotency key is compared on: its job's input too (``"input"``), or nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,12 @@ class ImplementOptions:
         input_type: a richer type to validate into than the contract's (e.g. an attrs class
             with validators for a static contract's TypedDict); it must accept the same JSON.
         middleware: hooks for this task only, run after the app's.
+        idempotency: what decides that a job under a used idempotency key is a duplicate.
+            ``"input"`` (the default): the key and the input; a job whose input differs from
+            the key's first job (running or succeeded) is rejected with
+            ``IdempotencyKeyMismatch`` instead of getting that job's result, as payment APIs
+            refuse a reused key. ``"key"``: the key alone, for inputs that legitimately vary
+            under one key (a timestamp in the input); the first job's result is returned.
 
     """
 
@@ -49,6 +58,7 @@ class ImplementOptions:
     migrate: Sequence[Migration] = ()
     input_type: type[Any] | None = None
     middleware: Sequence[Middleware] = field(default=())
+    idempotency: Idempotency = "input"
 
 
 @dataclass(frozen=True, slots=True)

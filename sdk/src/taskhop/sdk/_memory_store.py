@@ -34,13 +34,28 @@ class MemoryStore(BaseJobStore):
         with self._cond:
             current = self._records.get(record.id)
             if current is not None:
-                if not self.may_begin(current, now):
+                if not self.may_begin(current, now, record.restart):
                     return False, current
                 record = replace(
                     record,
                     attempt=self.next_attempt(current, record.attempt),
                     created_at=current.created_at,
+                    restart=current.restart,
+                    restart_base=current.restart_base,
+                    restarts=current.restarts,
                 )
+            self._records[record.id] = record
+            return True, record
+
+    def _restart(self, seen: JobRecord, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
+        with self._cond:
+            current = self._records.get(record.id)
+            if (
+                current is None
+                or (current.attempt, current.status) != (seen.attempt, seen.status)
+                or not self.may_restart(current, str(record.restart), now)
+            ):
+                return False, current or seen
             self._records[record.id] = record
             return True, record
 
@@ -57,9 +72,18 @@ class MemoryStore(BaseJobStore):
             current = self._records.get(record.id)
             if not self.may_complete(current, record):
                 return self.already_recorded(current, record)
-            if current is not None and record.created_at != current.created_at:
-                # The worker passes the stored created_at on, so this copy is the rare path.
-                record = replace(record, created_at=current.created_at)
+            if current is not None and (
+                record.created_at != current.created_at or current.restart is not None
+            ):
+                # The worker passes the stored created_at on, so this copy is the rare path
+                # (and a restarted job's: an outcome keeps the run's restart history).
+                record = replace(
+                    record,
+                    created_at=current.created_at,
+                    restart=current.restart,
+                    restart_base=current.restart_base,
+                    restarts=current.restarts,
+                )
             self._records[record.id] = record
             self._cond.notify_all()
             return True
@@ -67,15 +91,18 @@ class MemoryStore(BaseJobStore):
     def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
         with self._cond:
             current = self._keys.get(key)
-            if not self.may_claim_key(current, claim.holder, now):
+            if not self.may_claim_key(current, claim.holder, now, claim.fingerprint):
                 return current
             self._keys[key] = claim
             return None
 
     def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
         with self._cond:
-            if not self.may_complete_key(self._keys.get(key), claim.holder):
+            current = self._keys.get(key)
+            if not self.may_complete_key(current, claim.holder):
                 return False
+            if current is not None:  # the key stays bound to the input it was claimed for
+                claim = replace(claim, fingerprint=current.fingerprint)
             self._keys[key] = claim
             return True
 

@@ -24,7 +24,8 @@ from taskhop.static_contracts import (
 
 from ._converter import structure
 from ._errors import ErrorInfo, HandlerTimeout
-from ._implementation import Implementation, Migration
+from ._implementation import Idempotency, Implementation, Migration
+from ._logging import bind_job, unbind_job
 from ._timeouts import call_with_timeout
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ class Registered:
     timeout: float | None
     validator: InputValidator
     middleware: tuple[Middleware, ...]
+    idempotency: Idempotency = "input"
+    """What a reused idempotency key is compared on (``ImplementOptions.idempotency``)."""
 
     @classmethod
     def resolve(
@@ -165,6 +168,10 @@ class Registered:
             )
         if not all(callable(m) for m in migrations):
             raise ContractError(f"{name}: every migration must be callable")
+        if opts.idempotency not in ("input", "key"):
+            raise ContractError(
+                f"{name}: options.idempotency must be 'input' or 'key', got {opts.idempotency!r}"
+            )
         validator = InputValidator(
             task=name,
             input_type=opts.input_type or contract.input,
@@ -179,6 +186,7 @@ class Registered:
             timeout=timeout or None,
             validator=validator,
             middleware=(*middleware, *opts.middleware),
+            idempotency=opts.idempotency,
         )
 
     @property
@@ -203,18 +211,26 @@ class Registered:
     def call(self, data: Any, ctx: JobContext, timeout: float | None) -> Any:
         """Run a sync handler, stopped with ``HandlerTimeout`` after ``timeout`` seconds."""
         handler: Callable[..., Any] = self.implementation.handler
-        if timeout is None:
-            return handler(data, ctx)
-        return call_with_timeout(handler, (data, ctx), timeout)
+        job = bind_job(ctx)  # the job's fields on every log line the handler writes
+        try:
+            if timeout is None:
+                return handler(data, ctx)
+            return call_with_timeout(handler, (data, ctx), timeout)
+        finally:
+            unbind_job(job)
 
     async def acall(self, data: Any, ctx: JobContext, timeout: float | None) -> Any:
         """Await an ``async def`` handler, cancelled with ``HandlerTimeout`` after ``timeout``."""
         import asyncio  # lazy import: sync workers never pay for asyncio
 
         coro = self.implementation.handler(data, ctx)
-        if timeout is None:
-            return await coro
+        job = bind_job(ctx)  # this task's context: wait_for's task copies it
         try:
-            return await asyncio.wait_for(coro, timeout)
-        except TimeoutError:
-            raise HandlerTimeout(f"handler ran past its {timeout:g}s timeout") from None
+            if timeout is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, timeout)
+            except TimeoutError:
+                raise HandlerTimeout(f"handler ran past its {timeout:g}s timeout") from None
+        finally:
+            unbind_job(job)

@@ -16,10 +16,18 @@ Every write is conditional, so at-least-once delivery cannot corrupt state:
   so a job completes exactly once and a stale worker cannot overwrite a newer outcome; writing
   the same outcome of the same attempt again is a no-op that answers True (``already_recorded``),
   so a write whose answer was lost can be retried;
+- ``begin(..., restart=token)`` restarts a job that ended without succeeding (``App.retry``,
+  ``taskhop dlq redrive``): a token the job has not seen starts a new run on the same record,
+  with the next attempt number, a fresh attempt budget (``restart_base``) and the old end kept
+  in ``restarts``; a token it used before is a second copy of a restart that already began
+  (``stale``), so one restart runs once however many copies are delivered;
 - ``accept`` records a job QUEUED once, so a door that takes jobs (the HTTP endpoint) can tell
   a replayed or retried request from a new job;
 - ``claim_key`` lets one job at a time hold an idempotency key; a key whose job succeeded
-  is never held again, by anyone (its own job included): it answers the stored result.
+  is never held again, by anyone (its own job included): it answers the stored result. A
+  claim keeps its job's input ``fingerprint`` (completing the key keeps it too), and a lapsed
+  claim is taken over only by a job whose fingerprint does not differ, so the key stays bound
+  to the first input; the worker refuses a job whose fingerprint differs from the holder's.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from ._errors import ErrorInfo
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_RESTARTS",
     "BaseJobStore",
     "Begin",
     "JobRecord",
@@ -44,6 +53,7 @@ __all__ = [
     "JobStore",
     "KeyClaim",
     "NoStore",
+    "RestartEntry",
     "poll_for_final",
 ]
 
@@ -65,6 +75,50 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED})
+MAX_RESTARTS = 20
+"""Restarts one job may have: its history stays small enough for one DynamoDB item (400 KB),
+and a job that failed twenty runs wants a fix, not a twenty-first."""
+_HISTORY_MESSAGE = 1024
+"""Characters of an error message a restart's history keeps (the full one was the record's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartEntry:
+    """How one run of a job ended, kept when a restart began the next run.
+
+    ``token`` is the restart that ended this run (``Envelope.restart``); ``at`` is when the
+    run ended (the record's ``updated_at`` then).
+    """
+
+    token: str
+    status: JobStatus
+    attempt: int
+    at: float
+    error_type: str | None = None
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data."""
+        return {
+            "token": self.token,
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "at": self.at,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestartEntry:
+        """Inverse of ``to_dict``."""
+        return cls(
+            token=data["token"],
+            status=JobStatus(data["status"]),
+            attempt=int(data["attempt"]),
+            at=float(data["at"]),
+            error_type=data.get("error_type"),
+            error_message=data.get("error_message"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +140,27 @@ class JobRecord:
     """Why the job belongs in the dead-letter queue (a ``Reason``), when it ended there: every
     later delivery of its message is dead-lettered again instead of acknowledged, so a DLQ send
     that failed, or a queue left to its redrive policy, cannot lose the job."""
+    restart: str | None = None
+    """The restart token of the current run (``Envelope.restart``); None if never restarted."""
+    restart_base: int = 0
+    """The last attempt before the current run: the retry policy counts ``attempt -
+    restart_base``, so a restarted job has its whole budget again while attempt numbers stay
+    monotonic (a stale attempt of an earlier run can never overwrite this run's outcome)."""
+    restarts: tuple[RestartEntry, ...] = ()
+    """How each earlier run ended, oldest first (at most ``MAX_RESTARTS``)."""
+    envelope: str | None = None
+    """The job's envelope as sent (JSON text), kept with a failed or rejected end only, so
+    ``App.retry`` can send the job again; written with the end, never with ``begin``."""
+    envelope_note: str | None = None
+    """Why a failed or rejected end kept no envelope (it was too large for the store)."""
+
+    @property
+    def restart_tokens(self) -> frozenset[str]:
+        """Every restart token this job has used (the current one included)."""
+        used = {entry.token for entry in self.restarts}
+        if self.restart is not None:
+            used.add(self.restart)
+        return frozenset(used)
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` and a fresh ``updated_at``."""
@@ -106,6 +181,11 @@ class JobRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "dead_letter": self.dead_letter,
+            "restart": self.restart,
+            "restart_base": self.restart_base,
+            "restarts": [entry.to_dict() for entry in self.restarts],
+            "envelope": self.envelope,
+            "envelope_note": self.envelope_note,
         }
 
     @classmethod
@@ -125,6 +205,11 @@ class JobRecord:
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
             dead_letter=data.get("dead_letter"),
+            restart=data.get("restart"),
+            restart_base=int(data.get("restart_base") or 0),
+            restarts=tuple(RestartEntry.from_dict(e) for e in data.get("restarts") or ()),
+            envelope=data.get("envelope"),
+            envelope_note=data.get("envelope_note"),
         )
 
 
@@ -135,10 +220,12 @@ class Begin:
     ``started``: run the handler; ``record.attempt`` is the attempt's number, as the store
     counts them. ``finished``: the job already has a final outcome (a duplicate delivery):
     acknowledge without running, or dead-letter again if ``record.dead_letter`` says so.
-    ``busy``: another attempt holds a live lease; try again after it.
+    ``busy``: another attempt holds a live lease; try again after it. ``stale``: a copy of a
+    restart the job already began (its token is in ``record.restart_tokens`` but is not the
+    current one): acknowledge without running, never dead-letter.
     """
 
-    state: Literal["started", "finished", "busy"]
+    state: Literal["started", "finished", "busy", "stale"]
     record: JobRecord
 
 
@@ -148,12 +235,27 @@ class KeyClaim:
 
     ``acquired``: this job holds the key and runs. ``completed``: job ``holder`` already
     succeeded with ``result``. ``in_progress``: job ``holder`` runs now, until ``lease_until``.
+    ``fingerprint``: the digest of the holder's input (see ``taskhop.sdk._fingerprint``), or
+    None where its task opted out (``idempotency="key"``) or an older version wrote the claim.
     """
 
     state: Literal["acquired", "completed", "in_progress"]
     holder: str
     result: JsonValue = None
     lease_until: float | None = None
+    fingerprint: str | None = None
+
+    def conflicts_with(self, fingerprint: str | None) -> bool:
+        """Whether ``fingerprint`` and the holder's are both known and differ.
+
+        A side without one (an opted-out task, a claim written before fingerprints) is never
+        a conflict: only two known, different inputs are.
+        """
+        return (
+            self.fingerprint is not None
+            and fingerprint is not None
+            and self.fingerprint != fingerprint
+        )
 
 
 @runtime_checkable
@@ -176,11 +278,14 @@ class JobStore(Protocol):
         attempt: int,
         lease_until: float,
         idempotency_key: str | None = None,
+        restart: str | None = None,
     ) -> Begin:
         """Start the job's next attempt: RUNNING with a lease, unless final or leased.
 
         ``attempt`` is the host's count (a receive count): the number of the first attempt
         when the store has no record of the job; a store that keeps state numbers later ones.
+        ``restart`` is the envelope's restart token: a new one restarts a job that ended
+        without succeeding, one used before is ``stale`` (see ``BaseJobStore.may_restart``).
         """
         ...
 
@@ -198,8 +303,13 @@ class JobStore(Protocol):
         """Write an outcome (RETRYING or final); False if final or a newer attempt owns it."""
         ...
 
-    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
-        """Hold an idempotency key for ``job_id`` (see ``KeyClaim``)."""
+    def claim_key(
+        self, key: str, job_id: str, *, lease_until: float, fingerprint: str | None = None
+    ) -> KeyClaim:
+        """Hold an idempotency key for ``job_id``, with its input's ``fingerprint``.
+
+        See ``KeyClaim``; a lapsed holder whose fingerprint conflicts is not taken over.
+        """
         ...
 
     def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
@@ -237,18 +347,62 @@ class BaseJobStore(ABC):
     # -- the decisions -----------------------------------------------------------------------
 
     @staticmethod
-    def may_begin(current: JobRecord | None, now: float) -> bool:
+    def may_begin(current: JobRecord | None, now: float, restart: str | None = None) -> bool:
         """Whether a new attempt may start.
 
         Not if the job is final, nor while any live lease holds it: a message that comes back
         while its first attempt still runs (a visibility timeout shorter than the run, a
         duplicate delivery) waits for that attempt's lease, whatever its receive count says.
+        A delivery with a ``restart`` token begins this way only within the run that token
+        started; any other token is decided by ``may_restart``.
         """
         if current is None:
             return True
-        if current.status.is_final:
+        if current.status.is_final or (restart is not None and restart != current.restart):
             return False
         return not (current.status is JobStatus.RUNNING and _lease_live(current.lease_until, now))
+
+    @staticmethod
+    def may_restart(current: JobRecord | None, restart: str, now: float) -> bool:
+        """Whether the token ``restart`` may start a new run of the job.
+
+        Only a token the job never used (a used one is a copy of a restart that began: it
+        runs nothing), on a job that did not succeed (there is nothing to run again), that no
+        live lease holds, and that has had fewer than ``MAX_RESTARTS`` restarts.
+        """
+        return (
+            current is not None
+            and restart not in current.restart_tokens
+            and current.status is not JobStatus.SUCCEEDED
+            and not (current.status is JobStatus.RUNNING and _lease_live(current.lease_until, now))
+            and len(current.restarts) < MAX_RESTARTS
+        )
+
+    @staticmethod
+    def restarted(current: JobRecord, record: JobRecord) -> JobRecord:
+        """The RUNNING record a restart stores over ``current``: ``record``'s lease and token.
+
+        The attempt is one past the last (attempts stay monotonic), the budget counts from
+        there (``restart_base``), and ``current``'s end joins the history; the earlier end's
+        outcome, dead-letter mark and kept envelope go.
+        """
+        error = current.error
+        entry = RestartEntry(
+            token=str(record.restart),
+            status=current.status,
+            attempt=current.attempt,
+            at=current.updated_at,
+            error_type=None if error is None else error.type,
+            error_message=None if error is None else error.message[:_HISTORY_MESSAGE],
+        )
+        return replace(
+            record,
+            attempt=current.attempt + 1,
+            created_at=current.created_at,
+            idempotency_key=record.idempotency_key or current.idempotency_key,
+            restart_base=current.attempt,
+            restarts=(*current.restarts, entry),
+        )
 
     @staticmethod
     def next_attempt(current: JobRecord | None, hint: int) -> int:
@@ -277,15 +431,26 @@ class BaseJobStore(ABC):
         )
 
     @staticmethod
-    def may_claim_key(current: KeyClaim | None, job_id: str, now: float) -> bool:
-        """Whether ``job_id`` may hold a key.
+    def may_claim_key(
+        current: KeyClaim | None, job_id: str, now: float, fingerprint: str | None = None
+    ) -> bool:
+        """Whether ``job_id``, whose input has ``fingerprint``, may hold a key.
 
-        Yes if it is free, already its own, or its holder's lease ran out. A completed key is
-        never claimed again, whoever asks (its own job included): it answers its result.
+        Yes if it is free, already its own, or its holder's lease ran out and the holder's
+        fingerprint does not conflict (``KeyClaim.conflicts_with``): a key stays bound to the
+        first input even when its job died, so that job's redelivery is not refused in favour
+        of a different input. A completed key is never claimed again, whoever asks (its own
+        job included): it answers its result.
         """
         return current is None or (
             current.state == "in_progress"
-            and (current.holder == job_id or not _lease_live(current.lease_until, now))
+            and (
+                current.holder == job_id
+                or (
+                    not _lease_live(current.lease_until, now)
+                    and not current.conflicts_with(fingerprint)
+                )
+            )
         )
 
     @staticmethod
@@ -312,9 +477,19 @@ class BaseJobStore(ABC):
     def _start_attempt(self, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
         """Atomically store the RUNNING ``record`` if ``may_begin`` allows it at ``now``.
 
-        Its attempt is ``next_attempt(stored, record.attempt)`` and the stored ``created_at``
-        is kept. Returns ``(True, the record as stored)`` or ``(False, the record that failed
+        Its attempt is ``next_attempt(stored, record.attempt)``; the stored ``created_at`` and
+        restart fields are kept (``record``'s token is stored only when there is no record).
+        The guard is given ``record.restart``. Returns ``(True, the record as stored)`` or ``(False, the record that failed
         the guard)``.
+        """
+
+    @abstractmethod
+    def _restart(self, seen: JobRecord, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
+        """Atomically store the RUNNING ``record`` (``restarted(seen, ...)``) over ``seen``.
+
+        Only if the stored record is still ``seen`` (same attempt and status) and
+        ``may_restart`` allows ``record.restart`` at ``now``. Returns ``(True, record)`` or
+        ``(False, the record that failed the guard)``.
         """
 
     @abstractmethod
@@ -333,13 +508,18 @@ class BaseJobStore(ABC):
     def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
         """Atomically store the in-progress ``claim`` if ``may_claim_key`` allows it.
 
-        Returns None when stored, else the stored claim that failed the guard (a completed
-        one with its result).
+        The guard is given ``claim.fingerprint``, and the stored claim is ``claim`` as a whole:
+        one without a fingerprint leaves none behind. Returns None when stored, else the
+        stored claim that failed the guard (a completed one with its result), with its
+        fingerprint.
         """
 
     @abstractmethod
     def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
-        """Atomically store the completed ``claim`` if ``may_complete_key`` allows it."""
+        """Atomically store the completed ``claim`` if ``may_complete_key`` allows it.
+
+        The fingerprint the key already holds is kept (``claim`` carries none).
+        """
 
     @abstractmethod
     def _drop_claim(self, key: str, job_id: str) -> bool:
@@ -364,8 +544,14 @@ class BaseJobStore(ABC):
         attempt: int,
         lease_until: float,
         idempotency_key: str | None = None,
+        restart: str | None = None,
     ) -> Begin:
-        """Start an attempt unless the job is final or another live attempt holds it."""
+        """Start an attempt unless the job is final or another live attempt holds it.
+
+        With a ``restart`` token the job has not used, a job that ended without succeeding
+        (or stalled) starts a new run instead: a second conditional write, tried only when
+        the first says the job is final or in another run.
+        """
         now = time.time()
         record = JobRecord(
             id=job_id,
@@ -376,11 +562,29 @@ class BaseJobStore(ABC):
             lease_until=lease_until,
             created_at=now,
             updated_at=now,
+            restart=restart,
         )
         started, current = self._start_attempt(record, now)
         if started:
             return Begin("started", current)
+        for _ in range(3):  # a concurrent write changed the record: decide again from it
+            if restart is None or restart == current.restart:
+                break
+            if restart in current.restart_tokens:
+                return Begin("stale", current)
+            if not self.may_restart(current, restart, now):
+                break
+            started, current = self._restart(current, self.restarted(current, record), now)
+            if started:
+                return Begin("started", current)
         return Begin("finished" if current.status.is_final else "busy", current)
+
+    def load_envelope(self, record: JobRecord) -> bytes | None:
+        """The envelope a failed or rejected end kept (``App.retry`` sends it again).
+
+        None if the record kept none. An adapter that offloads large envelopes reads them.
+        """
+        return None if record.envelope is None else record.envelope.encode()
 
     def accept(
         self, job_id: str, *, task: str, idempotency_key: str | None = None
@@ -404,11 +608,13 @@ class BaseJobStore(ABC):
             record = replace(record, lease_until=None)
         return self._write_outcome(record, time.time())
 
-    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
+    def claim_key(
+        self, key: str, job_id: str, *, lease_until: float, fingerprint: str | None = None
+    ) -> KeyClaim:
         """Hold ``key`` for ``job_id`` unless another live holder has it or it is completed."""
-        claim = KeyClaim("in_progress", job_id, lease_until=lease_until)
+        claim = KeyClaim("in_progress", job_id, lease_until=lease_until, fingerprint=fingerprint)
         current = self._claim(key, claim, time.time())
-        return KeyClaim("acquired", job_id, lease_until=lease_until) if current is None else current
+        return replace(claim, state="acquired") if current is None else current
 
     def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:
         """Store the result for later duplicates of ``key`` (if ``job_id`` still holds it)."""
@@ -449,8 +655,10 @@ class NoStore:
         attempt: int,
         lease_until: float,
         idempotency_key: str | None = None,
+        restart: str | None = None,
     ) -> Begin:
-        """Every delivery starts."""
+        """Every delivery starts; a restart token changes nothing (the message's attempt,
+        1 on a redriven or retried job, is the whole count)."""
         return Begin(
             "started",
             JobRecord(
@@ -473,8 +681,10 @@ class NoStore:
         """Accept every outcome (there is nothing to compare it with)."""
         return True
 
-    def claim_key(self, key: str, job_id: str, *, lease_until: float) -> KeyClaim:
-        """Every job holds its key: without state there is no deduplication."""
+    def claim_key(
+        self, key: str, job_id: str, *, lease_until: float, fingerprint: str | None = None
+    ) -> KeyClaim:
+        """Every job holds its key: without state there is no deduplication (nor comparison)."""
         return KeyClaim("acquired", job_id, lease_until=lease_until)
 
     def complete_key(self, key: str, job_id: str, result: JsonValue) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import traceback
@@ -54,6 +55,7 @@ from ._errors import (
     DuplicateJobInProgress,
     ErrorInfo,
     HandlerTimeout,
+    IdempotencyKeyMismatch,
     PermanentError,
     ResultTooLarge,
     Retry,
@@ -61,6 +63,7 @@ from ._errors import (
     UnknownTaskError,
     ValidationError,
 )
+from ._fingerprint import input_fingerprint
 from ._registered import MigrationError
 from ._store import JobRecord, JobStatus, JobStore, NoStore
 
@@ -242,13 +245,14 @@ class Worker:
             entry = self._find(envelope, started)
             timeout = _bounded(entry.timeout, deadline)
             lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
-            envelope, created_at = self._begin(envelope, entry, lease, started)
+            envelope, created_at, entry = self._begin(envelope, entry, lease, started)
             data = self._validated_input(envelope, entry, started)
+            base = _restart_base(entry)  # a restarted job counts its attempts from 1 again
             ctx = JobContext(
                 job_id=envelope.id,
                 task=envelope.task,
-                attempt=envelope.attempt,
-                max_attempts=entry.policy.attempts,
+                attempt=envelope.attempt - base,
+                max_attempts=entry.policy.attempts - base,
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 envelope=envelope,
             )
@@ -275,16 +279,28 @@ class Worker:
 
     def _begin(
         self, envelope: Envelope, entry: Registered, lease: float, started: float
-    ) -> tuple[Envelope, float]:
-        """Start the attempt in the store: the envelope as numbered there, and its creation time."""
+    ) -> tuple[Envelope, float, Registered]:
+        """Start the attempt in the store.
+
+        Returns the envelope as numbered there, its creation time, and ``entry`` with the
+        retry policy of this run: a restarted job's counts from the attempt it restarted after
+        (``JobRecord.restart_base``), so it has its whole budget again.
+        """
         begin = self._store.begin(
             envelope.id,
             task=envelope.task,
             attempt=envelope.attempt,
             lease_until=lease,
             idempotency_key=envelope.idempotency_key,
+            restart=envelope.restart,
         )
         record = begin.record
+        if begin.state == "stale":  # a second copy of a restart that began: it ran, or runs
+            raise _Stop(
+                Outcome(
+                    OutcomeKind.SKIPPED, envelope, record.attempt, reason=Reason.STALE_RESTART
+                )
+            )
         if begin.state == "finished":  # at-least-once delivery of a job that is done
             if record.dead_letter is not None:  # its dead letter may not be on a DLQ yet
                 kind = OutcomeKind.REJECTED if record.status is JobStatus.REJECTED else None
@@ -321,16 +337,19 @@ class Worker:
             )
         if record.attempt != envelope.attempt:  # the store counts attempts, not receives
             envelope = replace(envelope, attempt=record.attempt)
+        if record.restart_base > 0:
+            entry = replace(entry, policy=_RestartedPolicy.of_run(entry.policy, record.restart_base))
         if envelope.attempt > entry.policy.attempts:
             # Every attempt was started; the last never reported (its worker stopped, ran out
             # of time, or lost the store): running again would be one attempt too many.
+            base = record.restart_base
             info = ErrorInfo(
                 "AttemptsExhausted",
-                f"attempt {envelope.attempt} is past the task's {entry.policy.attempts}:"
-                " an earlier attempt never recorded its outcome",
+                f"attempt {envelope.attempt - base} is past the task's"
+                f" {entry.policy.attempts - base}: an earlier attempt never recorded its outcome",
             )
             raise _Stop(self._exhausted(envelope, info, started))
-        return envelope, record.created_at
+        return envelope, record.created_at, entry
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
         data = (
@@ -390,7 +409,18 @@ class Worker:
         envelope, key = step.envelope, step.envelope.idempotency_key
         if key is None:
             return
-        claim = self._store.claim_key(key, envelope.id, lease_until=lease)
+        fingerprint = self._fingerprint(step)
+        claim = self._store.claim_key(key, envelope.id, lease_until=lease, fingerprint=fingerprint)
+        if claim.holder != envelope.id and claim.conflicts_with(fingerprint):
+            # The key names another input (running or succeeded): refuse, never answer with
+            # its result (as payment APIs refuse a reused key). Not retried: it cannot change.
+            mismatch = IdempotencyKeyMismatch(key, claim.holder)
+            info = ErrorInfo(type(mismatch).__name__, str(mismatch))
+            raise _Stop(
+                self._final(
+                    envelope, JobStatus.REJECTED, info, step.started, reason=Reason.KEY_MISMATCH
+                )
+            )
         if claim.state == "completed":  # a duplicate: hand back the first job's result
             # The holder may be this very job: it completed the key, then stopped before its
             # own record (the key is written first), so the result is its own.
@@ -416,6 +446,30 @@ class Worker:
             raise _Stop(
                 self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
             )
+
+    def _fingerprint(self, step: _Prepared) -> str | None:
+        """The input's fingerprint to claim its key with; None where nothing compares it.
+
+        None for a task implemented with ``idempotency="key"``, for a worker without a store
+        (no claim is kept), and for an input its converter cannot unstructure again (logged
+        with the task: its key then decides alone, as before fingerprints).
+        """
+        if step.entry.idempotency == "key" or not self.keeps_state:
+            return None
+        try:
+            return input_fingerprint(
+                step.envelope.task,
+                step.data,
+                converter=self.app.converter,
+                input_type=step.entry.input_type,
+            )
+        except Exception as exc:  # a converter hook of the user's: never fail the job for it
+            _log.warning(
+                "cannot fingerprint the input (%s): its idempotency key is compared alone",
+                type(exc).__name__,  # the type only: the message may quote the input
+                extra={"job_id": step.envelope.id, "task": step.envelope.task},
+            )
+            return None
 
     # -- running the handler --------------------------------------------------------------
 
@@ -568,8 +622,12 @@ class Worker:
         """
         dead_letter = dead_letter or not self.keeps_state
         mark = (reason or status.value) if dead_letter else None
+        # The end keeps the envelope, so App.retry can send the job again; only the end:
+        # a begin that wrote it would pay for its size on every attempt.
+        kept = envelope.encode().decode() if self.keeps_state else None
         if not self._persist(
-            self._store.complete, _record(envelope, status, error=info, dead_letter=mark)
+            self._store.complete,
+            _record(envelope, status, error=info, dead_letter=mark, envelope=kept),
         ):
             return _stale(envelope)
         if status is JobStatus.REJECTED:
@@ -601,6 +659,38 @@ class Worker:
         return outcome
 
 
+@dataclass(frozen=True, slots=True)
+class _RestartedPolicy(RetryPolicy):
+    """A restarted job's retry policy: the task's own, counted from ``base``.
+
+    Attempt numbers stay monotonic across restarts (the store orders outcomes by them), so
+    this run's attempt ``n`` is ``base + n``: the total and the backoff shift by ``base``.
+    """
+
+    base: int = 0
+
+    @classmethod
+    def of_run(cls, policy: RetryPolicy, base: int) -> _RestartedPolicy:
+        """``policy`` for the run that restarted after attempt ``base``."""
+        return cls(
+            attempts=policy.attempts + base,
+            backoff=policy.backoff,
+            delay=policy.delay,
+            max_delay=policy.max_delay,
+            jitter=policy.jitter,
+            base=base,
+        )
+
+    def delay_for(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """The task's wait after this run's failed attempt ``attempt - base``."""
+        return RetryPolicy.delay_for(self, attempt - self.base, rng=rng)
+
+
+def _restart_base(entry: Registered) -> int:
+    """The attempts before this run (0 unless the job was restarted)."""
+    return entry.policy.base if isinstance(entry.policy, _RestartedPolicy) else 0
+
+
 def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
     try:
         envelope = body if isinstance(body, Envelope) else Envelope.decode(body)
@@ -616,7 +706,7 @@ def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
     return envelope
 
 
-def _record(envelope: Envelope, status: JobStatus, **fields: Any) -> JobRecord:
+def _record(envelope: Envelope, status: JobStatus, /, **fields: Any) -> JobRecord:
     return JobRecord(
         id=envelope.id,
         task=envelope.task,

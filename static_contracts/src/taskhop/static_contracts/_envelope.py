@@ -43,6 +43,7 @@ _KEYS = frozenset(
         "headers",
         "continuation",
         "input_ref",
+        "restart",
     }
 )
 _MAX_REF = 2048
@@ -92,6 +93,10 @@ class Envelope:
         input_ref: where the input is when it was too large for the message (a URI such as
             ``s3://bucket/key``); ``input`` is then null and the worker loads it from there.
         extensions: ``x-`` keys from other tools, carried through unchanged.
+        restart: a token that asks a worker with a job store to run a finished (failed or
+            rejected) job again, with a fresh attempt budget: ``App.retry`` and ``taskhop dlq
+            redrive`` set a new one per restart, so a second copy of the same restart is
+            recognised and never runs twice.
 
     """
 
@@ -108,6 +113,7 @@ class Envelope:
     continuation: JsonValue = None
     input_ref: str | None = None
     extensions: dict[str, JsonValue] | None = None
+    restart: str | None = None
 
     def __post_init__(self) -> None:
         # What encode() writes, decode() must accept: refuse at construction what it would not.
@@ -124,10 +130,11 @@ class Envelope:
                 raise _field_error("input_ref", f"must be a URI of 1..{_MAX_REF} characters")
             if self.input is not None:
                 raise _field_error("input", "must be null when input_ref points to the input")
-        if self.idempotency_key is not None or self.trace or self.headers:
+        if self.idempotency_key is not None or self.trace or self.headers or self.restart:
             given = {"idempotency_key": self.idempotency_key, "trace": self.trace,
-                     "headers": self.headers}  # fmt: skip
+                     "headers": self.headers, "restart": self.restart}  # fmt: skip
             _optional_text(given, "idempotency_key", _MAX_NAME)
+            _optional_text(given, "restart", _MAX_ID)
             _str_map(given, "trace")
             _str_map(given, "headers")
         bad = [k for k in self.extensions or {} if not k.startswith("x-")]
@@ -147,7 +154,7 @@ class Envelope:
         }
         if self.not_before is not None:
             data["not_before"] = format_timestamp(self.not_before)
-        for key in ("idempotency_key", "trace", "headers", "continuation", "input_ref"):
+        for key in ("idempotency_key", "trace", "headers", "continuation", "input_ref", "restart"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
@@ -259,6 +266,7 @@ class Envelope:
         setattr_(envelope, "headers", _str_map(obj, "headers"))
         setattr_(envelope, "continuation", obj.get("continuation"))
         setattr_(envelope, "input_ref", input_ref)
+        setattr_(envelope, "restart", _optional_text(obj, "restart", _MAX_ID))
         setattr_(
             envelope,
             "extensions",

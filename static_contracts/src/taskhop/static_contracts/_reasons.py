@@ -43,6 +43,8 @@ class Reason(StrEnum):
     """A migration raised while bringing the input to the implemented contract version."""
     INVALID_INPUT = "invalid_input"
     """The input failed the contract's validation (the record holds the field paths)."""
+    KEY_MISMATCH = "key_mismatch"
+    """The idempotency key belongs to an earlier job whose input differs from this one's."""
 
     # -- the job is recorded failed and dead-lettered (``Outcome.reason``)
     RETRIES_EXHAUSTED = "retries_exhausted"
@@ -60,6 +62,8 @@ class Reason(StrEnum):
     """Another attempt is running under a live lease: looked at again when it ends."""
     DUPLICATE_KEY = "duplicate_key"
     """An earlier job with the same idempotency key succeeded: its result is returned."""
+    STALE_RESTART = "stale_restart"
+    """A second copy of a restart (``restart`` token) that already began: dropped, not run."""
 
     # -- a signed HTTP request is refused (``SignatureError.reason``, HTTP 401)
     SIGNATURE_MISSING = "missing"

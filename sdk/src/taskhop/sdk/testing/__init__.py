@@ -57,7 +57,7 @@ def run_task(
         value = asyncio.run(entry.acall(data, context, None))
     else:
         value = entry.call(data, context, None)
-    return _roundtrip(task, entry, value)
+    return _roundtrip(entry, _app_of(task, app), value)
 
 
 @overload
@@ -79,7 +79,7 @@ async def arun_task(
         value = await entry.acall(data, context, None)
     else:
         value = entry.call(data, context, None)
-    return _roundtrip(task, entry, value)
+    return _roundtrip(entry, _app_of(task, app), value)
 
 
 def _app_of(task: BoundTask[Any, Any] | StaticContract[Any, Any], app: App | None) -> App:
@@ -114,18 +114,11 @@ def _prepare(
     return entry, context, data
 
 
-def _roundtrip(
-    task: BoundTask[Any, Any] | StaticContract[Any, Any], entry: Registered, value: Any
-) -> Any:
-    owner = task.app if isinstance(task, BoundTask) else None
-    converter = owner.converter if owner else None
-    if converter is None:
-        from taskhop.sdk._converter import make_converter
-
-        converter = make_converter()
+def _roundtrip(entry: Registered, owner: App, value: Any) -> Any:
+    # The app's own converter, both ways: its hooks are how its types become JSON.
     output = entry.contract.output
-    raw = unstructure(converter, value, output, path="output")
-    return structure(converter, raw, output, task=task.name, what="output")
+    raw = unstructure(owner.converter, value, output, path="output")
+    return structure(owner.converter, raw, output, task=entry.contract.name, what="output")
 
 
 @dataclass(frozen=True, slots=True)
