@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -146,6 +147,7 @@ def test_run_json_answers_an_app_that_fails_to_import(
         ["contracts", "export"],
         ["jobs", "status", "some-id"],
         ["worker", "--local", "--queue-url", "http://127.0.0.1:9/q"],
+        ["infra", "render", "--format", "sam"],
     ],
     ids=lambda c: " ".join(c[:2]),
 )
@@ -161,6 +163,26 @@ def test_every_command_answers_an_app_that_fails_to_import(
         f"taskhop: --app {broken_module}:app: importing broken_app raised KeyError:"
         " 'DATABASE_URL'\n"
     )
+
+
+def test_the_console_script_exits_3_with_json_for_an_app_that_fails_to_import(
+    broken_module: str, tmp_path: Path
+) -> None:
+    """The installed ``taskhop``, not just ``main``: JSON on stdout, no traceback, exit 3."""
+    exe = Path(sys.executable).with_name("taskhop")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TASKHOP_APP")}
+    env["TASKHOP_APP"] = f"{broken_module}:app"  # the default --app, read when run
+    done = subprocess.run(
+        [str(exe), "run", "double", "--input", "{}", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert json.loads(done.stdout)["error"]["type"] == "AppImportError"
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("command", [["run"], ["tasks"], ["worker"], ["dev"]])
@@ -318,8 +340,14 @@ def test_dlq_list_and_redrive(mocked_aws: None, capsys: pytest.CaptureFixture[st
         main(["dlq", "redrive", "--dlq-url", dlq, "--queue-url", queue, "--task", "a", "--dry-run"])
         == 0
     )
-    assert json.loads(capsys.readouterr().out) == {"would_redrive": 2}
+    *lines, totals = capsys.readouterr().out.splitlines()
+    assert json.loads(totals) == {"would_redrive": 2, "rerun": 2, "other_task": 1, "not_a_job": 1}
+    assert sorted(json.loads(line)["decision"] for line in lines) == [
+        "not_a_job", "other_task", "rerun", "rerun",
+    ]  # fmt: skip
     assert main(["dlq", "redrive", "--dlq-url", dlq, "--queue-url", queue, "--task", "a"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"redriven": 2}
+    assert json.loads(capsys.readouterr().out) == {
+        "redriven": 2, "rerun": 2, "other_task": 1, "not_a_job": 1,
+    }  # fmt: skip
     moved = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
     assert sorted(json.loads(m["Body"])["task"] for m in moved) == ["a", "a"]

@@ -192,6 +192,7 @@ def start_dev(cwd: Path, env: dict[str, str], port: int) -> tuple[subprocess.Pop
             if line.startswith("export TASKHOP_APP="):
                 return proc, exports
     proc.kill()
+    proc.stdout.close()
     raise AssertionError(f"taskhop dev did not start (exit {proc.wait()})")
 
 
@@ -203,6 +204,9 @@ def stop(proc: subprocess.Popen[str]) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_a_producer_in_another_shell_and_a_restart(tmp_path: Path) -> None:
@@ -214,20 +218,14 @@ def test_a_producer_in_another_shell_and_a_restart(tmp_path: Path) -> None:
     port = free_port()
     proc, exports = start_dev(tmp_path, env, port)
     try:
-        printed = subprocess.run(
-            [str(TASKHOP), "dev", "--print-env", "--port", str(port), "--app", "devapp:app"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert printed == exports
-        shell = f'eval "$({shlex.quote(str(TASKHOP))} dev --print-env --port {port})"; '
+        shell = f'exports="$({shlex.quote(str(TASKHOP))} dev --print-env --port {port} --app'
+        shell += ' devapp:app)"; printf "%s\\n" "$exports" >printed; eval "$exports"; '
         shell += f"{shlex.quote(sys.executable)} producer.py"
         produced = subprocess.run(
             ["sh", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
         )
         assert produced.returncode == 0, produced.stderr
+        assert (tmp_path / "printed").read_text() == exports
         job_id, result = produced.stdout.split()
         assert result == "42"
     finally:
@@ -246,3 +244,72 @@ def test_a_producer_in_another_shell_and_a_restart(tmp_path: Path) -> None:
         assert (record["status"], record["result"]) == ("succeeded", 42)
     finally:
         stop(proc)
+
+
+def test_dev_answers_an_app_that_fails_to_import(tmp_path: Path) -> None:
+    """The stack comes up (the module reads its variables), the import fails: exit 3, stopped."""
+    (tmp_path / "broken.py").write_text('import os\n\nDSN = os.environ["DATABASE_URL"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
+    env.pop("DATABASE_URL", None)
+    env["PYTHONPATH"] = str(tmp_path)
+    port = free_port()
+    done = subprocess.run(
+        [str(TASKHOP), "dev", "--app", "broken:app", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert 'DSN = os.environ["DATABASE_URL"]' in done.stderr  # the user's line, then ours
+    assert done.stderr.endswith(
+        "taskhop: --app broken:app: importing broken raised KeyError: 'DATABASE_URL'\n"
+    )
+    with socket.socket() as probe:  # the server it started is gone
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+
+
+def test_print_env_refuses_port_0(tmp_path: Path) -> None:
+    """``--print-env --port 0`` names no port a producer could reach: a usage error."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
+    done = subprocess.run(
+        [str(TASKHOP), "dev", "--print-env", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "--print-env needs the port the stack listens on" in done.stderr
+
+
+def test_a_stop_while_starting_still_saves_and_exits_0(tmp_path: Path) -> None:
+    """SIGTERM before the worker polls (the app still importing) unwinds: state saved, exit 0."""
+    (tmp_path / "slowapp.py").write_text("import time\n\ntime.sleep(3)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [str(TASKHOP), "dev", "--app", "slowapp:app", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("export TASKHOP_APP="):  # printed before the app is imported
+            break
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "taskhop dev: stopped while starting" in err
+    assert json.loads((tmp_path / ".taskhop" / "dev" / "state.json").read_text())["version"] == 1

@@ -255,9 +255,9 @@ def python_modules(tmp: Path) -> list[Module]:
             own = [
                 (text, block, block.line + 1 + i) for i, text in enumerate(block.code.splitlines())
             ]
-            if block.prelude:
+            if block.prelude:  # a later prelude continues the earlier ones
                 prelude.extend(own)
-            body = own if block.prelude else prelude + own
+            body = prelude if block.prelude else prelude + own
             if prelude:
                 # shared declarations: a block need not use every name they import or define
                 body = [(SHARED_NAMES, block, block.line), *body]
@@ -597,3 +597,22 @@ def test_python_modules_take_the_prelude_and_documented_errors(
     assert (out / "contracts.py").exists()
     [exempt] = [b for b in blocks(page) if b.exempt]
     assert (exempt.exempt, exempt.line) == ("a fragment", 11)
+
+
+def test_a_later_prelude_continues_the_earlier_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second prelude is checked with the first before it (it may use the first's names)."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- check: prelude -->\n```python\nx = 1\n```\n\n"
+        "<!-- check: prelude -->\n```python\ny = x + 1\n```\n\n"
+        "```python\nz = x + y\n```\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys.modules[__name__], "DOCS", [page])
+    out = tmp_path / "out"
+    out.mkdir()
+    _, second, third = python_modules(out)
+    assert second.path.read_text() == SHARED_NAMES + "\nx = 1\ny = x + 1\n"
+    assert third.path.read_text() == SHARED_NAMES + "\nx = 1\ny = x + 1\nz = x + y\n"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from taskhop.sdk import (
+    MAX_RESTARTS,
     BaseJobStore,
     ErrorInfo,
     JobRecord,
@@ -22,6 +23,7 @@ from taskhop.sdk import (
     JobStore,
     KeyClaim,
     NoStore,
+    RestartEntry,
     poll_for_final,
 )
 from taskhop.sdk.memory import MemoryStore
@@ -658,6 +660,238 @@ def test_dynamodb_keeps_the_fingerprint_on_the_key_item(mocked_aws: None) -> Non
     assert (claim.state, claim.holder) == ("acquired", "j2")
     taken = store.client.get_item(TableName="taskhop-jobs", Key={"pk": {"S": "key#old"}})["Item"]
     assert taken["fingerprint"] == {"S": "sha256:b"}
+
+
+# -- restarts (App.retry, dlq redrive) -------------------------------------------------------
+
+
+def failed_once(store: BaseJobStore, job_id: str = "j", attempts: int = 1) -> JobRecord:
+    """A job that began ``attempts`` times and ended FAILED, dead-lettered, envelope kept."""
+    for n in range(1, attempts + 1):
+        store.begin(job_id, task="t", attempt=n, lease_until=ahead())
+        if n < attempts:
+            store.complete(retrying(job_id, n))
+    ended = replace(
+        final(job_id, JobStatus.FAILED, attempt=attempts),
+        dead_letter="retries_exhausted",
+        envelope='{"id": "j"}',
+    )
+    assert store.complete(ended)
+    stored = store.get(job_id)
+    assert stored is not None
+    return stored
+
+
+def test_a_new_token_restarts_a_failed_job_with_a_fresh_budget(store: BaseJobStore) -> None:
+    """A restart runs on the same record: the next attempt, ``restart_base`` at the last one,
+    the old end in the history, and the end's dead-letter mark and envelope gone."""
+    ended = failed_once(store, attempts=3)
+    assert (ended.dead_letter, ended.envelope) == ("retries_exhausted", '{"id": "j"}')
+    begin = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert begin.state == "started"
+    stored = store.get("j")
+    assert stored is not None
+    assert (stored.status, stored.attempt, stored.restart_base) == (JobStatus.RUNNING, 4, 3)
+    assert (stored.restart, stored.dead_letter, stored.envelope, stored.error) == (
+        "r1", None, None, None,
+    )  # fmt: skip
+    assert stored.created_at == pytest.approx(ended.created_at)
+    (entry,) = stored.restarts
+    assert (entry.token, entry.status, entry.attempt) == ("r1", JobStatus.FAILED, 3)
+    assert (entry.error_type, entry.error_message) == ("Boom", "no")
+    assert entry.at == pytest.approx(ended.updated_at)
+    assert begin.record == stored
+
+
+def test_a_restart_outcome_keeps_the_history(store: BaseJobStore) -> None:
+    """Outcomes of the restarted run keep its token, base and history; a retry of the run
+    (same token) begins the run's next attempt."""
+    failed_once(store)
+    store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert store.complete(retrying("j", 2))
+    again = store.begin("j", task="t", attempt=2, lease_until=ahead(), restart="r1")
+    assert (again.state, again.record.attempt) == ("started", 3)
+    assert store.complete(final("j", attempt=3))
+    stored = store.get("j")
+    assert stored is not None
+    assert (stored.status, stored.restart, stored.restart_base) == (JobStatus.SUCCEEDED, "r1", 1)
+    assert [e.token for e in stored.restarts] == ["r1"]
+
+
+def test_the_current_token_on_a_final_job_is_finished(store: BaseJobStore) -> None:
+    """The restarted run ended: its own token again is a duplicate delivery (``finished``)."""
+    failed_once(store)
+    store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    store.complete(final("j", JobStatus.FAILED, attempt=2))
+    assert store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1").state == (
+        "finished"
+    )
+
+
+def test_a_used_token_that_is_not_current_is_stale(store: BaseJobStore) -> None:
+    """A copy of an earlier restart runs nothing, whatever the job's state now."""
+    failed_once(store)
+    store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    store.complete(final("j", JobStatus.FAILED, attempt=2))
+    assert store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r2").state == (
+        "started"
+    )
+    stale = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert (stale.state, stale.record.restart) == ("stale", "r2")
+    stored = store.get("j")
+    assert stored is not None
+    assert [e.token for e in stored.restarts] == ["r1", "r2"]
+    assert (stored.status, stored.attempt) == (JobStatus.RUNNING, 3)
+
+
+def test_a_new_token_on_a_succeeded_job_is_finished(store: BaseJobStore) -> None:
+    """There is nothing to run again: the record is left as it is."""
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    store.complete(final("j"))
+    begin = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert (begin.state, begin.record.status, begin.record.restarts) == (
+        "finished", JobStatus.SUCCEEDED, (),
+    )  # fmt: skip
+
+
+def test_a_new_token_under_a_live_lease_is_busy(store: BaseJobStore) -> None:
+    """A restart never runs beside a live attempt; once the lease ran out it restarts."""
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    assert store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1").state == "busy"
+    store.begin("k", task="t", attempt=1, lease_until=time.time() - 1)
+    begin = store.begin("k", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert (begin.state, begin.record.attempt, begin.record.restart_base) == ("started", 2, 1)
+    assert begin.record.restarts[0].status is JobStatus.RUNNING
+
+
+def test_a_token_on_an_unknown_job_starts_it_with_the_token(store: BaseJobStore) -> None:
+    """A retried job whose record expired runs as a new one and keeps the token."""
+    begin = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    assert (begin.state, begin.record.attempt, begin.record.restart) == ("started", 1, "r1")
+    assert begin.record.restarts == ()
+    again = store.begin("j", task="t", attempt=1, lease_until=time.time() - 1, restart="r1")
+    assert again.state == "busy"
+
+
+def test_restarts_stop_at_max_restarts(store: BaseJobStore) -> None:
+    """After ``MAX_RESTARTS`` restarts a new token restarts nothing (``finished``)."""
+    failed_once(store)
+    for n in range(MAX_RESTARTS):
+        begin = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart=f"r{n}")
+        assert begin.state == "started", n
+        store.complete(final("j", JobStatus.FAILED, attempt=begin.record.attempt))
+    refused = store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="last")
+    assert (refused.state, len(refused.record.restarts)) == ("finished", MAX_RESTARTS)
+    assert not BaseJobStore.may_restart(refused.record, "last", time.time())
+
+
+def test_two_restarts_from_one_sighting_let_one_through(store: BaseJobStore) -> None:
+    """The restart write is guarded by the record as seen: the second of two racing
+    restarts (or one whose token was used meanwhile) fails and answers the stored record."""
+    seen = failed_once(store)
+    now = time.time()
+    first = JobRecord(id="j", task="t", status=JobStatus.RUNNING, attempt=1,
+                      lease_until=ahead(), restart="a")  # fmt: skip
+    second = replace(first, restart="b")
+    restart = store._restart  # pyright: ignore[reportPrivateUsage]  # the primitive itself
+    won, stored = restart(seen, BaseJobStore.restarted(seen, first), now)
+    lost, current = restart(seen, BaseJobStore.restarted(seen, second), now)
+    assert (won, lost) == (True, False)
+    assert current.restart == "a" == stored.restart
+    got = store.get("j")
+    assert got is not None
+    assert [e.token for e in got.restarts] == ["a"]
+
+
+def test_restart_predicates_match_the_table() -> None:
+    """``may_restart``: a fresh token, a job that did not succeed, no live lease, budget left."""
+    failed = final("j", JobStatus.FAILED)
+    assert BaseJobStore.may_restart(failed, "r", time.time())
+    assert not BaseJobStore.may_restart(None, "r", time.time())
+    assert not BaseJobStore.may_restart(final("j"), "r", time.time())
+    assert not BaseJobStore.may_restart(replace(failed, restart="r"), "r", time.time())
+    running = JobRecord(id="j", task="t", status=JobStatus.RUNNING, attempt=1,
+                        lease_until=ahead())  # fmt: skip
+    assert not BaseJobStore.may_restart(running, "r", time.time())
+    assert BaseJobStore.may_restart(running, "r", ahead(120))
+    assert not BaseJobStore.may_begin(failed, time.time(), "r")
+    assert BaseJobStore.may_begin(replace(retrying("j", 1), restart="r"), time.time(), "r")
+    assert not BaseJobStore.may_begin(retrying("j", 1), time.time(), "r")
+
+
+def test_records_with_restarts_round_trip_through_dicts() -> None:
+    """The restart fields and the kept envelope survive ``to_dict``/``from_dict``."""
+    entry = RestartEntry("r1", JobStatus.FAILED, 3, 12.5, "Boom", "no")
+    record = JobRecord(id="j", task="t", status=JobStatus.FAILED, attempt=4, restart="r1",
+                       restart_base=3, restarts=(entry,), envelope="{}", envelope_note="n",
+                       envelope_ref="s3://b/k")  # fmt: skip
+    assert JobRecord.from_dict(record.to_dict()) == record
+
+
+def test_a_final_end_keeps_its_envelope(store: BaseJobStore) -> None:
+    """The envelope written with a failed end is read back, and ``load_envelope`` gives it."""
+    stored = failed_once(store)
+    assert store.load_envelope(stored) == b'{"id": "j"}'
+    store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    running = store.get("j")
+    assert running is not None
+    assert store.load_envelope(running) is None
+
+
+def test_dynamodb_restart_items_and_envelope_offload(mocked_aws: None) -> None:
+    """The item's restart attributes (rs, rbase, rh), and an envelope over the limit:
+    offloaded to ``payloads`` (env_ref) or, without them, a note saying why (env_note)."""
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.sdk.memory import MemoryPayloads
+
+    payloads = MemoryPayloads()
+    store = DynamoStore("taskhop-jobs", payloads=payloads, result_limit=64)
+    store.create_table()
+    big = '{"input": "' + "x" * 100 + '"}'
+    store.begin("j", task="t", attempt=1, lease_until=ahead())
+    store.complete(replace(final("j", JobStatus.FAILED), envelope=big))
+    stored = store.get("j")
+    assert stored is not None
+    assert (stored.envelope, stored.envelope_note) == (None, None)
+    assert str(stored.envelope_ref).startswith("memory://")
+    assert store.load_envelope(stored) == big.encode()
+    store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r1")
+    answer: dict[str, Any] = dict(
+        store.client.get_item(TableName="taskhop-jobs", Key={"pk": {"S": "job#j"}})
+    )
+    item: dict[str, Any] = answer["Item"]
+    assert (item["rs"], item["rbase"]) == ({"S": "r1"}, {"N": "1"})
+    assert '"token": "r1"' in item["rh"]["S"]
+    assert not {"env", "env_ref", "env_note", "error", "dl"} & set(item)
+
+    bare = DynamoStore("taskhop-jobs", client=store.client, result_limit=64)
+    bare.begin("k", task="t", attempt=1, lease_until=ahead())
+    bare.complete(replace(final("k", JobStatus.FAILED), envelope=big))
+    note = bare.get("k")
+    assert note is not None
+    assert (note.envelope, note.envelope_ref) == (None, None)
+    assert "has no payloads=" in str(note.envelope_note)
+    assert bare.load_envelope(note) is None
+
+
+def test_dynamodb_restart_is_one_more_conditional_request(mocked_aws: None) -> None:
+    """A restart costs the begin that failed its guard and one conditional restart write."""
+    from taskhop.backends.dynamodb import DynamoStore
+
+    store = DynamoStore("taskhop-jobs")
+    store.create_table()
+    failed_once(store)
+    calls = requests_of(store)
+    assert store.begin("j", task="t", attempt=1, lease_until=ahead(), restart="r").state == (
+        "started"
+    )
+    assert calls == ["UpdateItem", "UpdateItem"]
+
+
+def test_no_store_ignores_the_restart_token() -> None:
+    """Without state a restart is a delivery like any other: it starts, with its attempt."""
+    begin = NoStore().begin("j", task="t", attempt=1, lease_until=ahead(), restart="r")
+    assert (begin.state, begin.record.attempt, begin.record.restart) == ("started", 1, None)
 
 
 # -- atomicity ------------------------------------------------------------------------------

@@ -5,18 +5,22 @@ Single-table schema (``create_table`` makes it; the infra templates make the sam
     pk (S, partition key)   "job#<job id>" | "key#<idempotency key>"
     job items               task, status, attempt, result (JSON text) or result_ref (s3://),
                             error (JSON text), idem, dup, dl (dead-letter reason), lease,
-                            created, updated, expires_at
+                            created, updated, expires_at; after a restart: rs (the current
+                            restart token), rbase (N, the attempt it restarted after), rh
+                            (the history, JSON text: earlier ends, oldest first); with a
+                            failed or rejected end: env (the envelope, JSON text) or env_ref
+                            (s3://, when offloaded) or env_note (why none was kept)
     key items               holder, state (in_progress | completed), result, lease,
                             fingerprint (the holder's input digest; absent if none), expires_at
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
 ``DynamoStore`` supplies ``BaseJobStore``'s primitives: each guard (``may_begin``,
-``may_complete``, the key guards) is the ``ConditionExpression`` of one ``UpdateItem`` or
-``DeleteItem``, so every status change stays one atomic conditional write. A failed condition
-returns the item as it is (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so deciding
-"finished or busy" costs no extra read. Values are stored as JSON text rather than DynamoDB
-maps: JSON round-trips exactly (no Decimal, no empty-set rules) and producers in other
-languages can read it.
+``may_complete``, ``may_restart``, the key guards) is the ``ConditionExpression`` of one
+``UpdateItem`` or ``DeleteItem``, so every status change stays one atomic conditional write. A
+failed condition returns the item as it is (``ReturnValuesOnConditionCheckFailure=ALL_OLD``),
+so deciding "finished or busy" costs no extra read. Values are stored as JSON text rather than
+DynamoDB maps: JSON round-trips exactly (no Decimal, no empty-set rules) and producers in
+other languages can read it.
 
 AWS requests per job on the happy path: 2 writes (begin, complete), plus 2 with an
 idempotency key (claim, complete key), plus the producer's reads while it waits for a result.
@@ -34,11 +38,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from taskhop.sdk import (
+    MAX_RESTARTS,
     BaseJobStore,
     ErrorInfo,
     JobRecord,
     JobStatus,
     KeyClaim,
+    RestartEntry,
     ResultTooLarge,
     StoreError,
     key_digest,
@@ -187,10 +193,15 @@ class DynamoStore(BaseJobStore):
         update += remove
         # BaseJobStore.may_begin, evaluated server-side. A comparison with a missing attribute
         # is false in a condition expression, hence attribute_not_exists(#l) for "no lease".
-        condition = (
-            "attribute_not_exists(pk) OR #s IN (:q, :r)"
-            " OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now))"
-        )
+        condition = "#s IN (:q, :r) OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now))"
+        if record.restart is not None:
+            # Within the run this token started only; a new job stores it (if_not_exists:
+            # an existing record's token is the one the condition matched).
+            names["#rs"] = "rs"
+            values[":rs"] = {"S": record.restart}
+            update = update.replace(" REMOVE ", ", #rs = if_not_exists(#rs, :rs) REMOVE ")
+            condition = f"({condition}) AND #rs = :rs"
+        condition = f"attribute_not_exists(pk) OR ({condition})"
         with aws_errors(StoreError, f"begin job {record.id} in table {self.table}"):
             try:
                 answer = self.client.update_item(
@@ -204,6 +215,68 @@ class DynamoStore(BaseJobStore):
                     raise
                 return False, self._record(_old_item(exc))
         return True, self._record(answer["Attributes"])
+
+    def _restart(self, seen: JobRecord, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
+        names = {"#s": "status", "#t": "task", "#a": "attempt", "#l": "lease", "#u": "updated",
+                 "#e": "expires_at", "#rs": "rs", "#rb": "rbase", "#rh": "rh"}  # fmt: skip
+        token = str(record.restart)
+        lease = record.lease_until if record.lease_until is not None else now
+        history = json.dumps([entry.to_dict() for entry in record.restarts])
+        values = {
+            ":t": {"S": record.task}, ":run": {"S": JobStatus.RUNNING.value},
+            ":a": _n(record.attempt), ":l": _n(lease), ":now": _n(now),
+            ":e": _n(lease + self.retention), ":rs": {"S": token},
+            ":rb": _n(record.restart_base), ":rh": {"S": history},
+            ":seen": _n(seen.attempt), ":seen_s": {"S": seen.status.value},
+            ":ok": {"S": JobStatus.SUCCEEDED.value}, ":quoted": {"S": json.dumps(token)},
+        }  # fmt: skip
+        sets = "#s = :run, #t = :t, #a = :a, #l = :l, #u = :now, #e = :e, #rs = :rs, "
+        sets += "#rb = :rb, #rh = :rh"
+        if record.idempotency_key is not None:
+            names["#i"] = "idem"
+            values[":i"] = {"S": record.idempotency_key}
+            sets += ", #i = :i"
+        gone = ("error", "result", "result_ref", "dup", "dl", "env", "env_ref", "env_note")
+        names.update({f"#{a}": a for a in gone})
+        update = f"SET {sets} REMOVE " + ", ".join(f"#{a}" for a in gone)
+        # BaseJobStore.may_restart, evaluated server-side, on the record as it was seen: the
+        # same attempt and status (so two restarts from one sighting cannot both win), never
+        # a success, no live lease, and a token the job never used (the history is JSON
+        # text: its tokens appear quoted). The restart count is the seen record's, which the
+        # attempt guard pins.
+        condition = (
+            "#a = :seen AND #s = :seen_s AND #s <> :ok"
+            " AND (#s <> :run OR attribute_not_exists(#l) OR #l <= :now)"
+            " AND (attribute_not_exists(#rs) OR #rs <> :rs)"
+            " AND (attribute_not_exists(#rh) OR NOT contains(#rh, :quoted))"
+        )
+        if len(seen.restarts) >= MAX_RESTARTS:
+            return False, seen
+        with aws_errors(StoreError, f"restart job {record.id} in table {self.table}"):
+            try:
+                answer = self.client.update_item(
+                    TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
+                    ConditionExpression=condition, ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )  # fmt: skip
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                response: dict[str, Any] = dict(exc.response)
+                old: dict[str, Any] = response.get("Item") or {}
+                return False, self._record(old) if "status" in old else seen
+        return True, self._record(answer["Attributes"])
+
+    def load_envelope(self, record: JobRecord) -> bytes | None:
+        """The envelope a failed or rejected end kept, read from ``payloads`` if offloaded."""
+        if record.envelope is not None:
+            return record.envelope.encode()
+        if record.envelope_ref is None:
+            return None
+        ref = record.envelope_ref
+        with _payload_errors(f"read offloaded envelope {ref}"):
+            return self._payloads(ref).get(ref)
 
     def _create_queued(self, record: JobRecord) -> JobRecord | None:
         item = {
@@ -250,7 +323,8 @@ class DynamoStore(BaseJobStore):
             names[f"#{attr}"] = attr
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
-        stale = [a for a in ("error", "result", "result_ref", "dup", "dl") if a not in outcome]
+        kinds = ("error", "result", "result_ref", "dup", "dl", "env", "env_ref", "env_note")
+        stale = [a for a in kinds if a not in outcome]
         names.update({f"#{a}": a for a in stale})
         update = (
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(["#l"] + [f"#{a}" for a in stale])
@@ -387,7 +461,25 @@ class DynamoStore(BaseJobStore):
             attrs["dup"] = {"S": record.duplicate_of}
         if record.dead_letter is not None:
             attrs["dl"] = {"S": record.dead_letter}
+        if record.envelope is not None:
+            attrs.update(self._envelope_attributes(record.id, record.envelope))
         return attrs
+
+    def _envelope_attributes(self, job_id: str, envelope: str) -> dict[str, Any]:
+        """Where a failed or rejected end keeps its envelope: in the item, offloaded, or a note."""
+        size = len(envelope.encode())
+        if size <= self.result_limit:
+            return {"env": {"S": envelope}}
+        if self.payloads is None:
+            note = (
+                f"the envelope of {size} bytes is over the {self.result_limit}-byte limit for a"
+                " DynamoDB item and this DynamoStore has no payloads= to offload it to:"
+                " not kept, so this job cannot be retried by id"
+            )
+            return {"env_note": {"S": note}}
+        with _payload_errors("offload envelope"):
+            ref = self.payloads.put(f"envelopes/job/{job_id}/{uuid.uuid4().hex}", envelope.encode())
+        return {"env_ref": {"S": ref}}
 
     def _result_attributes(self, result: JsonValue, name: str) -> dict[str, Any]:
         text = dumps(result)
@@ -405,11 +497,11 @@ class DynamoStore(BaseJobStore):
         return {"result_ref": {"S": ref}}
 
     def _discard_offloaded(self, attributes: dict[str, Any]) -> None:
-        ref = attributes.get("result_ref", {}).get("S")
-        if ref is None:
-            return
-        with _payload_errors(f"delete unused result {ref}"):
-            self._payloads(ref).delete(ref)
+        for attr in ("result_ref", "env_ref"):
+            ref = attributes.get(attr, {}).get("S")
+            if ref is not None:
+                with _payload_errors(f"delete unused upload {ref}"):
+                    self._payloads(ref).delete(ref)
 
     def _result(self, item: dict[str, Any]) -> JsonValue:
         if "result" in item:
@@ -438,6 +530,15 @@ class DynamoStore(BaseJobStore):
             created_at=float(item.get("created", {}).get("N", 0)),
             updated_at=float(item.get("updated", {}).get("N", 0)),
             dead_letter=item.get("dl", {}).get("S"),
+            restart=item.get("rs", {}).get("S"),
+            restart_base=int(item.get("rbase", {}).get("N", 0)),
+            restarts=tuple(
+                RestartEntry.from_dict(entry)
+                for entry in json.loads(item.get("rh", {}).get("S", "[]"))
+            ),
+            envelope=item.get("env", {}).get("S"),
+            envelope_note=item.get("env_note", {}).get("S"),
+            envelope_ref=item.get("env_ref", {}).get("S"),
         )
 
     def _payloads(self, ref: str) -> PayloadStore:

@@ -152,7 +152,17 @@ def register_dlq(commands: Any) -> None:
     redrive.add_argument("--dlq-url", default=os.environ.get("TASKHOP_DLQ_URL"))
     redrive.add_argument("--queue-url", default=os.environ.get("TASKHOP_QUEUE_URL"))
     redrive.add_argument("--task", help="only jobs of this task")
-    redrive.add_argument("--dry-run", action="store_true", help="count, move nothing")
+    redrive.add_argument(
+        "--app",
+        default=os.environ.get("TASKHOP_APP"),
+        help="module:attribute of the App whose job store decides each letter (default:"
+        " $TASKHOP_APP; without one, letters go back as attempt 1 of a stateless worker)",
+    )
+    redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to each letter and the totals; change nothing",
+    )
     redrive.set_defaults(run=dlq_redrive)
 
 
@@ -166,24 +176,34 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 
 def dlq_redrive(args: argparse.Namespace) -> int:
-    """Move dead letters (of one task, if given) back to the queue, with progress."""
+    """Send dead letters (of one task, if given) back to run again; see ``_dlq.redrive``.
+
+    Each letter's decision is a JSON line (on stdout for ``--dry-run``, else on stderr as
+    progress); the last stdout line is the totals: ``redriven`` (or ``would_redrive``) and
+    the count of each decision.
+    """
+    from taskhop.sdk import load_app
+
     from ._dlq import redrive
 
-    moved = redrive(
+    store = None if not args.app else load_app(args.app).store
+    out = sys.stdout if args.dry_run else sys.stderr
+
+    def report(letter: dict[str, Any]) -> None:
+        print(json.dumps(letter), file=out, flush=True)
+
+    counts = redrive(
         _sqs(),
         _required(args.dlq_url, "--dlq-url"),
         _required(args.queue_url, "--queue-url"),
         task=args.task,
         dry_run=args.dry_run,
-        progress=lambda n: print(
-            f"\r  {'would redrive' if args.dry_run else 'redriven'}: {n}",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        ),
+        store=store,
+        report=report,
     )
-    print(file=sys.stderr)
-    print(json.dumps({"redriven" if not args.dry_run else "would_redrive": moved}))
+    queued = counts.get("rerun", 0)
+    totals: dict[str, Any] = {"would_redrive" if args.dry_run else "redriven": queued}
+    print(json.dumps(totals | dict(sorted(counts.items()))))
     return 0
 
 
@@ -205,8 +225,15 @@ def run_dev_command(args: argparse.Namespace) -> int:
     from ._dev import STATE_FILE, dev_env, planned_stack, run_dev
 
     if args.print_env:
-        app = args.app or os.environ.get("TASKHOP_APP")
-        sys.stdout.write(dev_env(planned_stack(port=args.port), app))
+        stack = planned_stack(port=args.port)
+        if stack.endpoint.endswith(":0"):
+            print(
+                "taskhop dev: --print-env needs the port the stack listens on, not 0 (any free"
+                " port): pass --port N or set $TASKHOP_DEV_PORT as the stack was started",
+                file=sys.stderr,
+            )
+            return 2
+        sys.stdout.write(dev_env(stack, args.app or os.environ.get("TASKHOP_APP")))
         return 0
     return run_dev(
         args.app,

@@ -27,8 +27,10 @@ import json
 import math
 import os
 import shlex
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
@@ -366,12 +368,37 @@ def run_dev(
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from taskhop.sdk import load_app
 
-    from ._handler import make_handler
-    from ._local import LocalEventSourceMapping
-
     app_spec = app_spec or os.environ.get("TASKHOP_APP") or None
     if app_spec is None:
         load_app(None)  # the usage error, before anything starts
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # until the worker's own handler takes over
+    try:
+        return _serve(app_spec, idle_exit, port=port, fresh=fresh, state_file=state_file)
+    except KeyboardInterrupt:  # stopped while starting: dev_stack has saved and stopped
+        print("taskhop dev: stopped while starting", file=sys.stderr, flush=True)
+        return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM before the worker polls: unwind as Ctrl-C does, so the state is saved."""
+    raise KeyboardInterrupt
+
+
+def _serve(
+    app_spec: str | None,
+    idle_exit: float | None,
+    *,
+    port: int | None,
+    fresh: bool,
+    state_file: Path | None,
+) -> int:
+    import boto3
+    from taskhop.sdk import load_app
+
+    from ._handler import make_handler
+    from ._local import LocalEventSourceMapping
+
     with dev_stack(port=port, fresh=fresh, state_file=state_file) as stack:
         env = stack.env(app_spec)
         print(json.dumps({"taskhop_dev": asdict(stack) | {"env": env}}), flush=True)
@@ -386,8 +413,6 @@ def run_dev(
             file=sys.stderr,
             flush=True,
         )
-        import boto3
-
         factory: Any = boto3
         sqs = factory.client("sqs")
         app = load_app(app_spec)

@@ -60,6 +60,7 @@ from ._schedule import Schedule
 from ._settle import QueueActions, queue_actions
 from ._store import (
     FINAL_STATUSES,
+    MAX_RESTARTS,
     BaseJobStore,
     Begin,
     JobRecord,
@@ -67,6 +68,7 @@ from ._store import (
     JobStore,
     KeyClaim,
     NoStore,
+    RestartEntry,
     poll_for_final,
 )
 from ._typing import input_type, output_type
@@ -102,6 +104,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "KeyClaim",
+    "MAX_RESTARTS",
     "Middleware",
     "Migration",
     "MigrationError",
@@ -113,6 +116,7 @@ __all__ = [
     "QueueActions",
     "Reason",
     "Registered",
+    "RestartEntry",
     "ResultHandle",
     "ResultTimeout",
     "ResultTooLarge",

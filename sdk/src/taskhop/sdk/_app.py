@@ -12,6 +12,7 @@ import inspect
 import os
 import threading
 import typing
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
@@ -33,11 +34,12 @@ from ._context import JobContext
 from ._contract import define_task
 from ._converter import make_converter
 from ._errors import AlreadyImplementedError, TaskhopError, UnknownTaskError
+from ._handle import ResultHandle
 from ._implementation import Handler, Implementation, ImplementOptions
 from ._middleware import Middleware
 from ._registered import Registered
 from ._schedule import Schedule
-from ._store import JobStore
+from ._store import MAX_RESTARTS, BaseJobStore, JobStatus, JobStore
 from ._worker import Worker
 
 __all__ = ["App", "Registered", "create_app", "load_app"]
@@ -147,6 +149,81 @@ class App:
         return bound.envelope_from_json(
             input, idempotency_key=idempotency_key, trace=trace, headers=headers
         )
+
+    def retry_envelope(self, job_id: str, *, restart: str | None = None) -> Envelope:
+        """The envelope ``retry`` would send for ``job_id``: its own, restarted.
+
+        The job's envelope as its failed or rejected end kept it, with ``attempt=1``, no
+        delay and a restart token (``restart``, else a fresh one): the same job id and input,
+        a new run with a fresh attempt budget, its history kept in the record.
+
+        Raises:
+            TaskhopError: the app has no job store, the store has no record of the job, the
+                job is not failed or rejected, it was restarted ``MAX_RESTARTS`` times, or
+                its end kept no envelope; the message says which.
+
+        """
+        store = self.store
+        if store is None:
+            raise TaskhopError(f"cannot retry job {job_id}: the app has no job store to read")
+        record = store.get(job_id)
+        if record is None:
+            raise TaskhopError(f"cannot retry job {job_id}: the store has no record of it")
+        if record.status not in (JobStatus.FAILED, JobStatus.REJECTED):
+            raise TaskhopError(
+                f"cannot retry job {job_id}: it is {record.status.value}; only failed or"
+                " rejected jobs are retried"
+            )
+        if len(record.restarts) >= MAX_RESTARTS:
+            raise TaskhopError(
+                f"cannot retry job {job_id}: it was restarted {len(record.restarts)} times,"
+                f" the most a job may be ({MAX_RESTARTS}); dispatch a new job instead"
+            )
+        if isinstance(store, BaseJobStore):
+            body = store.load_envelope(record)
+        else:
+            body = None if record.envelope is None else record.envelope.encode()
+        if body is None:
+            why = record.envelope_note or (
+                "its end kept no envelope (it ended before this version kept envelopes)"
+            )
+            raise TaskhopError(f"cannot retry job {job_id}: {why}")
+        return Envelope.decode(body).replace(
+            attempt=1, not_before=None, restart=restart or uuid.uuid4().hex
+        )
+
+    def retry(self, job_id: str) -> ResultHandle[Any]:
+        """Run a failed or rejected job again, by id: same job, input and id, a new run.
+
+        Sends ``retry_envelope(job_id)`` through the app's transport; the worker restarts
+        the job on its record (``JobRecord.restarts`` keeps how each earlier run ended).
+
+        Raises:
+            TaskhopError: see ``retry_envelope``.
+            TransportError: the transport did not accept the job.
+
+        """
+        envelope = self.retry_envelope(job_id)
+        self.transport.send(envelope)
+        return self._handle_of(envelope)
+
+    async def aretry(self, job_id: str) -> ResultHandle[Any]:
+        """``retry`` for async code: the store read and the send never block the loop."""
+        import asyncio  # lazy import: sync code never pays for asyncio
+
+        envelope = await asyncio.to_thread(self.retry_envelope, job_id)
+        transport: Any = self.transport
+        if isinstance(transport, AsyncTransport):
+            await transport.asend(envelope)
+        else:
+            await asyncio.to_thread(transport.send, envelope)
+        return self._handle_of(envelope)
+
+    def _handle_of(self, envelope: Envelope) -> ResultHandle[Any]:
+        bound = self._tasks.get(envelope.task)
+        if bound is not None:
+            return bound.handle(envelope.id)
+        return ResultHandle(self, envelope.id, envelope.task, object)
 
     # -- worker side ------------------------------------------------------------------------
 

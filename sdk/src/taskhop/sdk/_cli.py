@@ -149,6 +149,35 @@ def _job_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_retry(args: argparse.Namespace) -> int:
+    """``taskhop jobs retry ID``: ``App.retry``, answered as one JSON object."""
+    from ._errors import TaskhopError
+
+    app = load_app(args.app)
+    try:
+        envelope = app.retry_envelope(args.job_id)
+    except TaskhopError as exc:
+        answer = {"job_id": args.job_id, "retried": False, "why": str(exc)}
+        print(json.dumps(answer | ({"dry_run": True} if args.dry_run else {})))
+        return 1
+    if args.dry_run:
+        print(
+            json.dumps(
+                {
+                    "job_id": args.job_id,
+                    "task": envelope.task,
+                    "retried": False,
+                    "dry_run": True,
+                    "would": "send the job's envelope again (attempt 1, a new restart token)",
+                }
+            )
+        )
+        return 0
+    app.transport.send(envelope)
+    print(json.dumps({"job_id": args.job_id, "retried": True, "restart": envelope.restart}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskhop`` console script."""
     parser = argparse.ArgumentParser(
@@ -192,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("job_id")
     status.add_argument("--app", **APP_OPTION)
     status.set_defaults(run=_job_status)
+    retry = job_commands.add_parser(
+        "retry", help="run a failed or rejected job again, by id (same job, a new run)"
+    )
+    retry.add_argument("job_id")
+    retry.add_argument("--app", **APP_OPTION)
+    retry.add_argument("--dry-run", action="store_true", help="say what would happen, send nothing")
+    retry.set_defaults(run=_job_retry)
     for plugin in entry_points(group="taskhop.cli"):  # e.g. `worker`, from lambda_worker
         plugin.load()(commands)
     args = parser.parse_args(argv)

@@ -153,6 +153,9 @@ class JobRecord:
     ``App.retry`` can send the job again; written with the end, never with ``begin``."""
     envelope_note: str | None = None
     """Why a failed or rejected end kept no envelope (it was too large for the store)."""
+    envelope_ref: str | None = None
+    """Where a failed or rejected end's envelope was offloaded (``s3://``), when it was too
+    large to keep in the record itself; ``BaseJobStore.load_envelope`` reads it."""
 
     @property
     def restart_tokens(self) -> frozenset[str]:
@@ -186,6 +189,7 @@ class JobRecord:
             "restarts": [entry.to_dict() for entry in self.restarts],
             "envelope": self.envelope,
             "envelope_note": self.envelope_note,
+            "envelope_ref": self.envelope_ref,
         }
 
     @classmethod
@@ -210,6 +214,7 @@ class JobRecord:
             restarts=tuple(RestartEntry.from_dict(e) for e in data.get("restarts") or ()),
             envelope=data.get("envelope"),
             envelope_note=data.get("envelope_note"),
+            envelope_ref=data.get("envelope_ref"),
         )
 
 
@@ -479,8 +484,8 @@ class BaseJobStore(ABC):
 
         Its attempt is ``next_attempt(stored, record.attempt)``; the stored ``created_at`` and
         restart fields are kept (``record``'s token is stored only when there is no record).
-        The guard is given ``record.restart``. Returns ``(True, the record as stored)`` or ``(False, the record that failed
-        the guard)``.
+        The guard is given ``record.restart``. Returns ``(True, the record as stored)`` or
+        ``(False, the record that failed the guard)``.
         """
 
     @abstractmethod
@@ -657,8 +662,10 @@ class NoStore:
         idempotency_key: str | None = None,
         restart: str | None = None,
     ) -> Begin:
-        """Every delivery starts; a restart token changes nothing (the message's attempt,
-        1 on a redriven or retried job, is the whole count)."""
+        """Every delivery starts; a restart token changes nothing.
+
+        The message's attempt (1 on a redriven or retried job) is the whole count.
+        """
         return Begin(
             "started",
             JobRecord(

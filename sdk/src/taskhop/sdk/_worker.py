@@ -297,9 +297,7 @@ class Worker:
         record = begin.record
         if begin.state == "stale":  # a second copy of a restart that began: it ran, or runs
             raise _Stop(
-                Outcome(
-                    OutcomeKind.SKIPPED, envelope, record.attempt, reason=Reason.STALE_RESTART
-                )
+                Outcome(OutcomeKind.SKIPPED, envelope, record.attempt, reason=Reason.STALE_RESTART)
             )
         if begin.state == "finished":  # at-least-once delivery of a job that is done
             if record.dead_letter is not None:  # its dead letter may not be on a DLQ yet
@@ -338,7 +336,9 @@ class Worker:
         if record.attempt != envelope.attempt:  # the store counts attempts, not receives
             envelope = replace(envelope, attempt=record.attempt)
         if record.restart_base > 0:
-            entry = replace(entry, policy=_RestartedPolicy.of_run(entry.policy, record.restart_base))
+            entry = replace(
+                entry, policy=_RestartedPolicy.of_run(entry.policy, record.restart_base)
+            )
         if envelope.attempt > entry.policy.attempts:
             # Every attempt was started; the last never reported (its worker stopped, ran out
             # of time, or lost the store): running again would be one attempt too many.
