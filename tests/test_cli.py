@@ -230,6 +230,9 @@ def test_app_is_read_from_the_environment_when_the_command_runs(
     ):
         assert main(command) == 2
         assert "--app is required" in capsys.readouterr().err
+    monkeypatch.delenv("TASKHOP_QUEUE_URL", raising=False)
+    assert main(["worker", "--local", "--app", f"{app_module}:app"]) == 2
+    assert "--queue-url (or $TASKHOP_QUEUE_URL) is required" in capsys.readouterr().err
     monkeypatch.setenv("TASKHOP_APP", f"{app_module}:app")
     assert main(["run", "double", "--input", '{"n": 1}', "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"ok": True, "result": 2}

@@ -271,11 +271,23 @@ def test_dev_answers_an_app_that_fails_to_import(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", port))
 
 
-def test_print_env_refuses_port_0(tmp_path: Path) -> None:
-    """``--print-env --port 0`` names no port a producer could reach: a usage error."""
+@pytest.mark.parametrize(
+    ("port", "endpoint", "message"),
+    [
+        ("0", None, "--print-env needs the port the stack listens on"),
+        ("5055", "http://127.0.0.1:4566", "not $AWS_ENDPOINT_URL=http://127.0.0.1:4566"),
+    ],
+    ids=["port 0", "another endpoint"],
+)
+def test_print_env_refuses_what_it_cannot_know(
+    tmp_path: Path, port: str, endpoint: str | None, message: str
+) -> None:
+    """Any free port, or a stack on another endpoint: no export lines, a usage error (2)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
     done = subprocess.run(
-        [str(TASKHOP), "dev", "--print-env", "--port", "0"],
+        [str(TASKHOP), "dev", "--print-env", "--port", port],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -283,12 +295,12 @@ def test_print_env_refuses_port_0(tmp_path: Path) -> None:
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (2, "")
-    assert "--print-env needs the port the stack listens on" in done.stderr
+    assert message in done.stderr
 
 
 def test_a_stop_while_starting_still_saves_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM before the worker polls (the app still importing) unwinds: state saved, exit 0."""
-    (tmp_path / "slowapp.py").write_text("import time\n\ntime.sleep(3)\n")
+    (tmp_path / "slowapp.py").write_text("import time\n\ntime.sleep(2)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
     env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.Popen(

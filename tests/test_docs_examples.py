@@ -166,6 +166,7 @@ TOOLS = frozenset(
         "curl",
         "docker",
         "echo",
+        "eval",
         "export",
         "git",
         "jq",
@@ -566,6 +567,9 @@ def test_block_checks_catch_what_they_claim(tmp_path: Path) -> None:
     assert "--nope" in inner
     assert shell("taskhop infra render --format template > t.yaml && make test") == []
     assert shell("taskhop tasks") == []  # --app from $TASKHOP_APP, as the docs say
+    assert shell('eval "$(taskhop dev --print-env)"') == []  # a builtin, and its taskhop
+    [inner] = shell('eval "$(taskhop dev --print-envv)"')
+    assert "--print-envv" in inner
     import yaml
 
     assert yaml.load("a: !Ref B", Loader=yaml_loader()) == {"a": "B"}

@@ -233,6 +233,14 @@ def run_dev_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        other = os.environ.get("AWS_ENDPOINT_URL", "").rstrip("/")
+        if other and other != stack.endpoint:  # dev_stack would use that endpoint instead
+            print(
+                f"taskhop dev: --print-env knows only the stack it starts, not $AWS_ENDPOINT_URL"
+                f"={other}: use the export lines `taskhop dev` printed when it started",
+                file=sys.stderr,
+            )
+            return 2
         sys.stdout.write(dev_env(stack, args.app or os.environ.get("TASKHOP_APP")))
         return 0
     return run_dev(
@@ -252,8 +260,9 @@ def run_worker(args: argparse.Namespace) -> int:
     from ._handler import make_handler
     from ._local import LocalEventSourceMapping
 
-    if not args.queue_url:
-        raise SystemExit("--queue-url (or TASKHOP_QUEUE_URL) is required")
+    if not args.queue_url:  # a usage error (2), as a missing --app is
+        print("taskhop worker: --queue-url (or $TASKHOP_QUEUE_URL) is required", file=sys.stderr)
+        return 2
     app = load_app(args.app)
     factory: Any = boto3
     sqs = factory.client("sqs")
