@@ -41,7 +41,9 @@ SCHEMA: dict[str, Any] = json.loads(
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
 REASONS = {"not_json", "not_object", "not_envelope", "unsupported_version", "invalid_field"}
 REQUIRED = ["taskhop", "id", "task", "version", "input", "attempt", "dispatched_at"]
-OPTIONAL = ["not_before", "idempotency_key", "trace", "headers", "continuation", "input_ref"]
+OPTIONAL = [
+    "not_before", "idempotency_key", "trace", "headers", "continuation", "input_ref", "restart",
+]  # fmt: skip
 STAMP = "2025-03-14T09:26:53.589793Z"
 MOMENT = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 

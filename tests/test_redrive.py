@@ -357,3 +357,18 @@ def test_jobs_retry_command(
     assert refused["retried"] is False
     assert "it is succeeded" in refused["why"]
     module.app.close()
+
+
+def test_the_restart_token_is_an_optional_envelope_field() -> None:
+    """``restart`` round-trips on the wire and a bad one is refused with its field named."""
+    from taskhop.static_contracts import Envelope, EnvelopeError
+
+    envelope = Envelope(task="t", input={}, restart="abc")
+    assert Envelope.decode(envelope.encode()).restart == "abc"
+    assert "restart" not in Envelope(task="t", input={}).to_dict()
+    body = envelope.to_dict() | {"restart": ""}
+    with pytest.raises(EnvelopeError, match="'restart'") as caught:
+        Envelope.from_dict(body)
+    assert caught.value.field == "restart"
+    with pytest.raises(EnvelopeError, match="'restart'"):
+        Envelope(task="t", input={}, restart="x" * 129)

@@ -220,10 +220,10 @@ class App:
         return self._handle_of(envelope)
 
     def _handle_of(self, envelope: Envelope) -> ResultHandle[Any]:
+        """A handle that reads the run ``envelope``'s restart token starts, not the old end."""
         bound = self._tasks.get(envelope.task)
-        if bound is not None:
-            return bound.handle(envelope.id)
-        return ResultHandle(self, envelope.id, envelope.task, object)
+        output: Any = object if bound is None else bound.contract.output
+        return ResultHandle(self, envelope.id, envelope.task, output, restart=envelope.restart)
 
     # -- worker side ------------------------------------------------------------------------
 

@@ -22,15 +22,21 @@ class ResultHandle(Generic[O]):
     """A dispatched job. ``result()`` waits for it and returns the handler's typed output.
 
     Handles are cheap: re-attach to a job from its id with ``BoundTask.handle(job_id)``.
+    A handle from ``App.retry`` carries its ``restart`` token and reads only the run that
+    token starts: until a worker begins it, the record still holds the earlier end, which
+    is not this handle's answer.
     """
 
-    __slots__ = ("_app", "_output", "id", "task")
+    __slots__ = ("_app", "_output", "id", "restart", "task")
 
-    def __init__(self, app: App, job_id: str, task: str, output: type[O]) -> None:
+    def __init__(
+        self, app: App, job_id: str, task: str, output: type[O], *, restart: str | None = None
+    ) -> None:
         self._app = app
         self._output = output
         self.id = job_id
         self.task = task
+        self.restart = restart
 
     def __repr__(self) -> str:
         return f"ResultHandle(id={self.id!r}, task={self.task!r})"
@@ -40,9 +46,21 @@ class ResultHandle(Generic[O]):
         return self._store().get(self.id)
 
     def status(self) -> JobStatus:
-        """The job's status; ``QUEUED`` until a worker records it."""
-        record = self.record()
-        return JobStatus.QUEUED if record is None else record.status
+        """The job's status; ``QUEUED`` until a worker records it (or begins its restart)."""
+        return self._status_of(self.record())
+
+    def _status_of(self, record: JobRecord | None) -> JobStatus:
+        if record is None or not self._reached(record):
+            return JobStatus.QUEUED
+        return record.status
+
+    def _reached(self, record: JobRecord) -> bool:
+        """Whether ``record`` is of this handle's run (a restart handle: its token began)."""
+        return self.restart is None or self.restart in record.restart_tokens
+
+    def _settled(self, record: JobRecord | None) -> bool:
+        """Whether ``record`` is this handle's final answer."""
+        return record is not None and record.status.is_final and self._reached(record)
 
     def result(self, timeout: float | None = 30.0) -> O:
         """Wait for the job and return its output.
@@ -53,15 +71,26 @@ class ResultHandle(Generic[O]):
             ResultTimeout: no final outcome within ``timeout`` seconds (None waits forever).
 
         """
-        record = self._store().wait(self.id, timeout)
-        return self._outcome(record, timeout)
+        if self.restart is None:
+            return self._outcome(self._store().wait(self.id, timeout), timeout)
+        store = self._store()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.05
+        while True:  # the store's wait ends at any final record: the earlier end is one
+            record = store.get(self.id)
+            if self._settled(record):
+                return self._outcome(record, timeout)
+            if deadline is not None and time.monotonic() >= deadline:
+                return self._outcome(None, timeout)
+            time.sleep(interval)
+            interval = min(interval * 2, 1.0)
 
     async def astatus(self) -> JobStatus:
         """``status()`` without blocking the event loop."""
         import asyncio  # lazy import: sync code never pays for asyncio
 
         record = await asyncio.to_thread(self._store().get, self.id)
-        return JobStatus.QUEUED if record is None else record.status
+        return self._status_of(record)
 
     async def aresult(self, timeout: float | None = 30.0, *, poll: float = 0.02) -> O:
         """``result()`` without blocking the event loop: polls with capped backoff."""
@@ -72,7 +101,7 @@ class ResultHandle(Generic[O]):
         interval = poll
         while True:
             record = await asyncio.to_thread(store.get, self.id)
-            if record is not None and record.status.is_final:
+            if self._settled(record):
                 return self._outcome(record, timeout)
             if deadline is not None and time.monotonic() >= deadline:
                 return self._outcome(None, timeout)
@@ -88,7 +117,7 @@ class ResultHandle(Generic[O]):
         return store
 
     def _outcome(self, record: JobRecord | None, timeout: float | None) -> O:
-        if record is None or not record.status.is_final:
+        if record is None or not self._settled(record):
             raise ResultTimeout(f"job {self.id} ({self.task}) did not finish within {timeout}s")
         if record.status is JobStatus.SUCCEEDED:
             value: Any = structure(
@@ -120,6 +149,7 @@ def gather(
     deadline = None if timeout is None else time.monotonic() + timeout
     finished: dict[str, JobRecord] = {}
     interval = 0.02
+    by_id = {h.id: h for h in handles}
     while True:
         waiting = [h.id for h in handles if h.id not in finished]
         if not waiting:
@@ -127,7 +157,7 @@ def gather(
         finished.update(
             (job_id, record)
             for job_id, record in store.get_many(waiting).items()
-            if record.status.is_final
+            if by_id[job_id]._settled(record)  # pyright: ignore[reportPrivateUsage]
         )
         if len(finished) == len({h.id for h in handles}):
             break
