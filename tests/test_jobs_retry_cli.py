@@ -37,13 +37,14 @@ class Cli:
     def __init__(self, store_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
         import boto3
 
-        self.sqs = boto3.client("sqs")
+        self.sqs: Any = boto3.client("sqs")  # pyright: ignore[reportUnknownMemberType]
         name = f"jr-{uuid.uuid4().hex[:10]}"
         self.queue = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         if store_kind == "dynamodb":
             from taskhop.backends.dynamodb import DynamoStore
 
-            store: Any = DynamoStore(name, client=boto3.client("dynamodb"))
+            client: Any = boto3.client("dynamodb")  # pyright: ignore[reportUnknownMemberType]
+            store: Any = DynamoStore(name, client=client)
             store.create_table()
         else:
             store = MemoryStore()
