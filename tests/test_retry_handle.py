@@ -37,3 +37,20 @@ def test_a_retry_handle_reads_a_failed_rerun_as_failed(world: World) -> None:  #
     world.drain()
     with pytest.raises(TaskFailed):
         handle.result(timeout=5)
+
+
+def test_an_end_whose_envelope_is_not_json_is_recorded_without_it(world: World) -> None:  # noqa: F811
+    """A direct invocation may carry ``inf``: the rejection is recorded, retry says why not."""
+    from taskhop.sdk import Envelope, OutcomeKind, TaskhopError
+
+    envelope = Envelope(id="job-inf", task="redriven", input={"plan": "charge", "n": float("inf")})
+    outcome = world.app.worker().process(envelope)
+    assert outcome.kind is OutcomeKind.REJECTED
+    record = world.store.get("job-inf")
+    assert record is not None
+    assert record.status is JobStatus.REJECTED
+    assert record.envelope is None
+    assert record.envelope_note is not None
+    assert "input.n" in record.envelope_note
+    with pytest.raises(TaskhopError, match="cannot be written as JSON"):
+        world.app.retry("job-inf")

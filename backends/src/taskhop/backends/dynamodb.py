@@ -202,10 +202,29 @@ class DynamoStore(BaseJobStore):
             update = update.replace(" REMOVE ", ", #rs = if_not_exists(#rs, :rs) REMOVE ")
             condition = f"({condition}) AND #rs = :rs"
         condition = f"attribute_not_exists(pk) OR ({condition})"
-        with aws_errors(StoreError, f"begin job {record.id} in table {self.table}"):
+        stored, item = self._run_update(
+            f"begin job {record.id}", record.id, update, condition, names, values
+        )
+        return stored, self._record(item)
+
+    def _run_update(
+        self,
+        what: str,
+        job_id: str,
+        update: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> tuple[bool, dict[str, Any]]:
+        """One conditional UpdateItem of a job item, answering what happened.
+
+        ``(True, the item as stored)`` or ``(False, the item that failed the condition)``,
+        an empty item when there was none.
+        """
+        with aws_errors(StoreError, f"{what} in table {self.table}"):
             try:
                 answer = self.client.update_item(
-                    TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
+                    TableName=self.table, Key=_key("job", job_id), UpdateExpression=update,
                     ConditionExpression=condition, ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -213,8 +232,9 @@ class DynamoStore(BaseJobStore):
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                return False, self._record(_old_item(exc))
-        return True, self._record(answer["Attributes"])
+                response: dict[str, Any] = dict(exc.response)
+                return False, response.get("Item") or {}
+        return True, answer["Attributes"]
 
     def _restart(self, seen: JobRecord, record: JobRecord, now: float) -> tuple[bool, JobRecord]:
         names = {"#s": "status", "#t": "task", "#a": "attempt", "#l": "lease", "#u": "updated",
@@ -252,21 +272,12 @@ class DynamoStore(BaseJobStore):
         )
         if len(seen.restarts) >= MAX_RESTARTS:
             return False, seen
-        with aws_errors(StoreError, f"restart job {record.id} in table {self.table}"):
-            try:
-                answer = self.client.update_item(
-                    TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
-                    ConditionExpression=condition, ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )  # fmt: skip
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                response: dict[str, Any] = dict(exc.response)
-                old: dict[str, Any] = response.get("Item") or {}
-                return False, self._record(old) if "status" in old else seen
-        return True, self._record(answer["Attributes"])
+        stored, item = self._run_update(
+            f"restart job {record.id}", record.id, update, condition, names, values
+        )
+        if not stored and "status" not in item:  # the item is gone: answer with what was seen
+            return False, seen
+        return stored, self._record(item)
 
     def load_envelope(self, record: JobRecord) -> bytes | None:
         """The envelope a failed or rejected end kept, read from ``payloads`` if offloaded."""
@@ -463,6 +474,8 @@ class DynamoStore(BaseJobStore):
             attrs["dl"] = {"S": record.dead_letter}
         if record.envelope is not None:
             attrs.update(self._envelope_attributes(record.id, record.envelope))
+        elif record.envelope_note is not None:
+            attrs["env_note"] = {"S": record.envelope_note}
         return attrs
 
     def _envelope_attributes(self, job_id: str, envelope: str) -> dict[str, Any]:

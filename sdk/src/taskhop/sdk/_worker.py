@@ -624,10 +624,12 @@ class Worker:
         mark = (reason or status.value) if dead_letter else None
         # The end keeps the envelope, so App.retry can send the job again; only the end:
         # a begin that wrote it would pay for its size on every attempt.
-        kept = envelope.encode().decode() if self.keeps_state else None
+        kept, note = _kept_envelope(envelope) if self.keeps_state else (None, None)
         if not self._persist(
             self._store.complete,
-            _record(envelope, status, error=info, dead_letter=mark, envelope=kept),
+            _record(
+                envelope, status, error=info, dead_letter=mark, envelope=kept, envelope_note=note
+            ),
         ):
             return _stale(envelope)
         if status is JobStatus.REJECTED:
@@ -689,6 +691,18 @@ class _RestartedPolicy(RetryPolicy):
 def _restart_base(entry: Registered) -> int:
     """The attempts before this run (0 unless the job was restarted)."""
     return entry.policy.base if isinstance(entry.policy, _RestartedPolicy) else 0
+
+
+def _kept_envelope(envelope: Envelope) -> tuple[str | None, str | None]:
+    """The envelope as a failed or rejected end keeps it, or why it cannot be kept.
+
+    An envelope that came in as an object (a direct invocation) may hold what JSON cannot
+    (``inf``): the job is still recorded, without an envelope to retry from.
+    """
+    try:
+        return envelope.encode().decode(), None
+    except PayloadError as exc:
+        return None, f"the envelope cannot be written as JSON ({exc.path}): retry cannot resend it"
 
 
 def _decode(body: bytes | str | Envelope, attempt: int | None) -> Envelope:
