@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from taskhop.sdk import App, Envelope, Outcome, OutcomeKind, TaskhopError, configure_logging
+from taskhop.sdk._batch import BatchRunner
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
 from ._logs import emit_job, emit_metrics
@@ -54,8 +55,13 @@ class LambdaHandler:
         sqs_client: Any | None = None,
         safety_margin: float = LAMBDA_SAFETY_MARGIN,
         http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
+        concurrency: int | None = None,
+        handler_threads: int = 0,
     ) -> None:
         self.app = app
+        self.batches = BatchRunner(
+            app.worker(), concurrency=concurrency, handler_threads=handler_threads
+        )
         self.dlq_url = dlq_url
         self.safety_margin = safety_margin
         self.http = http
@@ -75,7 +81,7 @@ class LambdaHandler:
                 raise UnrecognisedEvent(f"malformed SQS event: {problem}")
             return process_sqs_batch(
                 self.app, data, deadline=deadline, sqs=self.sqs, queue_url=self.queue_url,
-                dlq_url=self.dead_letter_queue,
+                dlq_url=self.dead_letter_queue, runner=self.batches,
             )  # fmt: skip
         if "requestContext" in data and ("httpMethod" in data or "rawPath" in data):
             if self.http is None:
@@ -169,6 +175,8 @@ def make_handler(
     sqs_client: Any | None = None,
     safety_margin: float = LAMBDA_SAFETY_MARGIN,
     http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
+    concurrency: int | None = None,
+    handler_threads: int = 0,
 ) -> LambdaHandler:
     """Build the Lambda handler for an app; bind it to a module name Lambda can import.
 
@@ -181,6 +189,13 @@ def make_handler(
         safety_margin: seconds kept back from the invocation's remaining time.
         http: the handler for HTTP events (API Gateway, Function URL), when this worker has an
             endpoint.
+        concurrency: jobs of one SQS batch in flight at once, their store round trips
+            overlapped (1: one after another). Default: 10 where it pays off (a store that
+            does I/O, ``async def`` handlers, ``handler_threads``), else 1; see ``BatchRunner``.
+        handler_threads: run sync handlers of a batch on this many threads at once (default:
+            one at a time on the main thread, under the timer-signal timeout). On threads, a
+            timeout stops a handler at its next Python instruction; one blocked in a C call
+            is abandoned and its job retried.
 
     On Lambda (``$AWS_LAMBDA_FUNCTION_NAME`` set) it calls ``configure_logging``, so a
     handler's ``ctx.log.info`` lines reach CloudWatch with their job fields.
@@ -192,8 +207,9 @@ def make_handler(
         configure_logging(stream=sys.stdout)
     dlq_url = dlq_url or os.environ.get("TASKHOP_DLQ_URL") or None
     return LambdaHandler(
-        app, dlq_url=dlq_url, sqs_client=sqs_client, safety_margin=safety_margin, http=http
-    )
+        app, dlq_url=dlq_url, sqs_client=sqs_client, safety_margin=safety_margin, http=http,
+        concurrency=concurrency, handler_threads=handler_threads,
+    )  # fmt: skip
 
 
 _SQS_RECORD_TEXT = ("messageId", "receiptHandle", "body", "eventSourceARN")

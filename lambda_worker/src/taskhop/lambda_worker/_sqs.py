@@ -23,11 +23,11 @@ only carries the actions out:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-from taskhop.sdk import App, Outcome, incoming_trace, queue_actions
+from taskhop.sdk import App, Outcome, queue_actions
+from taskhop.sdk._batch import BatchItem, BatchRunner
 
 from ._logs import emit_job, emit_metrics
 
@@ -44,59 +44,41 @@ def process_sqs_batch(
     sqs: Callable[[], Any],
     queue_url: Callable[[str], str],
     dlq_url: Callable[[str], str | None],
+    runner: BatchRunner | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Process a Lambda SQS event; return the partial batch response.
 
     ``dlq_url(source_arn)`` is the DLQ for records of that queue, or None if it has none.
+    ``runner`` overlaps the jobs' round trips (see ``taskhop.sdk.BatchRunner``); without one
+    the records run one after another.
     """
-    failures: list[str] = []
-    failed_groups: set[str] = set()
+    records: list[dict[str, Any]] = event["Records"]
+    items = [_item(record) for record in records]
+    record_of = {id(item): record for item, record in zip(items, records, strict=True)}
     outcomes: list[Outcome] = []
-    worker = app.worker()
-    for record in event["Records"]:
-        message_id = record["messageId"]
-        group = record.get("attributes", {}).get("MessageGroupId")
-        if group is not None and group in failed_groups:
-            failures.append(message_id)  # keep FIFO order: the group waits for its failure
-            continue
-        if deadline is not None and time.monotonic() >= deadline:
-            failures.append(message_id)  # no time left to finish it: it comes back
-            continue
-        header = record.get("attributes", {}).get("AWSTraceHeader")  # X-Ray, via SQS
-        with incoming_trace({"xray": header} if isinstance(header, str) and header else None):
-            ok = _process_record(worker, record, deadline, sqs, queue_url, dlq_url, outcomes)
-        if not ok:
-            failures.append(message_id)
-            if group is not None:
-                failed_groups.add(group)
+
+    def settle(item: BatchItem, outcome: Outcome) -> bool:
+        outcomes.append(outcome)
+        emit_job(outcome, source="sqs", message_id=item.name)
+        return _settle(record_of[id(item)], outcome, item.attempt or 1, sqs, queue_url, dlq_url)
+
+    runner = runner or BatchRunner(app.worker(), concurrency=1)
+    done = runner.run(items, settle, deadline=deadline)
     emit_metrics(outcomes)
+    failures = [item.name for item, ok in zip(items, done, strict=True) if not ok]
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
 
 
-def _process_record(
-    worker: Any,
-    record: dict[str, Any],
-    deadline: float | None,
-    sqs: Callable[[], Any],
-    queue_url: Callable[[str], str],
-    dlq_url: Callable[[str], str | None],
-    outcomes: list[Outcome],
-) -> bool:
-    """Run one record; True when it may be deleted, False to leave it on the queue."""
-    message_id = record["messageId"]
-    attempt = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-    try:
-        outcome: Outcome = worker.process(record["body"], attempt=attempt, deadline=deadline)
-    except Exception:  # a store outage, say: the message comes back after its visibility
-        _log.exception("record %s could not be processed", message_id)
-        return False
-    outcomes.append(outcome)
-    emit_job(outcome, source="sqs", message_id=message_id)
-    try:
-        return _settle(record, outcome, attempt, sqs, queue_url, dlq_url)
-    except Exception:  # the settling call failed: leaving the message is always safe
-        _log.exception("record %s could not be settled", message_id)
-        return False
+def _item(record: dict[str, Any]) -> BatchItem:
+    attributes = record.get("attributes", {})
+    header = attributes.get("AWSTraceHeader")  # X-Ray, via SQS
+    return BatchItem(
+        name=record["messageId"],
+        body=record["body"],
+        attempt=int(attributes.get("ApproximateReceiveCount", "1")),
+        lane=attributes.get("MessageGroupId"),  # FIFO: a group waits for its failure
+        trace={"xray": header} if isinstance(header, str) and header else None,
+    )
 
 
 def _settle(
