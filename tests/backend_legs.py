@@ -24,7 +24,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -108,27 +108,31 @@ class Backend(Protocol):
 class OutcomeTap:
     """Keeps every outcome the app's worker returns (or exception it raises), by thread.
 
-    It wraps ``app.worker().process`` for the test's duration and passes everything through
-    unchanged, so the host under test (the Lambda handler, the memory queue) behaves as it
-    would without it.
+    It wraps the worker's steps for the test's duration (``_prepare``, which may end a job
+    early, and ``_succeeded`` / ``_failed``, which end the rest): both ``process`` and a
+    batch's overlapped path go through them, once a job. Everything passes through unchanged,
+    so the host under test (the Lambda handler, the memory queue) behaves as it would without.
     """
 
     def __init__(self, app: App, monkeypatch: pytest.MonkeyPatch) -> None:
         self._seen: list[tuple[int, Outcome | Exception]] = []
         self._lock = threading.Lock()
         worker = app.worker()
-        real = worker.process
+        for name in ("_prepare", "_succeeded", "_failed"):
+            monkeypatch.setattr(worker, name, self._tapped(getattr(worker, name)))
 
-        def process(body: Any, *, attempt: int | None = None, deadline: float | None = None) -> Any:
+    def _tapped(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        def tapped(*args: Any) -> Any:
             try:
-                outcome = real(body, attempt=attempt, deadline=deadline)
+                answer = step(*args)
             except Exception as exc:
                 self._keep(exc)
                 raise
-            self._keep(outcome)
-            return outcome
+            if isinstance(answer, Outcome):  # not a job prepared to run: that ends later
+                self._keep(answer)
+            return answer
 
-        monkeypatch.setattr(worker, "process", process)
+        return tapped
 
     def _keep(self, seen: Outcome | Exception) -> None:
         with self._lock:

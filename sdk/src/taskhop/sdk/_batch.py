@@ -19,8 +19,9 @@ What runs where:
 Every job goes through the same steps and writes as ``Worker.process`` (the order of writes
 that keeps a job alive is unchanged), so every guarantee holds per job. Lanes keep order: the
 items of one FIFO message group run one at a time in order, and the group stops at its first
-item that is not settled (its later items are left for redelivery, unprocessed); items that
-share an idempotency key run one at a time too. Items not started by the deadline are left.
+item that is not settled (its later items are left for redelivery, unprocessed); copies of one
+job, and jobs sharing an idempotency key, run one at a time too (``_lanes``). Items not
+started by the deadline are left.
 
 A process-ending exception (not an ``Exception``) from any step stops the batch: no new step
 starts, the steps in flight finish, and the exception is raised, as a crash at that point would
@@ -161,20 +162,23 @@ class BatchRunner:
 
         done = [False] * len(items)
         bodies = [_decoded(item.body) for item in items]
-        lanes: dict[object, list[int]] = {}
-        for i, item in enumerate(items):
-            lanes.setdefault(_lane(i, item, bodies[i]), []).append(i)
         run = _Overlapped(self, settle, deadline, asyncio.Semaphore(limit))
 
         async def lane(indices: list[int]) -> None:
+            stopped: set[str] = set()  # FIFO groups whose earlier item is not settled
             for i in indices:
-                if run.stopping or _past(deadline):
-                    return
-                done[i] = await run.one(items[i], bodies[i])
-                if not done[i] and items[i].lane is not None:
-                    return  # the group's later items wait for this one (FIFO order)
+                group = items[i].lane
+                if group in stopped:
+                    continue  # it waits behind its group's failure, unprocessed
+                started = await run.one(items[i], bodies[i])
+                if started is None:
+                    return  # stopping, or out of time: this item and the lane's rest are left
+                done[i] = started
+                if not started and group is not None:
+                    stopped.add(group)
 
-        tasks = [asyncio.ensure_future(lane(indices)) for indices in lanes.values()]
+        lanes = _lanes(items, bodies)
+        tasks = [asyncio.ensure_future(lane(indices)) for indices in lanes]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         run.stopping = True  # a step raised past ``Exception``: start nothing new
         await asyncio.wait(tasks)
@@ -216,9 +220,14 @@ class _Overlapped:
         self.handlers = runner._handler_pool()
         self.stopping = False
 
-    async def one(self, item: BatchItem, body: str | bytes | Envelope) -> bool:
-        """Run one item through the worker's steps, its I/O on the pool; True once settled."""
+    async def one(self, item: BatchItem, body: str | bytes | Envelope) -> bool | None:
+        """Run one item through the worker's steps, its I/O on the pool; True once settled.
+
+        None when it was not started: the batch is stopping, or its deadline has passed.
+        """
         async with self.slots:
+            if self.stopping or _past(self.deadline):
+                return None
             with incoming_trace(item.trace):  # this task's context: copied into each step
                 return await self._steps(item, body)
 
@@ -289,16 +298,34 @@ def _decoded(body: str | bytes) -> str | bytes | Envelope:
         return body
 
 
-def _lane(index: int, item: BatchItem, body: str | bytes | Envelope) -> object:
-    """Which items run one after another: a FIFO group's, and those sharing an idempotency key.
+def _lanes(items: Sequence[BatchItem], bodies: Sequence[str | bytes | Envelope]) -> list[list[int]]:
+    """The batch split into lanes: items that must not run side by side share one, in order.
 
-    Two jobs with one key, run side by side, would find each other's claim in progress and
-    one would use an attempt waiting; one after another, the second gets the first's result.
+    Those are a FIFO group's items (order), copies of one job (a duplicate delivery would find
+    the first copy's live lease and wait for it, instead of finding it done) and jobs sharing an
+    idempotency key (the second would find the first's claim in progress and use an attempt
+    waiting, instead of getting its result).
     """
-    if item.lane is not None:
-        return ("group", item.lane)
-    key = body.idempotency_key if isinstance(body, Envelope) else None
-    return index if key is None else ("key", key)
+    lane_of: dict[object, int] = {}  # a tag (group, job, key) -> the lane that holds it
+    lanes: list[list[int]] = []
+    for i, (item, body) in enumerate(zip(items, bodies, strict=True)):
+        tags: list[object] = [] if item.lane is None else [("group", item.lane)]
+        if isinstance(body, Envelope):
+            tags.append(("job", body.id))
+            if body.idempotency_key is not None:
+                tags.append(("key", body.idempotency_key))
+        joined = sorted({lane_of[tag] for tag in tags if tag in lane_of})
+        if not joined:
+            lanes.append([])
+            joined = [len(lanes) - 1]
+        target = joined[0]
+        for other in joined[1:]:  # this item ties earlier lanes together: merge them, in order
+            lanes[target] = sorted(lanes[target] + lanes[other])
+            lane_of.update({tag: target for tag, at in lane_of.items() if at == other})
+            lanes[other] = []
+        lanes[target].append(i)
+        lane_of.update(dict.fromkeys(tags, target))
+    return [lane for lane in lanes if lane]
 
 
 def _has_async_handlers(app: App) -> bool:
