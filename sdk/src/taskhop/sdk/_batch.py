@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskhop.static_contracts import Envelope
 
 from ._logging import incoming_trace
+from ._memory_store import MemoryStore
 from ._worker import _HOST_EXITS, Outcome, _Prepared
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class BatchRunner:
     def _worth_overlapping(self) -> bool:
         """Threads pay off only for a store that waits on I/O, or handlers that can overlap."""
         app = self.worker.app
-        store_waits = app.store is not None and getattr(app.store, "in_process", False) is not True
+        store_waits = app.store is not None and not _in_process(app.store)
         return store_waits or self.handler_threads > 0 or _has_async_handlers(app)
 
     # -- one after another ------------------------------------------------------------------
@@ -326,6 +327,11 @@ def _lanes(items: Sequence[BatchItem], bodies: Sequence[str | bytes | Envelope])
         lanes[target].append(i)
         lane_of.update(dict.fromkeys(tags, target))
     return [lane for lane in lanes if lane]
+
+
+def _in_process(store: object) -> bool:
+    """A store whose calls never wait (the memory store, or one that says ``in_process``)."""
+    return isinstance(store, MemoryStore) or getattr(store, "in_process", False) is True
 
 
 def _has_async_handlers(app: App) -> bool:
