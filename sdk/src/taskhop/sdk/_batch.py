@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +106,7 @@ class BatchRunner:
         self.handler_threads = handler_threads
         self._io: ThreadPoolExecutor | None = None
         self._handlers: ThreadPoolExecutor | None = None
+        self._pools_lock = threading.Lock()
 
     def run(
         self, items: Sequence[BatchItem], settle: Settle, *, deadline: float | None
@@ -119,10 +121,11 @@ class BatchRunner:
 
     def close(self) -> None:
         """Stop the threads (the next batch starts new ones)."""
-        for pool in (self._io, self._handlers):
+        with self._pools_lock:
+            pools, self._io, self._handlers = (self._io, self._handlers), None, None
+        for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True)
-        self._io = self._handlers = None
 
     def _worth_overlapping(self) -> bool:
         """Threads pay off only for a store that waits on I/O, or handlers that can overlap."""
@@ -190,17 +193,19 @@ class BatchRunner:
         return done
 
     def _io_pool(self) -> ThreadPoolExecutor:
-        if self._io is None:
-            size = self.concurrency or DEFAULT_CONCURRENCY
-            self._io = ThreadPoolExecutor(size, thread_name_prefix="taskhop-io")
-        return self._io
+        with self._pools_lock:  # hosts may run several batches at once, on their own threads
+            if self._io is None:
+                size = self.concurrency or DEFAULT_CONCURRENCY
+                self._io = ThreadPoolExecutor(size, thread_name_prefix="taskhop-io")
+            return self._io
 
     def _handler_pool(self) -> ThreadPoolExecutor | None:
-        if self.handler_threads and self._handlers is None:
-            self._handlers = ThreadPoolExecutor(
-                self.handler_threads, thread_name_prefix="taskhop-handler"
-            )
-        return self._handlers
+        with self._pools_lock:
+            if self.handler_threads and self._handlers is None:
+                self._handlers = ThreadPoolExecutor(
+                    self.handler_threads, thread_name_prefix="taskhop-handler"
+                )
+            return self._handlers
 
 
 class _Overlapped:
