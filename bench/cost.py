@@ -10,8 +10,15 @@ receives that found nothing are left out: an idle queue's polling does not scale
 
 Prices: us-east-1 list prices as published on the AWS pricing pages in 2025, without free
 tiers; change them here when they move. Items are under 1 KB, so each write is one write
-request unit and each strongly consistent read one read unit. Lambda's duration is an
-assumption, not a measurement (moto's latency is not AWS's): 5 ms per job on 512 MB arm64.
+request unit and each strongly consistent read one read unit.
+
+Lambda's duration is measured, not assumed: a batch's wall time with 5 ms per AWS request
+(``bench.batch_latency``), divided by its jobs, billed at 512 MB on arm64. moto's own latency
+is not AWS's, so the requests above are counted on moto without delay and the duration is
+taken from the latency bench. That bench also gives the head-to-head: one batch of jobs with
+results kept, taskhop vs Powertools (BatchProcessor + idempotency on DynamoDB), each priced
+from its own requests per batch (counted at the latency proxy), the queue's requests (the
+same for both) and its own measured duration.
 """
 
 from __future__ import annotations
@@ -22,10 +29,16 @@ import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from bench.batch_latency import Measured
 
 JOBS = 50
 REGION = "us-east-1"
+# https://aws.amazon.com/sqs/pricing/ (standard queue), https://aws.amazon.com/dynamodb/pricing/
+# on-demand/ (after the November 2024 price cut: $0.625 per million write units), and
+# https://aws.amazon.com/lambda/pricing/ (arm64; x86 is $0.0000166667 per GB-second).
 PRICES = {
     "sqs_request": 0.40 / 1e6,  # standard queue, per request (each 64 KB chunk)
     "dynamodb_write": 0.625 / 1e6,  # on-demand, per write request unit (1 KB)
@@ -33,8 +46,13 @@ PRICES = {
     "lambda_request": 0.20 / 1e6,
     "lambda_arm_gb_second": 0.0000133334,
 }
-LAMBDA_MS_PER_JOB = 5.0
 LAMBDA_MEMORY_GB = 0.5
+# What the queue bills per batch of jobs besides the worker's own calls, as the cases count it:
+# the producer's SendMessage per job, then the event source mapping's ReceiveMessage and
+# DeleteMessageBatch per batch.
+QUEUE_PER_BATCH = ("sqs.ReceiveMessage", "sqs.DeleteMessageBatch")
+# The batch_latency contenders priced head to head (add an option's name to price it too).
+PRICED = ("taskhop", "powertools")
 # One request unit each: items here are under 1 KB (writes) and 4 KB (strong reads).
 DYNAMODB_WRITES = {"dynamodb.UpdateItem", "dynamodb.PutItem", "dynamodb.DeleteItem"}
 DYNAMODB_READS = {"dynamodb.GetItem"}
@@ -131,8 +149,13 @@ def run_case(endpoint: str, case: Case, jobs: int = JOBS) -> tuple[Counter[str],
     return sdk_calls + esm_calls, esm.invocations
 
 
-def price(calls: Counter[str], invocations: int, jobs: int) -> dict[str, float]:
-    """Requests per job by kind, and dollars per million successful jobs."""
+def price(
+    calls: Counter[str], invocations: float, jobs: int, *, lambda_ms_per_job: float
+) -> dict[str, float]:
+    """Requests per job by kind, and dollars per million successful jobs.
+
+    ``lambda_ms_per_job`` is the billed duration per job: a batch's wall time over its jobs.
+    """
     unpriced = {op for op in calls if op.split(".")[0] not in ("sqs", "dynamodb")}
     unpriced |= {op for op in calls if op.startswith("dynamodb.")} - DYNAMODB_PRICED
     if unpriced:  # a new kind of request: give it a price before trusting the total
@@ -146,7 +169,7 @@ def price(calls: Counter[str], invocations: int, jobs: int) -> dict[str, float]:
         "dynamodb_reads": reads / jobs,
         "lambda_invocations": invocations / jobs,
     }
-    gb_seconds = LAMBDA_MS_PER_JOB / 1000 * LAMBDA_MEMORY_GB
+    gb_seconds = lambda_ms_per_job / 1000 * LAMBDA_MEMORY_GB
     dollars = (
         per_job["sqs_requests"] * PRICES["sqs_request"]
         + per_job["dynamodb_writes"] * PRICES["dynamodb_write"]
@@ -157,14 +180,40 @@ def price(calls: Counter[str], invocations: int, jobs: int) -> dict[str, float]:
     return {**per_job, "usd_per_million": dollars * 1e6}
 
 
-def run() -> dict[str, float]:
+def batch_calls(measured: Measured, name: str) -> Counter[str]:
+    """One batch's requests: the contender's own (counted at the proxy) and the queue's."""
+    queue = Counter({"sqs.SendMessage": measured.jobs}) + Counter(dict.fromkeys(QUEUE_PER_BATCH, 1))
+    return measured.requests(name) + queue
+
+
+def head_to_head(measured: Measured) -> dict[str, float]:
+    """Dollars per million jobs for each ``PRICED`` contender, from its measured batches."""
+    out: dict[str, float] = {}
+    dollars: dict[str, float] = {}
+    for name in PRICED:
+        ms_per_job = measured.wall_ms(name) / measured.jobs
+        calls = batch_calls(measured, name)
+        figures = price(calls, 1, measured.jobs, lambda_ms_per_job=ms_per_job)
+        dollars[name] = figures["usd_per_million"]
+        out[f"{name}_lambda_ms_per_job"] = round(ms_per_job, 3)
+        out[f"{name}_usd_per_million"] = round(dollars[name], 2)
+    out["taskhop_over_powertools_usd"] = round(dollars["taskhop"] / dollars["powertools"], 3)
+    return out
+
+
+def run(measured: Measured) -> dict[str, float]:
+    """Price every case with taskhop's measured duration, then the head-to-head."""
     from bench.aws import ENV, moto_server  # bench.aws imports the Celery peer
 
     os.environ.update(ENV)
+    # One measured duration for every case: a batch with results kept. An upper bound for
+    # the case without a store, a lower one for those with more store calls per job.
+    ms_per_job = measured.wall_ms("taskhop") / measured.jobs
     out: dict[str, float] = {}
     with moto_server() as endpoint:
         for name, case in CASES.items():
             calls, invocations = run_case(endpoint, case)
-            for key, value in price(calls, invocations, JOBS).items():
+            figures = price(calls, invocations, JOBS, lambda_ms_per_job=ms_per_job)
+            for key, value in figures.items():
                 out[f"{name}_{key}"] = round(value, 2 if key == "usd_per_million" else 3)
-    return out
+    return out | head_to_head(measured)

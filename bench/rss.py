@@ -66,7 +66,7 @@ def dynamodb(request, **kwargs):
     if sent.get("ReturnValues") == "ALL_NEW":  # begin(): the item as it now is
         values = sent["ExpressionAttributeValues"]
         answer["Attributes"] = {"pk": sent["Key"]["pk"], "task": values[":t"],
-            "status": values[":run"], "attempt": values[":a"], "lease": values[":l"]}
+            "status": values[":run"], "attempt": {"N": "1"}, "lease": values[":l"]}
     return AWSResponse(request.url, 200, {}, Stream(json.dumps(answer).encode()))
 app.store.client.meta.events.register("before-send.dynamodb", dynamodb)
 def body(n):

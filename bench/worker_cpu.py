@@ -1,14 +1,21 @@
-"""Worker CPU per message, no I/O: taskhop's Lambda handler vs Powertools BatchProcessor.
+"""Worker CPU per message, no I/O, like for like: two pairs, taskhop vs Powertools.
 
 With no I/O the work is all CPU on one thread, so the figure is the wall time of processing
-one SQS event (setting it up is not timed), per message.
+one SQS event (setting it up is not timed), per message. Every runner gets the same kind of
+SQS event, whose bodies are fresh taskhop envelopes, and runs a trivial handler:
 
-Both get the same SQS event, whose bodies are taskhop envelopes, and run a trivial handler:
-taskhop decodes the envelope, validates (cattrs), routes, runs, records the outcome in the
-memory store and writes its job log line; Powertools parses each record with pydantic
-(``SqsRecordModel`` with the envelope as a typed JSON body, unknown keys forbidden as
-taskhop's decoder does) and calls the handler. Log lines go to a StringIO. taskhop gets a
-Lambda-like context, as on AWS, so each handler runs under the invocation's deadline.
+- **stateless**: taskhop's Lambda handler over an app without a store (decode the envelope,
+  validate with cattrs, route, run under the invocation's deadline, write the job log line)
+  vs Powertools ``BatchProcessor`` + parser (``SqsRecordModel`` with the envelope as a typed
+  JSON body, unknown keys forbidden as taskhop's decoder does).
+- **stateful**: the same with taskhop's ``MemoryStore`` (begin, record the outcome) vs the
+  same Powertools batch with ``idempotent_function`` over an in-memory persistence layer
+  (``BasePersistenceLayer`` on a dict, keyed by the envelope's job id, local cache off).
+
+Log lines go to a StringIO. Both get a Lambda-like context, as on AWS: taskhop runs each
+handler under the invocation's deadline, Powertools' idempotency records the remaining time.
+The four runners take turns within each round; a pair's ratio is the median of its per-round
+ratios (the machine is shared and noisy), beside each side's median time.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import contextlib
 import io
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any, TypedDict
+
+PAIRS = ("stateless", "stateful")
 
 
 class Greet(TypedDict):
@@ -50,7 +60,7 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
 
 
 def envelopes(n: int) -> list[str]:
-    """Message bodies: one fresh job each (taskhop records every job id it sees)."""
+    """Message bodies: one fresh job each (both stateful sides record every job id they see)."""
     from taskhop.static_contracts import Envelope
 
     return [
@@ -58,12 +68,13 @@ def envelopes(n: int) -> list[str]:
     ]
 
 
-def taskhop_runner(n: int) -> Any:
+def taskhop_runner(n: int, *, stateful: bool) -> Callable[[], float]:
+    """One SQS event of ``n`` jobs through ``make_handler``; the seconds it took."""
     from taskhop.lambda_worker import LocalContext, make_handler
     from taskhop.sdk import JobContext, create_app, static_contract
     from taskhop.sdk.memory import MemoryQueue, MemoryStore
 
-    app = create_app(queue=MemoryQueue(), store=MemoryStore())
+    app = create_app(queue=MemoryQueue(), store=MemoryStore() if stateful else None)
 
     def greet(data: Greet, ctx: JobContext) -> str:
         return data["name"] * data["times"]
@@ -84,7 +95,8 @@ def taskhop_runner(n: int) -> Any:
     return run
 
 
-def powertools_runner(n: int) -> Any:
+def powertools_runner(n: int, *, stateful: bool) -> Callable[[], float]:
+    """The same event through ``BatchProcessor`` + parser (+ ``idempotent_function``)."""
     from datetime import datetime
     from typing import Literal
 
@@ -93,9 +105,11 @@ def powertools_runner(n: int) -> Any:
         EventType,
         process_partial_response,
     )
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
     from aws_lambda_powertools.utilities.parser import BaseModel
     from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
     from pydantic import ConfigDict, Json
+    from taskhop.lambda_worker import LocalContext
 
     class GreetModel(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -113,18 +127,29 @@ def powertools_runner(n: int) -> Any:
         dispatched_at: datetime
 
     class Record(SqsRecordModel):
-        body: Json[EnvelopeModel]  # type: ignore[assignment]
+        body: Json[EnvelopeModel]  # pyright: ignore[reportIncompatibleVariableOverride]
 
     processor = BatchProcessor(event_type=EventType.SQS, model=Record)
+    config = IdempotencyConfig(event_key_jmespath="id", use_local_cache=False)
+
+    @idempotent_function(  # type: ignore[untyped-decorator]
+        data_keyword_argument="envelope", config=config, persistence_store=dict_persistence()
+    )
+    def greet_once(envelope: EnvelopeModel) -> str:
+        return envelope.input.name * envelope.input.times
 
     def greet(record: Record) -> str:
+        if stateful:
+            return str(greet_once(envelope=record.body))
         return record.body.input.name * record.body.input.times
 
     def run() -> float:
         event = sqs_event(envelopes(n))
         started = time.perf_counter()
+        context: Any = LocalContext(timeout=900)  # Lambda's context, as far as both read it
+        config.register_lambda_context(context)  # as an idempotent Lambda handler does
         answer = process_partial_response(
-            event=event, record_handler=greet, processor=processor, context=None
+            event=event, record_handler=greet, processor=processor, context=context
         )
         elapsed = time.perf_counter() - started
         assert answer == {"batchItemFailures": []}
@@ -133,17 +158,77 @@ def powertools_runner(n: int) -> Any:
     return run
 
 
+def dict_persistence() -> Any:
+    """A Powertools persistence layer on a dict, conditional like the DynamoDB one (made lazily:
+    Powertools is a bench dependency only)."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyItemAlreadyExistsError,
+        IdempotencyItemNotFoundError,
+    )
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+
+    class Layer(BasePersistenceLayer):
+        def __init__(self) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            self.items: dict[str, DataRecord] = {}
+
+        def _get_record(self, idempotency_key: str) -> DataRecord:
+            try:
+                return self.items[idempotency_key]
+            except KeyError:
+                raise IdempotencyItemNotFoundError from None
+
+        def _put_record(self, data_record: DataRecord) -> None:
+            # DynamoDB's condition: no item, or an expired one, or an in-progress one whose
+            # invocation ran out of time.
+            now = time.time()
+            old = self.items.get(data_record.idempotency_key)
+            if old is not None and not (
+                (old.expiry_timestamp or 0) < now
+                or (
+                    old.status == "INPROGRESS"
+                    and old.in_progress_expiry_timestamp is not None
+                    and old.in_progress_expiry_timestamp < now * 1000
+                )
+            ):
+                raise IdempotencyItemAlreadyExistsError(old_data_record=old)
+            self.items[data_record.idempotency_key] = data_record
+
+        def _update_record(self, data_record: DataRecord) -> None:
+            self.items[data_record.idempotency_key] = data_record
+
+        def _delete_record(self, data_record: DataRecord) -> None:
+            self.items.pop(data_record.idempotency_key, None)
+
+    return Layer()
+
+
 def run(n: int = 1000, rounds: int = 15) -> dict[str, float]:
-    ours, theirs = taskhop_runner(n), powertools_runner(n)
-    ours(), theirs()  # warm both
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(ours())
-        b.append(theirs())
-    taskhop_us = statistics.median(a) / n * 1e6
-    powertools_us = statistics.median(b) / n * 1e6
-    return {
-        "taskhop_us_per_message": taskhop_us,
-        "powertools_us_per_message": powertools_us,
-        "taskhop_over_powertools": taskhop_us / powertools_us,
+    """Both pairs' figures: each side's median us per message, and the median ratio."""
+    runners = {
+        (pair, side): make(n, stateful=pair == "stateful")
+        for pair in PAIRS
+        for side, make in (("taskhop", taskhop_runner), ("powertools", powertools_runner))
     }
+    for runner in runners.values():
+        runner()  # warm every one
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            times[key].append(runner())
+    figures: dict[str, float] = {}
+    for pair in PAIRS:
+        ours, theirs = times[pair, "taskhop"], times[pair, "powertools"]
+        figures[f"{pair}_taskhop_us_per_message"] = statistics.median(ours) / n * 1e6
+        figures[f"{pair}_powertools_us_per_message"] = statistics.median(theirs) / n * 1e6
+        figures[f"{pair}_taskhop_over_powertools"] = statistics.median(
+            a / b for a, b in zip(ours, theirs, strict=True)
+        )
+    return figures
+
+
+if __name__ == "__main__":  # python -m bench.worker_cpu
+    import json
+
+    print(json.dumps({k: round(v, 3) for k, v in run().items()}, indent=2))

@@ -122,17 +122,23 @@ class OutcomeTap:
             monkeypatch.setattr(worker, name, self._tapped(getattr(worker, name)))
 
     def _tapped(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        def tapped(*args: Any) -> Any:
+        def tapped(*args: Any, **kwargs: Any) -> Any:
             try:
-                answer = step(*args)
+                answer = step(*args, **kwargs)
             except Exception as exc:
                 self._keep(exc)
                 raise
-            if isinstance(answer, Outcome):  # not a job prepared to run: that ends later
+            # Not a job prepared to run (that ends later), nor one a nested step already kept
+            # (``_prepare`` may end a job with ``_failed``).
+            if isinstance(answer, Outcome) and not self._kept(answer):
                 self._keep(answer)
             return answer
 
         return tapped
+
+    def _kept(self, outcome: Outcome) -> bool:
+        with self._lock:
+            return any(seen is outcome for _, seen in self._seen[-64:])
 
     def _keep(self, seen: Outcome | Exception) -> None:
         with self._lock:

@@ -259,22 +259,29 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A real moto server on 127.0.0.1 at a free port, for the whole session; its URL."""
+    """A real moto server on 127.0.0.1 at a free port, for the whole session; its URL.
+
+    With the dev stack's moto speed-ups (``taskhop.lambda_worker._moto_speedups``: the same
+    answers, without stock moto's per-request work that grows with queue depth), as
+    ``taskhop dev`` runs it; stock moto again when the session ends.
+    """
     import logging
 
     from moto.server import ThreadedMotoServer
+    from taskhop.lambda_worker import _moto_speedups
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with _moto_speedups.speedups():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
 
 
 @pytest.fixture

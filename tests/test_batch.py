@@ -293,3 +293,16 @@ def test_lanes_tie_groups_jobs_and_keys_together_in_order() -> None:
     ]  # fmt: skip
     # 0 and 3 share K; 1 and 4 share group G; 2 and 4 are one job, which ties 2 to G's lane.
     assert sorted(_lanes(items, bodies)) == [[0, 3], [1, 2, 4]]
+
+
+def test_a_batch_with_a_redelivery_runs_one_after_another(app: App, sqs: Any) -> None:
+    """A crashed batch comes back with receive counts above 1: then a job begins only as it
+    runs, so a job that kills its process costs its batch-mates at most one attempt, once."""
+    store = app.store
+    assert isinstance(store, SlowStore)
+    app.implement(send_email, lambda data, ctx: EmailSent("ok"))
+    batch = event(sqs, jobs(*"abcd"))
+    batch["Records"][2]["attributes"]["ApproximateReceiveCount"] = "2"
+    answer = make_handler(app, sqs_client=sqs, concurrency=10)(batch, LocalContext())
+    assert answer == {"batchItemFailures": []}
+    assert store.most_in_flight == 1

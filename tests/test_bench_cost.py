@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 from conftest import AWS_ENV
 
-from bench.cost import CASES, PRICES, price, run_case
+from bench._latency_proxy import CONNECTIONS, UPSTREAM
+from bench.batch_latency import Measured
+from bench.cost import CASES, PRICES, head_to_head, price, run_case
 
 JOBS = 20  # two batches of ten
 SEND, READ = "sqs.SendMessage", "dynamodb.GetItem"
@@ -52,13 +54,18 @@ def test_requests_per_case_are_counted_as_they_happen(
 def test_a_request_without_a_price_is_refused() -> None:
     unpriced = r"no price for \['dynamodb.BatchGetItem', 's3.PutObject'\]"
     with pytest.raises(ValueError, match=unpriced):
-        price(Counter({"dynamodb.BatchGetItem": 1, "s3.PutObject": 1}), invocations=1, jobs=1)
+        price(
+            Counter({"dynamodb.BatchGetItem": 1, "s3.PutObject": 1}),
+            invocations=1,
+            jobs=1,
+            lambda_ms_per_job=5.0,
+        )
 
 
 def test_dollars_follow_the_counts_and_the_stated_prices() -> None:
     calls = Counter({"sqs.SendMessage": 10, "sqs.ReceiveMessage": 1, "sqs.DeleteMessageBatch": 1})
     calls += Counter({"dynamodb.UpdateItem": 20, "dynamodb.GetItem": 10})
-    figures = price(calls, invocations=1, jobs=10)
+    figures = price(calls, invocations=1, jobs=10, lambda_ms_per_job=5.0)
     assert figures["sqs_requests"] == pytest.approx(1.2)
     assert figures["dynamodb_writes"] == 2
     assert figures["dynamodb_reads"] == 1
@@ -71,3 +78,25 @@ def test_dollars_follow_the_counts_and_the_stated_prices() -> None:
         + lambda_seconds
     )
     assert figures["usd_per_million"] == pytest.approx(expected * 1e6)
+
+
+def test_lambda_duration_and_requests_come_from_the_measured_batches() -> None:
+    """Each contender pays its own median batch wall time and its own requests per batch."""
+    updates, puts = "dynamodb.UpdateItem", "dynamodb.PutItem"
+    measured = Measured(delay=0.005, jobs=10, moto_speedups=True, proxy={})
+    measured.walls = {"taskhop": [0.1, 0.3, 0.2], "powertools": [0.4, 0.4, 0.5]}
+    measured.counts = {
+        "taskhop": [Counter({updates: 20, CONNECTIONS: 1, UPSTREAM + updates: 9.0})] * 3,
+        "powertools": [Counter({puts: 10, updates: 10})] * 3,
+    }
+    figures = head_to_head(measured)
+    assert figures["taskhop_lambda_ms_per_job"] == 20.0  # the median batch, 200 ms, over 10
+    assert figures["powertools_lambda_ms_per_job"] == 40.0
+    # both: a send per job, then a receive and a delete per batch, one invocation per batch
+    queue = Counter({"sqs.SendMessage": 10, "sqs.ReceiveMessage": 1, "sqs.DeleteMessageBatch": 1})
+    ours = price(queue + Counter({updates: 20}), 1, 10, lambda_ms_per_job=20.0)
+    theirs = price(queue + Counter({puts: 10, updates: 10}), 1, 10, lambda_ms_per_job=40.0)
+    assert figures["taskhop_usd_per_million"] == round(ours["usd_per_million"], 2)
+    assert figures["powertools_usd_per_million"] == round(theirs["usd_per_million"], 2)
+    ratio = ours["usd_per_million"] / theirs["usd_per_million"]
+    assert figures["taskhop_over_powertools_usd"] == pytest.approx(ratio, abs=1e-3)

@@ -325,3 +325,140 @@ def test_a_stop_while_starting_still_saves_and_exits_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "taskhop dev: stopped while starting" in err
     assert json.loads((tmp_path / ".taskhop" / "dev" / "state.json").read_text())["version"] == 1
+
+
+# -- the moto speed-ups: pinned, and the same answers as stock moto ---------------------------
+
+
+@pytest.fixture
+def stock_moto() -> Iterator[None]:
+    """Stock moto for one test, even when the session's moto server runs with the speed-ups."""
+    from taskhop.lambda_worker import _moto_speedups
+
+    was = _moto_speedups.applied()
+    _moto_speedups.undo()
+    yield
+    _moto_speedups.undo()
+    if was:
+        _moto_speedups.apply()
+
+
+def test_the_moto_speedups_stay_off_on_a_moto_version_they_were_not_checked_on(
+    stock_moto: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On another moto version nothing is replaced: stock moto runs, and a note says why."""
+    from moto.sqs.models import Queue
+    from taskhop.lambda_worker import _moto_speedups
+
+    stock = Queue.__dict__["attributes"]
+    with (
+        caplog.at_level("WARNING", logger="taskhop.dev"),
+        _moto_speedups.speedups(version="5.1.0") as on,
+    ):
+        assert on is False
+        assert Queue.__dict__["attributes"] is stock
+    assert "moto 5.1.0" in caplog.text
+    assert "running stock moto" in caplog.text
+    with _moto_speedups.speedups() as on:  # the version installed here is the checked one
+        assert on is True
+        assert Queue.__dict__["attributes"] is not stock
+    assert Queue.__dict__["attributes"] is stock  # undone with the block
+
+
+def test_the_moto_speedups_are_pinned_to_the_installed_moto() -> None:
+    """The pin names the moto this repository installs: a moto upgrade must re-check them."""
+    import moto
+    from taskhop.lambda_worker import _moto_speedups
+
+    assert moto.__version__ in _moto_speedups.CHECKED_ON
+
+
+UPDATES: list[tuple[str, dict[str, str]]] = [
+    ("SET #a = :one, #b = :two REMOVE #c", {"#a": "a", "#b": "b", "#c": "c"}),
+    ("SET a = :one ADD n :one", {}),
+    ("ADD n :one SET a = :one, b = :one SET c = :one", {}),
+    ("ADD x :one SET a = :one SET b = :one ADD y :one", {}),  # stock names SET, not ADD
+    ("SET a = :one, a = :one", {}),
+    ("SET a.b = :one, a = :one", {}),
+    ("SET #a = :one, #a = :one", {"#a": "a"}),
+    ("SET l = list_append(if_not_exists(l, :empty), :list), m = if_not_exists(m, :one)", {}),
+    ("SET pk = :text", {}),
+    ("REMOVE a, b SET c = c + :one", {}),
+    ("SET a = :missing", {}),
+]
+"""Update expressions with every answer the replaced passes give: success and each error."""
+
+
+def _moto_answers(queue_depth: int) -> list[Any]:
+    """What moto (in process) answers to the ``UPDATES`` and to SQS calls on a busy queue."""
+    import boto3
+    from moto import mock_aws
+
+    values: dict[str, Any] = {
+        ":one": {"N": "1"},
+        ":two": {"S": "x"},
+        ":text": {"S": "t"},
+        ":empty": {"L": []},
+    }
+    values[":list"] = {"L": [{"S": "q"}]}
+    answers: list[Any] = []
+    with mock_aws():
+        factory: Any = boto3
+        dynamodb = factory.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.put_item(TableName="t", Item={"pk": {"S": "k"}, "c": {"N": "5"}})
+        for n, (update, names) in enumerate(UPDATES):
+            for key in ("k", f"new-{n}"):  # an item that exists, and one the update creates
+                used = {k: v for k, v in values.items() if k in update}
+                fields: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+                try:
+                    answer = dynamodb.update_item(
+                        TableName="t", Key={"pk": {"S": key}}, UpdateExpression=update,
+                        ExpressionAttributeValues=used or values, ReturnValues="ALL_NEW",
+                        **fields,
+                    )  # fmt: skip
+                    answers.append(answer["Attributes"])
+                except Exception as exc:
+                    answers.append(str(exc))
+        sqs = factory.client("sqs", region_name="us-east-1")
+        for attributes in ({}, {"FifoQueue": "true", "ContentBasedDeduplication": "true"}):
+            name = "q.fifo" if attributes else "q"
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            group = {"MessageGroupId": "g"} if attributes else {}
+            for i in range(queue_depth):
+                delay = {} if attributes else {"DelaySeconds": 60 * (i % 3 == 0)}
+                sqs.send_message(QueueUrl=url, MessageBody=f"m{i % 7}", **group, **delay)
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=4, VisibilityTimeout=60)
+            handles = [m["ReceiptHandle"] for m in got["Messages"]]
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=handles[0])
+            sqs.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=handles[-1], VisibilityTimeout=0
+            )
+            try:
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=handles[0], VisibilityTimeout=0
+                )
+            except Exception as exc:  # deleted: no longer a valid handle
+                answers.append(type(exc).__name__)
+            counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            answers.append({k: v for k, v in counts.items() if "Timestamp" not in k})
+            answers.append([m["Body"] for m in got["Messages"]])
+    return answers
+
+
+def test_moto_answers_the_same_with_the_speedups(stock_moto: None) -> None:
+    """Every answer the replaced code gives, errors word for word, is stock moto's."""
+    from taskhop.lambda_worker import _moto_speedups
+
+    stock = _moto_answers(queue_depth=30)
+    with _moto_speedups.speedups() as on:
+        assert on
+        faster = _moto_answers(queue_depth=30)
+    assert faster == stock
+    assert any("can only be used once" in str(a) for a in stock)  # the errors were reached
+    assert any("overlap" in str(a) for a in stock)

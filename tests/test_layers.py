@@ -57,6 +57,7 @@ MODULE_EXTRA = {
     "backends/_retry_after.py": "http",
     "backends/api.py": "api",
     "lambda_worker/_dev.py": "dev",
+    "lambda_worker/_moto_speedups.py": "dev",  # patches the dev stack's moto server
     "infra/cdk.py": "cdk",
 }
 

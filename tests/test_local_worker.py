@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -318,3 +319,114 @@ def test_an_exhausted_job_without_a_dlq_url_reaches_the_queues_dlq_once(
     assert record is not None
     assert (record.status, record.dead_letter) == (JobStatus.FAILED, "retries_exhausted")
     app.close()
+
+
+class Invocations:
+    """A raw Lambda handler that records what each concurrent invocation held, and when."""
+
+    def __init__(self, hold: float = 0.05) -> None:
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}  # message id -> invocations holding it now
+        self.overlaps: list[str] = []  # a message held by two invocations at once
+        self.groups_running: dict[str, int] = {}
+        self.group_overlaps: list[str] = []  # a FIFO group in two invocations at once
+        self.order: list[tuple[str, str]] = []  # (group, body), as each record was run
+        self.at_once = 0
+        self.most_at_once = 0
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event["Records"]
+        groups = {r["attributes"].get("MessageGroupId", "") for r in records}
+        with self.lock:
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+            for record in records:
+                n = self.running[record["messageId"]] = self.running.get(record["messageId"], 0)
+                if n:
+                    self.overlaps.append(record["messageId"])
+                self.running[record["messageId"]] = n + 1
+            for group in groups - {""}:
+                if self.groups_running.get(group):
+                    self.group_overlaps.append(group)
+                self.groups_running[group] = self.groups_running.get(group, 0) + 1
+            self.order += [(r["attributes"].get("MessageGroupId", ""), r["body"]) for r in records]
+        time.sleep(self.hold)  # long enough for the other pollers to take batches meanwhile
+        with self.lock:
+            self.at_once -= 1
+            for record in records:
+                self.running[record["messageId"]] -= 1
+            for group in groups - {""}:
+                self.groups_running[group] -= 1
+        return {"batchItemFailures": []}
+
+
+def test_concurrent_local_invocations_never_share_a_message(server_session: Any) -> None:
+    """Four pollers at once: each message is run once, never by two invocations together."""
+    _, url, _ = queues(server_session, visibility=30)
+    sqs = server_session.client("sqs")
+    for start in range(0, 200, 10):
+        entries: Any = [{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    handler = Invocations()
+    esm = LocalEventSourceMapping(handler, url, sqs, batch_size=5, wait_time=0, concurrency=4)
+    esm.run(install_signals=False, idle_exit=1)
+    assert sorted(body for _, body in handler.order) == sorted(f"m{n}" for n in range(200))
+    assert handler.overlaps == []
+    assert handler.most_at_once > 1  # the invocations did overlap
+    assert esm.invocations >= 40
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_concurrent_local_invocations_keep_each_fifo_group_in_order(server_session: Any) -> None:
+    """Four pollers on a FIFO queue: a group is in one invocation at a time, in send order."""
+    sqs = server_session.client("sqs")
+    name = f"t-{uuid.uuid4().hex[:12]}.fifo"
+    attributes = {"FifoQueue": "true", "VisibilityTimeout": "30"}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    groups = [f"g{n}" for n in range(6)]
+    for i in range(20):
+        entries: Any = [
+            {"Id": g, "MessageBody": f"{g}-{i:02d}", "MessageGroupId": g,
+             "MessageDeduplicationId": f"{g}-{i}"}
+            for g in groups
+        ]  # fmt: skip
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    handler = Invocations(hold=0.02)
+    esm = LocalEventSourceMapping(handler, url, sqs, batch_size=3, wait_time=1, concurrency=4)
+    esm.run(install_signals=False, idle_exit=1.5)
+    for group in groups:
+        run = [body for g, body in handler.order if g == group]
+        assert run == [f"{group}-{i:02d}" for i in range(20)]
+    assert handler.group_overlaps == []
+    assert handler.overlaps == []
+    assert handler.most_at_once > 1
+
+
+def test_concurrency_is_at_least_one(server_session: Any) -> None:
+    """A mapping with no pollers is refused at once."""
+    _, url, _ = queues(server_session)
+    sqs = server_session.client("sqs")
+    with pytest.raises(ValueError, match="concurrency"):
+        LocalEventSourceMapping(lambda e, c: None, url, sqs, concurrency=0)
+
+
+def test_sigterm_stops_every_poller_after_its_batch(server_session: Any) -> None:
+    """``stop()`` (what SIGTERM calls) ends each concurrent poller; the batches in flight finish."""
+    _, url, _ = queues(server_session, visibility=30)
+    sqs = server_session.client("sqs")
+    for n in range(40):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
+    handler = Invocations(hold=0.2)
+    esm = LocalEventSourceMapping(handler, url, sqs, batch_size=2, wait_time=1, concurrency=3)
+    threading.Timer(0.5, esm.stop).start()
+    started = time.monotonic()
+    esm.run(install_signals=False)
+    assert time.monotonic() - started < 5
+    assert 0 < len(handler.order) < 40
+    assert handler.at_once == 0  # no invocation left running
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert int(counts["ApproximateNumberOfMessages"]) == 40 - len(handler.order)
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"  # every batch run was deleted

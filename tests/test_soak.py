@@ -3,7 +3,8 @@
 ``dlq-url`` runs 1,000 jobs, each other configuration 300 (enough for every kind of fault:
 the smaller plans still hold a dozen jobs that exhaust their attempts, a kill, poison and
 duplicates), to keep ``make test`` short. See ``tests/soak.py``. The soak's moto server has
-two FIFO receive bugs fixed (``soak.serve_moto``); the last tests show each.
+two FIFO receive bugs fixed (``soak.serve_moto``); the last tests show each, and that the
+local event source mapping's concurrent invocations keep FIFO order over it, retries too.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import pytest
 from soak import CONFIGS, Plan, handler_run_problems, moto_server, plan, run_soak
+from taskhop.sdk import JobContext, create_app, static_contract
 
 JOBS = {"dlq-url": 1_000, "no-dlq-url": 300, "fifo": 300}
 KINDS = {"ok", "recovers", "exhausts", "permanent", "invalid", "charge", "killed", "poison"}
@@ -130,3 +132,76 @@ def test_soak_account_allows_a_rerun_only_after_a_run_stopped_at_its_deadline() 
     assert len(handler_run_problems(the_plan, runs, {ok: {2}, charged: {2}})) == 2
     runs[ok] = [1, 2, 3]  # stopped once: one attempt more, not two
     assert len(handler_run_problems(the_plan, runs, {ok: {1}, charged: {1}})) == 1
+
+
+def test_soak_account_allows_a_killed_batch_s_mates_one_lost_attempt_each() -> None:
+    """A batch-mate of the killed job began beside it: attempt 1 used, never run; at most 9."""
+    the_plan = plan(200, seed=3)
+    runs = _planned_runs(the_plan)
+    oks = [i for i, kind in the_plan.kinds.items() if kind == "ok"]
+    for job in oks[:9]:
+        runs[job] = [2]
+    assert len(handler_run_problems(the_plan, runs, {})) == 1  # no kill: unexplained
+    assert handler_run_problems(the_plan, runs, {}, kills=1) == []
+    runs[oks[9]] = [2]  # a tenth: more than the rest of one batch
+    assert len(handler_run_problems(the_plan, runs, {}, kills=1)) == 1
+    runs[oks[9]] = [3]  # two attempts gone without a run: never explained
+    assert len(handler_run_problems(the_plan, runs, {}, kills=1)) == 1
+
+
+class Step(TypedDict):
+    group: str
+    n: int
+
+
+def test_concurrent_local_invocations_keep_fifo_order_through_retries(
+    fifo_queue: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four invocations at once, real handler and store: a retried job holds back its group."""
+    import boto3
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sqs import SqsQueue
+    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+
+    client, _ = fifo_queue
+    endpoint = client.meta.endpoint_url
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "soak",
+        "AWS_SECRET_ACCESS_KEY": "soak",
+    }.items():
+        monkeypatch.setenv(name, value)  # fmt: skip
+    session = boto3.Session()
+    # A failed record's batch-mates are reported failed too, and come back after the queue's
+    # visibility timeout, as on Lambda: short here, so the test waits for little.
+    attributes = {"FifoQueue": "true", "VisibilityTimeout": "2"}
+    url = client.create_queue(QueueName="steps.fifo", Attributes=attributes)["QueueUrl"]
+    store = DynamoStore("steps", session=session)
+    store.create_table()
+    queue = SqsQueue(url, session=session, message_group=lambda e: str(e.input["group"]))
+    app = create_app(queue=queue, store=store)
+    runs: list[tuple[str, int, int]] = []  # (group, n, attempt) as each run began
+    lock = threading.Lock()
+
+    def step(data: Step, ctx: JobContext) -> int:
+        with lock:
+            runs.append((data["group"], data["n"], ctx.attempt))
+        time.sleep(0.01)
+        if data["n"] % 4 == 1 and ctx.attempt == 1:
+            raise ConnectionError("flaky")  # retried after 0 s: its group waits for it
+        return data["n"]
+
+    retry = {"attempts": 3, "delay": 0, "jitter": False}
+    bound = app.implement(static_contract("step", input=Step, output=int, retry=retry), step)
+    groups = [f"g{g}" for g in range(5)]
+    bound.dispatch_many([{"group": g, "n": n} for n in range(12) for g in groups])
+    handler = make_handler(app, sqs_client=client)
+    esm = LocalEventSourceMapping(handler, url, client, batch_size=4, wait_time=1, concurrency=4)
+    esm.run(install_signals=False, idle_exit=5)
+    for group in groups:
+        order = [(n, attempt) for g, n, attempt in runs if g == group]
+        expected = [(n, 1) for n in range(12)]
+        expected += [(n, 2) for n in range(12) if n % 4 == 1]
+        assert order == sorted(expected), group  # each job done before the next one began
+    app.close()

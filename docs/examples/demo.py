@@ -127,10 +127,12 @@ def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent
     store = DynamoStore(stack["table"])
     sqs = SqsQueue(stack["dlq_url"]).client
     deadline = time.monotonic() + 120
-    records = {}
+    records: dict[str, Any] = {}
     shown = ""
     while time.monotonic() < deadline:
-        records = {i: r for i, r in store.get_many(ids).items() if r.status.is_final}
+        # Only the jobs not final yet: each read is work for the moto the worker is using.
+        pending = [i for i in ids if i not in records]
+        records |= {i: r for i, r in store.get_many(pending).items() if r.status.is_final}
         depth = sqs.get_queue_attributes(
             QueueUrl=stack["dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
         )
@@ -167,12 +169,17 @@ def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent
         print(f"  {name:<28} {count:>5}   {note} {extra}".rstrip())
     print(f"\n  latency dispatch -> result: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
     if records:
-        # Every job is queued within the first seconds, so most of a job's latency here is
-        # its wait behind the others, at the pace of one worker and the local moto server.
+        # Every job is queued within the first second, so most of a job's latency here is its
+        # wait behind the others, at the pace of the local worker (several invocations at
+        # once, as Lambda scales) and the local moto server. A retried job also waits out its
+        # backoff (SQS visibility: 1 s at least), so the last ones end a few seconds later;
+        # the first-attempt rate is the jobs whose first attempt decided them.
         span = max(r.updated_at for r in records.values()) - sent_at
+        first = [r for i, r in records.items() if kinds[i] in ("ok", "invalid")]
+        first_span = max(r.updated_at for r in first) - sent_at if first else span
         print(
-            f"  all final {span:.1f} s after the first dispatch ({len(records) / span:.0f} jobs/s"
-            " from one local worker against moto; retried jobs also wait out their backoff)"
+            f"  all final {span:.1f} s after the first dispatch: {len(records) / span:.0f} jobs/s"
+            f" end to end; {len(first) / first_span:.0f} jobs/s on first attempts"
         )
     expected = {"ok": "succeeded", "flaky": "succeeded", "invalid": "rejected", "broken": "failed"}
     wrong = [i for i in ids if i in records and records[i].status.value != expected[kinds[i]]]

@@ -15,19 +15,28 @@ handler against a real (or moto) queue, the way Lambda's event source mapping do
 from typing import TYPE_CHECKING, Any
 
 from ._handler import LambdaContext, LambdaHandler, UnrecognisedEvent, make_handler
-from ._http import HttpEndpoint
 
 if TYPE_CHECKING:
+    from ._http import HttpEndpoint
     from ._local import LocalContext, LocalEventSourceMapping
+
+# Loaded on first use, not by a Lambda's init: the local event source mapping is for laptops
+# and tests, and only a function behind an HTTP endpoint (with its signature checks) needs
+# HttpEndpoint, which it builds at module level, so its init still pays for it.
+_LAZY = {"HttpEndpoint": "_http", "LocalContext": "_local", "LocalEventSourceMapping": "_local"}
 
 
 def __getattr__(name: str) -> Any:
-    # The local event source mapping is for laptops and tests: a Lambda's init never loads it.
-    if name in ("LocalContext", "LocalEventSourceMapping"):
-        from . import _local
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value  # the next lookup finds it without this hook
+    return value
 
-        return getattr(_local, name)
-    raise AttributeError(f"module 'lambda_worker' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -3,7 +3,12 @@
 Starts a moto server on ``127.0.0.1:5055`` (``--port``, ``$TASKHOP_DEV_PORT``; ``0`` picks a
 free port), or uses ``AWS_ENDPOINT_URL`` when it names another endpoint, creates the queue,
 its DLQ (redrive after 20 receives, the templates' backstop) and the job table, exports where
-they are, imports the app, and runs the local event source mapping until SIGTERM/SIGINT.
+they are, imports the app, and runs the local event source mapping until SIGTERM/SIGINT,
+``DEV_CONCURRENCY`` invocations at once (as Lambda runs several for a busy queue).
+
+A moto server started here gets ``_moto_speedups`` (same answers, without stock moto's
+per-request work that grows with queue depth), on the moto versions they were checked on;
+on another version it runs as shipped, and says so.
 
 The app module and any producer read the resources from the environment this sets and
 prints as ``export`` lines (``DevStack.env``)::
@@ -56,6 +61,12 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "taskhop-dev", "AWS_SECRET_ACCESS_KEY":
 MOTO_ACCOUNT = "123456789012"
 """The account moto puts every resource in unless told otherwise (its queue URLs carry it)."""
 _MAX_DELAY = 900  # SQS: DelaySeconds is 0..900
+DEV_CONCURRENCY = 4
+"""Invocations the dev stack's worker runs at once, each with a batch of its own.
+
+Lambda starts five pollers for a standard queue and scales up from there; on a laptop, with
+moto in this same process, four keep both a busy moto and the handlers fed.
+"""
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,10 @@ def dev_stack(
     """
     import boto3
 
+    from . import _moto_speedups
+
     server = None
+    sped_up = False  # the speed-ups went in here, so they come out with the server
     wanted = dev_port(port)
     ours = f"http://127.0.0.1:{wanted}"
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "").rstrip("/")
@@ -154,6 +168,8 @@ def dev_stack(
         from moto.server import ThreadedMotoServer
 
         _refuse_taken(wanted)
+        # On other moto versions: stock moto, and a logged note.
+        sped_up = not _moto_speedups.applied() and _moto_speedups.apply()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=wanted, verbose=False)
         server.start()
         endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
@@ -197,6 +213,8 @@ def dev_stack(
                 if stack is not None:  # moto's backends outlive the server in this process
                     _forget(stack, factory.client("sqs"), factory.client("dynamodb"))
                 server.stop()
+                if sped_up:
+                    _moto_speedups.undo()
 
 
 def _refuse_taken(port: int) -> None:
@@ -361,6 +379,7 @@ def run_dev(
     port: int | None = None,
     fresh: bool = False,
     state_file: Path | None = STATE_FILE,
+    concurrency: int = DEV_CONCURRENCY,
 ) -> int:
     """Bring the stack up, print where it is (a JSON line, then export lines), run the worker."""
     import logging
@@ -374,7 +393,10 @@ def run_dev(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # until the worker's own handler takes over
     try:
-        return _serve(app_spec, idle_exit, port=port, fresh=fresh, state_file=state_file)
+        return _serve(
+            app_spec, idle_exit, port=port, fresh=fresh, state_file=state_file,
+            concurrency=concurrency,
+        )  # fmt: skip
     except KeyboardInterrupt:  # stopped while starting: dev_stack has saved and stopped
         print("taskhop dev: stopped while starting", file=sys.stderr, flush=True)
         return 0
@@ -392,6 +414,7 @@ def _serve(
     port: int | None,
     fresh: bool,
     state_file: Path | None,
+    concurrency: int,
 ) -> int:
     import boto3
     from taskhop.sdk import load_app
@@ -417,7 +440,9 @@ def _serve(
         sqs = factory.client("sqs")
         app = load_app(app_spec)
         handler = make_handler(app, dlq_url=stack.dlq_url, sqs_client=sqs)
-        esm = LocalEventSourceMapping(handler, stack.queue_url, sqs, wait_time=1)
+        esm = LocalEventSourceMapping(
+            handler, stack.queue_url, sqs, wait_time=1, concurrency=concurrency
+        )
         esm.run(idle_exit=idle_exit)
         app.close()
         print(f"taskhop dev: stopped after {esm.invocations} batches", file=sys.stderr, flush=True)

@@ -22,8 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from taskhop.sdk import App, Envelope, Outcome, OutcomeKind, TaskhopError, configure_logging
-from taskhop.sdk._batch import BatchRunner
+from taskhop.sdk import (
+    App,
+    BatchRunner,
+    Envelope,
+    Outcome,
+    OutcomeKind,
+    TaskhopError,
+    configure_logging,
+)
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
 from ._logs import emit_job, emit_metrics

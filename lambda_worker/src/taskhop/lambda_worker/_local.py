@@ -7,6 +7,14 @@ responses (records not reported failed are deleted), and redrive to the DLQ afte
 ``maxReceiveCount``, which SQS itself applies from the queue's redrive policy. A failed poll
 (SQS unreachable, throttled past botocore's retries) is logged and retried with backoff, as
 the managed poller does. SIGTERM and SIGINT finish the batch in flight, then stop polling.
+
+``concurrency`` runs that many invocations at once, as Lambda scales a function out: each
+poller gathers a batch of its own and invokes the handler with it, the way Lambda's
+concurrent pollers each feed one execution environment. Here they are threads of one process
+sharing one handler, which the runtime allows (the worker keeps an event loop per thread and
+stops handlers at their deadline from any thread). SQS keeps a message from two pollers at
+once (visibility), and a FIFO queue gives out no more of a message group while one of its
+messages is in flight, so per-group order holds across pollers as it does on Lambda.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ class LocalEventSourceMapping:
             MaximumBatchingWindowInSeconds).
         wait_time: long-poll seconds per ReceiveMessage (20 at most, as on AWS).
         function_timeout: the remaining time the context starts with.
+        concurrency: invocations at once, each with its own batch (Lambda scales a function
+            to many; 1 polls and invokes in the calling thread).
 
     """
 
@@ -67,9 +77,12 @@ class LocalEventSourceMapping:
         batching_window: float = 0.0,
         wait_time: int = 1,
         function_timeout: float = 30.0,
+        concurrency: int = 1,
     ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError(f"batch_size: 1..10, got {batch_size}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency: 1 or more, got {concurrency}")
         self.handler = handler
         self.queue_url = queue_url
         self.client = client
@@ -77,7 +90,9 @@ class LocalEventSourceMapping:
         self.batching_window = batching_window
         self.wait_time = min(20, max(0, wait_time))
         self.function_timeout = function_timeout
+        self.concurrency = concurrency
         self.invocations = 0
+        self._count = threading.Lock()  # pollers count their invocations in one place
         self._stop = threading.Event()
         attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         self.queue_arn = attrs["Attributes"]["QueueArn"]
@@ -101,6 +116,27 @@ class LocalEventSourceMapping:
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, on_signal)
+        if self.concurrency == 1:
+            self._poll(idle_exit)
+            return
+        pollers = [
+            threading.Thread(target=self._poll, args=(idle_exit,), name=f"local-poller-{n}")
+            for n in range(self.concurrency)
+        ]
+        for poller in pollers:
+            poller.start()
+        try:
+            for poller in pollers:
+                while poller.is_alive():
+                    poller.join(0.1)  # short waits: the main thread must still see signals
+        except BaseException:  # KeyboardInterrupt, say: the batches in flight finish first
+            self.stop()
+            for poller in pollers:
+                poller.join()
+            raise
+
+    def _poll(self, idle_exit: float | None) -> None:
+        """One poller: gather a batch, invoke, delete; until stopped or idle for ``idle_exit``."""
         idle_since = time.monotonic()
         failures = 0
         while not self._stop.is_set():
@@ -123,7 +159,8 @@ class LocalEventSourceMapping:
         if not messages:
             return 0
         event = {"Records": [self._record(m) for m in messages]}
-        self.invocations += 1
+        with self._count:
+            self.invocations += 1
         answer = self.handler(event, LocalContext(timeout=self.function_timeout))
         response: dict[str, Any] = answer or {}
         reported: list[dict[str, str]] = response.get("batchItemFailures", [])

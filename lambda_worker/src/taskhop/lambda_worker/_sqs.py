@@ -26,8 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from taskhop.sdk import App, Outcome, queue_actions
-from taskhop.sdk._batch import BatchItem, BatchRunner
+from taskhop.sdk import App, BatchItem, BatchRunner, Outcome, queue_actions
 
 from ._logs import emit_job, emit_metrics
 
@@ -99,6 +98,8 @@ def _settle(
     fifo = source.endswith(".fifo")
     dlq = dlq_url(source) if outcome.dead_letter else None
     actions = queue_actions(outcome, has_dlq=dlq is not None, fifo=fifo, receives=receives)
+    if not outcome.dead_letter and actions.resend_after is None and actions.hide_for is None:
+        return actions.delete  # the common case: nothing to send or hide
     if actions.dead_letter is not None and dlq is not None:
         _send_dead_letter(record, outcome.job_id, actions.dead_letter, sqs(), dlq)
     elif outcome.dead_letter:

@@ -15,6 +15,7 @@ from taskhop.static_contracts import (
 )
 
 from ._app import App, Registered, create_app, load_app
+from ._batch import BatchItem, BatchRunner
 from ._bound import BoundTask
 from ._context import JobContext
 from ._contract import Contract, TaskContract, define_task
@@ -78,6 +79,8 @@ __all__ = [
     "AlreadyImplementedError",
     "App",
     "BaseJobStore",
+    "BatchItem",
+    "BatchRunner",
     "Begin",
     "BoundTask",
     "Contract",

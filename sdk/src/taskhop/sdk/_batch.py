@@ -26,6 +26,14 @@ started by the deadline are left.
 A process-ending exception (not an ``Exception``) from any step stops the batch: no new step
 starts, the steps in flight finish, and the exception is raised, as a crash at that point would
 leave things. The host then answers nothing and every message comes back.
+
+What a crash costs: a job that began in the store and never reported used an attempt (the
+store cannot tell it from one that ran). Side by side, a process killed in one job's handler
+(out of memory, a segfault) costs every job the batch had begun that attempt. So only a batch
+of first deliveries runs side by side: a batch with a redelivery in it (receive count above 1:
+the batch of a crashed process comes back so) runs one after another, where a job begins only
+when it runs. A job that kills its process can cost each batch-mate at most one attempt, once,
+and is then dead-lettered alone when its own attempts run out.
 """
 
 # The batch runner is the worker's other half: it drives the worker's own steps.
@@ -115,7 +123,7 @@ class BatchRunner:
         limit = self.concurrency
         if limit is None:
             limit = DEFAULT_CONCURRENCY if self._worth_overlapping() else 1
-        if limit == 1 or len(items) < 2:
+        if limit == 1 or len(items) < 2 or any((item.attempt or 1) > 1 for item in items):
             return self._run_in_order(items, settle, deadline)
         return self.worker._loop().run(self._run_overlapped(items, settle, deadline, limit))
 

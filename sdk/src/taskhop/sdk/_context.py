@@ -11,6 +11,7 @@ from typing import Any
 from taskhop.static_contracts import Envelope
 
 from ._logging import JOB_LOGGER, incoming, trace_id
+from ._store import slot_init
 
 __all__ = ["JobContext"]
 
@@ -32,6 +33,7 @@ class _JobAdapter(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+@slot_init  # made once a job: see slot_init
 @dataclass(frozen=True, slots=True)
 class JobContext:
     """The second argument of every handler.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import ClassVar
 
 from taskhop.static_contracts import TransportError
 
@@ -20,10 +21,15 @@ class MemoryStore(BaseJobStore):
     ``complete`` instead of polling.
     """
 
+    in_process: ClassVar[bool] = True
+    """Its calls never wait on I/O, so a batch runs its jobs in order: threads would only cost
+    (``BatchRunner``)."""
+
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
         self._keys: dict[str, KeyClaim] = {}
         self._cond = threading.Condition()
+        self._waiting = 0  # threads in wait(), under the lock: complete() wakes them only then
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, or None."""
@@ -85,7 +91,8 @@ class MemoryStore(BaseJobStore):
                     restarts=current.restarts,
                 )
             self._records[record.id] = record
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
             return True
 
     def _claim(self, key: str, claim: KeyClaim, now: float) -> KeyClaim | None:
@@ -124,7 +131,11 @@ class MemoryStore(BaseJobStore):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
-                self._cond.wait(left)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
 
     def records(self) -> list[JobRecord]:
         """Every record, oldest first (for tests and the CLI)."""

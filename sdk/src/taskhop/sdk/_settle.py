@@ -88,12 +88,13 @@ def queue_actions(
         receives: how many times this message was received (SQS's ApproximateReceiveCount).
 
     """
+    kind = outcome.kind
     if outcome.dead_letter:
         if not has_dlq:
-            return QueueActions()
-        return QueueActions(dead_letter=outcome.reason or outcome.kind.value, delete=True)
+            return _LEAVE
+        return QueueActions(dead_letter=outcome.reason or kind.value, delete=True)
     wait = max(0.0, outcome.retry_after or 0.0)
-    match outcome.kind:
+    match kind:
         case OutcomeKind.RETRY:
             # ChangeMessageVisibility takes 12 h at most (SQS_MAX_VISIBILITY).
             return QueueActions(hide_for=min(wait, SQS_MAX_VISIBILITY))
@@ -113,6 +114,10 @@ def queue_actions(
             | OutcomeKind.SKIPPED
             | OutcomeKind.POISON
         ):
-            return QueueActions(delete=True)
+            return _DELETE  # the common case: one shared (frozen) answer
         case _:  # pragma: no cover - a new OutcomeKind must be settled above
-            assert_never(outcome.kind)
+            assert_never(kind)
+
+
+_DELETE = QueueActions(delete=True)
+_LEAVE = QueueActions()

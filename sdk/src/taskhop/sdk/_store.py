@@ -35,13 +35,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from taskhop.static_contracts import JsonValue
 
 from ._errors import ErrorInfo
+
+_T = TypeVar("_T")
 
 __all__ = [
     "FINAL_STATUSES",
@@ -121,6 +123,51 @@ class RestartEntry:
         )
 
 
+def slot_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that sets each slot by its descriptor.
+
+    The same parameters, defaults and factories as the generated one, which sets each field
+    with ``object.__setattr__`` (a lookup by name through the class): a record of many fields
+    made once or twice a job then costs a microsecond more than it need (JobRecord: 2.7 us,
+    this 1.7). For classes without ``__post_init__``, ``InitVar`` or keyword-only fields.
+    """
+    params: list[str] = []
+    body: list[str] = []
+    scope: dict[str, Any] = {"_MISSING": MISSING}
+    dataclass_type: Any = cls
+    for f in fields(dataclass_type):
+        if f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: slot_init takes positional fields only")
+        scope[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        value = f.name
+        if f.default_factory is not MISSING:
+            scope[f"_make_{f.name}"] = f.default_factory
+            if f.init:
+                params.append(f"{f.name}=_MISSING")
+                body.append(f"if {f.name} is _MISSING: {f.name} = _make_{f.name}()")
+            else:
+                value = f"_make_{f.name}()"
+        elif f.default is not MISSING:
+            scope[f"_default_{f.name}"] = f.default
+            if f.init:
+                params.append(f"{f.name}=_default_{f.name}")
+            else:
+                value = f"_default_{f.name}"
+        else:
+            params.append(f.name)
+        body.append(f"_set_{f.name}(self, {value})")
+    generated = cls.__init__.__code__  # an InitVar is a parameter but not a field
+    names = tuple(p.partition("=")[0] for p in params)
+    if hasattr(cls, "__post_init__") or generated.co_varnames[1 : generated.co_argcount] != names:
+        raise TypeError(f"{cls.__name__}: slot_init takes fields only, without __post_init__")
+    exec(f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body), scope)
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    type.__setattr__(cls, "__init__", init)
+    return cls
+
+
+@slot_init  # two a job with a store (begin, the end): see slot_init
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job's state as the store keeps it (times are Unix seconds)."""

@@ -65,7 +65,7 @@ from ._errors import (
 )
 from ._fingerprint import input_fingerprint
 from ._registered import MigrationError
-from ._store import JobRecord, JobStatus, JobStore, NoStore
+from ._store import JobRecord, JobStatus, JobStore, NoStore, slot_init
 
 if TYPE_CHECKING:
     import asyncio
@@ -100,6 +100,7 @@ class OutcomeKind(StrEnum):
     POISON = "poison"  # not an envelope at all: dead-letter with the classification
 
 
+@slot_init  # made once a message: see slot_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of processing one message, for the host to act on."""
@@ -238,7 +239,7 @@ class Worker:
         started = time.monotonic()
         try:
             # A store counts attempts itself; without one, receives are all there is to go by.
-            envelope = _decode(body, None if self.keeps_state else attempt)
+            envelope = _decode(body, attempt if self.app.store is None else None)
             wait = envelope.delay_seconds()
             if wait > 0:
                 return Outcome(OutcomeKind.DEFERRED, envelope, envelope.attempt, retry_after=wait)
@@ -257,7 +258,8 @@ class Worker:
                 envelope=envelope,
             )
             step = _Prepared(envelope, entry, data, ctx, timeout, started, created_at)
-            self._claim_key(step, lease)
+            if envelope.idempotency_key is not None:
+                self._claim_key(step, envelope.idempotency_key, lease)
         except _Stop as stop:
             return stop.outcome
         try:
@@ -280,13 +282,34 @@ class Worker:
     def _begin(
         self, envelope: Envelope, entry: Registered, lease: float, started: float
     ) -> tuple[Envelope, float, Registered]:
-        """Start the attempt in the store.
+        """Start the attempt in the store (without one, every delivery starts, at its attempt).
 
         Returns the envelope as numbered there, its creation time, and ``entry`` with the
         retry policy of this run: a restarted job's counts from the attempt it restarted after
         (``JobRecord.restart_base``), so it has its whole budget again.
         """
-        begin = self._store.begin(
+        store = self.app.store
+        if store is None:  # NoStore's begin: every delivery starts, at the message's attempt
+            created_at = time.time()
+        else:
+            envelope, created_at, entry = self._begin_in(store, envelope, entry, lease)
+        if envelope.attempt > entry.policy.attempts:
+            # Every attempt was started; the last never reported (its worker stopped, ran out
+            # of time, or lost the store): running again would be one attempt too many.
+            base = _restart_base(entry)
+            info = ErrorInfo(
+                "AttemptsExhausted",
+                f"attempt {envelope.attempt - base} is past the task's"
+                f" {entry.policy.attempts - base}: an earlier attempt never recorded its outcome",
+            )
+            raise _Stop(self._exhausted(envelope, info, started))
+        return envelope, created_at, entry
+
+    def _begin_in(
+        self, store: JobStore, envelope: Envelope, entry: Registered, lease: float
+    ) -> tuple[Envelope, float, Registered]:
+        """``_begin``'s store call, and what its answer means for this delivery."""
+        begin = store.begin(
             envelope.id,
             task=envelope.task,
             attempt=envelope.attempt,
@@ -339,16 +362,6 @@ class Worker:
             entry = replace(
                 entry, policy=_RestartedPolicy.of_run(entry.policy, record.restart_base)
             )
-        if envelope.attempt > entry.policy.attempts:
-            # Every attempt was started; the last never reported (its worker stopped, ran out
-            # of time, or lost the store): running again would be one attempt too many.
-            base = record.restart_base
-            info = ErrorInfo(
-                "AttemptsExhausted",
-                f"attempt {envelope.attempt - base} is past the task's"
-                f" {entry.policy.attempts - base}: an earlier attempt never recorded its outcome",
-            )
-            raise _Stop(self._exhausted(envelope, info, started))
         return envelope, record.created_at, entry
 
     def _validated_input(self, envelope: Envelope, entry: Registered, started: float) -> Any:
@@ -405,10 +418,8 @@ class Worker:
         except Exception:  # the job is done; a lifecycle rule removes what is left
             _log.warning("could not delete offloaded input %s", envelope.input_ref, exc_info=True)
 
-    def _claim_key(self, step: _Prepared, lease: float) -> None:
-        envelope, key = step.envelope, step.envelope.idempotency_key
-        if key is None:
-            return
+    def _claim_key(self, step: _Prepared, key: str, lease: float) -> None:
+        envelope = step.envelope
         fingerprint = self._fingerprint(step)
         claim = self._store.claim_key(key, envelope.id, lease_until=lease, fingerprint=fingerprint)
         if claim.holder != envelope.id and claim.conflicts_with(fingerprint):
@@ -508,16 +519,20 @@ class Worker:
         except PayloadError as exc:
             bad = PermanentError(f"handler returned a bad output: {exc}")
             return self._failed(step, bad, kind="OutputError")
-        record = _record(envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at)
-        try:
-            if key is not None:  # the key first: see the module docstring
-                self._persist(self._store.complete_key, key, envelope.id, result)
-            written = self._persist(self._store.complete, record)
-        except ResultTooLarge as exc:  # the same run gives the same result: never retry it
-            return self._failed(step, PermanentError(str(exc)), kind="ResultTooLarge")
-        if not written:
-            return self._finish(step, _stale(envelope))
-        self._discard_input(envelope)
+        store = self.app.store
+        if store is not None:  # NoStore keeps nothing: no record to build, no key to complete
+            record = _record(
+                envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at
+            )
+            try:
+                if key is not None:  # the key first: see the module docstring
+                    self._persist(store.complete_key, key, envelope.id, result)
+                written = self._persist(store.complete, record)
+            except ResultTooLarge as exc:  # the same run gives the same result: never retry it
+                return self._failed(step, PermanentError(str(exc)), kind="ResultTooLarge")
+            if not written:
+                return self._finish(step, _stale(envelope))
+            self._discard_input(envelope)
         outcome = Outcome(
             OutcomeKind.SUCCEEDED,
             envelope,

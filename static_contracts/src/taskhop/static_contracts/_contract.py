@@ -8,7 +8,6 @@ types. ``taskhop.sdk.define_task`` builds the runtime-schema kind on top of this
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar, get_args
 
@@ -246,6 +245,8 @@ def _resolve(name: str, which: str, ref: object, types: Mapping[str, type[Any]])
     if ref in types:
         return types[ref]
     module_name, _, qualname = ref.partition(":")
+    import importlib
+
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):

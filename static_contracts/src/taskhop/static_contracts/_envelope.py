@@ -14,14 +14,15 @@ free for extensions and are kept as they are in ``extensions``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
+from ._datetimes import UTC, datetime, timedelta
 from ._errors import EnvelopeError, PayloadError, UnsupportedProtocolError
 from ._ids import new_job_id
 from ._json import JsonValue, dumps, find_non_finite
 from ._reasons import Reason
+from ._record import Factory, Record, record, slot_setters
 
 __all__ = ["PROTOCOL_VERSION", "Envelope", "format_timestamp", "parse_timestamp"]
 
@@ -46,6 +47,8 @@ _KEYS = frozenset(
         "restart",
     }
 )
+_BASIC_KEYS = frozenset({"taskhop", "id", "task", "version", "input", "attempt", "dispatched_at"})
+"""The keys ``encode`` always writes; a body with no others has every optional field unset."""
 _MAX_REF = 2048
 _MAX_SHOWN = 64
 """Characters of a key, path or value from the body quoted in an error: messages stay small
@@ -72,10 +75,30 @@ def _finite_float(literal: str, _float: Any = float) -> float:
 # refuse. parse_constant costs nothing on valid input; parse_float costs ~50 ns per float.
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _decode_json = _DECODER.decode
+# The C scanner decode() calls; an instance attribute typeshed does not declare.
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(_DECODER)["scan_once"]
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+def _parse_json(text: str) -> Any:
+    """``_decode_json(text)``, minus its two whitespace regex matches for a body with none.
+
+    Encoders write no whitespace around a JSON value; any other body (whitespace, extra
+    data, not JSON) goes to the full decoder, which raises exactly what it always raised.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return _decode_json(text)
+    return value if end == len(text) else _decode_json(text)
+
+
+# Defaults made afresh per envelope (dataclass default factories, see _record).
+_NEW_ID: Any = Factory(new_job_id)
+_NOW: Any = Factory(lambda: datetime.now(UTC))
+
+
+@record(frozen=True)
+class Envelope(Record):
     """One job on the wire.
 
     Args:
@@ -100,20 +123,70 @@ class Envelope:
 
     """
 
+    # The fields, in the order __init__ takes them (not sorted: the order is the signature's).
+    __slots__ = (  # noqa: RUF023
+        "task",
+        "input",
+        "id",
+        "version",
+        "attempt",
+        "dispatched_at",
+        "not_before",
+        "idempotency_key",
+        "trace",
+        "headers",
+        "continuation",
+        "input_ref",
+        "extensions",
+        "restart",
+    )
     task: str
     input: JsonValue
-    id: str = field(default_factory=new_job_id)
-    version: int = 1
-    attempt: int = 1
-    dispatched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    not_before: datetime | None = None
-    idempotency_key: str | None = None
-    trace: dict[str, str] | None = None
-    headers: dict[str, str] | None = None
-    continuation: JsonValue = None
-    input_ref: str | None = None
-    extensions: dict[str, JsonValue] | None = None
-    restart: str | None = None
+    id: str
+    version: int
+    attempt: int
+    dispatched_at: datetime
+    not_before: datetime | None
+    idempotency_key: str | None
+    trace: dict[str, str] | None
+    headers: dict[str, str] | None
+    continuation: JsonValue
+    input_ref: str | None
+    extensions: dict[str, JsonValue] | None
+    restart: str | None
+
+    def __init__(
+        self,
+        task: str,
+        input: JsonValue,
+        id: str = _NEW_ID,
+        version: int = 1,
+        attempt: int = 1,
+        dispatched_at: datetime = _NOW,
+        not_before: datetime | None = None,
+        idempotency_key: str | None = None,
+        trace: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        continuation: JsonValue = None,
+        input_ref: str | None = None,
+        extensions: dict[str, JsonValue] | None = None,
+        restart: str | None = None,
+    ) -> None:
+        _set_task(self, task)
+        _set_input(self, input)
+        _set_id(self, new_job_id() if id is _NEW_ID else id)
+        _set_version(self, version)
+        _set_attempt(self, attempt)
+        _set_dispatched_at(self, datetime.now(UTC) if dispatched_at is _NOW else dispatched_at)
+        _set_not_before(self, not_before)
+        _set_idempotency_key(self, idempotency_key)
+        _set_trace(self, trace)
+        _set_headers(self, headers)
+        _set_continuation(self, continuation)
+        _set_input_ref(self, input_ref)
+        _set_extensions(self, extensions)
+        _set_restart(self, restart)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         # What encode() writes, decode() must accept: refuse at construction what it would not.
@@ -184,10 +257,10 @@ class Envelope:
         text = ""
         try:
             text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-            parsed = _decode_json(text)
+            parsed = _parse_json(text)
         except UnicodeDecodeError as exc:
             raise EnvelopeError(f"body is not UTF-8: {exc}", reason=Reason.NOT_JSON) from None
-        except _NotFinite as exc:  # only _decode_json raises it: ``text`` is the body
+        except _NotFinite as exc:  # only _parse_json raises it: ``text`` is the body
             raise _not_finite_error(text, str(exc)) from None
         except ValueError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}", reason=Reason.NOT_JSON) from None
@@ -227,7 +300,8 @@ class Envelope:
             )
         if obj["taskhop"] != PROTOCOL_VERSION or isinstance(obj["taskhop"], bool):
             raise UnsupportedProtocolError(obj["taskhop"])
-        plain = _KEYS.issuperset(obj)  # the common case: no extensions, nothing unknown
+        basic = _BASIC_KEYS.issuperset(obj)  # the usual body: only what encode() always writes
+        plain = basic or _KEYS.issuperset(obj)  # no extensions, nothing unknown
         if not plain:
             unknown = sorted(k for k in obj if k not in _KEYS and not k.startswith("x-"))
             if unknown:
@@ -241,46 +315,66 @@ class Envelope:
                 )
         if "input" not in obj:
             raise _field_error("input", "is required")
-        data_input = obj["input"]
-        input_ref = _optional_text(obj, "input_ref", _MAX_REF)
-        if input_ref is not None and data_input is not None:
+        get = obj.get
+        input_ref = None if basic else _optional_text(obj, "input_ref", _MAX_REF)
+        if input_ref is not None and obj["input"] is not None:
             raise _field_error("input", "must be null when input_ref points to the input")
-        not_before = obj.get("not_before")
         # Every field is checked here, so __post_init__'s checks would only repeat them: the
-        # worker decodes each message once, and this is its hottest constructor.
+        # worker decodes each message once, and this is its hottest constructor. Each check
+        # has an inline fast path for a valid value; anything else goes to the helper, which
+        # accepts what it accepts and raises the error it raises.
+        job_id = get("id")
+        if type(job_id) is not str or not 0 < len(job_id) <= _MAX_ID:
+            job_id = _text(obj, "id", _MAX_ID)
+        task = get("task")
+        if type(task) is not str or not 0 < len(task) <= _MAX_NAME:
+            task = _text(obj, "task", _MAX_NAME)
+        version = get("version")
+        if type(version) is not int or version < 1:  # type(), not isinstance: no bool
+            version = _positive_int(obj, "version")
+        attempt = get("attempt")
+        if type(attempt) is not int or attempt < 1:
+            attempt = _positive_int(obj, "attempt")
+        dispatched_at = _timestamp(get("dispatched_at"), "dispatched_at")
         envelope = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(envelope, "id", _text(obj, "id", _MAX_ID))
-        setattr_(envelope, "task", _text(obj, "task", _MAX_NAME))
-        setattr_(envelope, "version", _positive_int(obj, "version"))
-        setattr_(envelope, "input", data_input)
-        setattr_(envelope, "attempt", _positive_int(obj, "attempt"))
-        setattr_(envelope, "dispatched_at", _timestamp(obj.get("dispatched_at"), "dispatched_at"))
-        setattr_(
-            envelope,
-            "not_before",
-            None if not_before is None else _timestamp(not_before, "not_before"),
+        _set_id(envelope, job_id)
+        _set_task(envelope, task)
+        _set_version(envelope, version)
+        _set_attempt(envelope, attempt)
+        _set_dispatched_at(envelope, dispatched_at)
+        _set_input(envelope, obj["input"])
+        if basic:  # none of the optional fields: no lookups, no checks
+            for set_unset in _SET_OPTIONAL:
+                set_unset(envelope, None)
+            return envelope
+        not_before = get("not_before")
+        _set_not_before(
+            envelope, None if not_before is None else _timestamp(not_before, "not_before")
         )
-        setattr_(envelope, "idempotency_key", _optional_text(obj, "idempotency_key", _MAX_NAME))
-        setattr_(envelope, "trace", _str_map(obj, "trace"))
-        setattr_(envelope, "headers", _str_map(obj, "headers"))
-        setattr_(envelope, "continuation", obj.get("continuation"))
-        setattr_(envelope, "input_ref", input_ref)
-        setattr_(envelope, "restart", _optional_text(obj, "restart", _MAX_ID))
-        setattr_(
+        _set_idempotency_key(envelope, _optional_text(obj, "idempotency_key", _MAX_NAME))
+        _set_trace(envelope, _str_map(obj, "trace"))
+        _set_headers(envelope, _str_map(obj, "headers"))
+        _set_continuation(envelope, get("continuation"))
+        _set_input_ref(envelope, input_ref)
+        _set_restart(envelope, _optional_text(obj, "restart", _MAX_ID))
+        _set_extensions(
             envelope,
-            "extensions",
             None if plain else {k: v for k, v in obj.items() if k.startswith("x-")} or None,
         )
         return envelope
 
     def replace(self, **changes: Any) -> Envelope:
-        """A copy with ``changes`` (middleware uses it to add trace context or headers)."""
-        return replace(self, **changes)
+        """A copy with ``changes`` (middleware uses it to add trace context or headers).
+
+        As ``dataclasses.replace`` (which works too): every field is checked again.
+        """
+        values = dict(zip(self.__slots__, self._values(), strict=True))
+        values.update(changes)
+        return type(self)(**values)
 
     def retried(self, *, not_before: datetime | None) -> Envelope:
         """The same job, one attempt later, not to run before ``not_before``."""
-        return replace(self, attempt=self.attempt + 1, not_before=not_before)
+        return self.replace(attempt=self.attempt + 1, not_before=not_before)
 
     def delay_seconds(self, now: datetime | None = None) -> float:
         """Seconds until ``not_before`` (0 when it is unset or past)."""
@@ -292,7 +386,29 @@ class Envelope:
         """A copy that must not run for ``seconds`` from now."""
         if seconds <= 0:
             return self
-        return replace(self, not_before=datetime.now(UTC) + timedelta(seconds=seconds))
+        return self.replace(not_before=datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+# Construction writes each slot through its setter (see slot_setters), past the frozen
+# __setattr__ and without object.__setattr__'s lookup.
+_SETTERS = dict(zip(Envelope.__slots__, slot_setters(Envelope), strict=True))
+(
+    _set_task,
+    _set_input,
+    _set_id,
+    _set_version,
+    _set_attempt,
+    _set_dispatched_at,
+    _set_not_before,
+    _set_idempotency_key,
+    _set_trace,
+    _set_headers,
+    _set_continuation,
+    _set_input_ref,
+    _set_extensions,
+    _set_restart,
+) = _SETTERS.values()
+_SET_OPTIONAL = tuple(set_ for name, set_ in _SETTERS.items() if name not in _BASIC_KEYS)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -301,6 +417,8 @@ def format_timestamp(moment: datetime) -> str:
         raise ValueError("timestamps must be timezone-aware")
     # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
     if moment.tzinfo is UTC:  # the usual case: drop the "+00:00" isoformat writes
+        if moment.microsecond:  # isoformat() writes them then; timespec= costs ~0.2 us more
+            return moment.isoformat()[:-6] + "Z"
         return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 

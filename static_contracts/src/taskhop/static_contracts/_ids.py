@@ -8,12 +8,12 @@ scans readable; a 12-bit counter keeps ids from one process ordered within a mil
 from __future__ import annotations
 
 import os
-import threading
 import time
+from _thread import allocate_lock  # threading.Lock itself, without importing threading
 
 __all__ = ["new_job_id"]
 
-_lock = threading.Lock()
+_lock = allocate_lock()
 _last_ms = 0
 _counter = 0
 

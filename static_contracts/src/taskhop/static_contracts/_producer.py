@@ -10,7 +10,7 @@ The sdk's ``App`` builds its envelopes with the same ``make_envelope``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._contract import StaticContract
 from ._durations import Duration, parse_duration
@@ -18,7 +18,9 @@ from ._envelope import Envelope
 from ._errors import EnvelopeError
 from ._json import JsonValue, to_json_value
 from ._reasons import Reason
-from ._transport import AsyncTransport, Transport
+
+if TYPE_CHECKING:
+    from ._transport import AsyncTransport, Transport
 
 __all__ = ["AsyncProducer", "AsyncProducerTask", "Producer", "ProducerTask", "make_envelope"]
 

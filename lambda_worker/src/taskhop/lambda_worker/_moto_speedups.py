@@ -1,0 +1,389 @@
+"""Speed-ups for the moto server behind the dev stack and the tests: same answers, less work.
+
+Stock moto 5.2.5 spends most of a local job's time on work whose answer does not change:
+
+- SQS: every SendMessage and every message a ReceiveMessage hands out computes the queue's
+  whole attribute set (``Queue.attributes``), which counts the messages by reading the clock
+  two or three times per message: O(depth) with a large constant (about 4.5 ms a send at
+  depth 0, 46 ms at depth 2,000). ``DeleteMessage`` and ``ChangeMessageVisibility`` build a
+  list of receipt handles for every message on the queue to find one.
+- DynamoDB: every UpdateItem parses its update expression twice and deep-copies the tree
+  before validating it (taskhop's job writes are one SET/REMOVE expression of ~90 nodes), and
+  each of the ten validation passes rebuilds its node-type table at every node.
+
+``apply()`` replaces those pieces with equivalents: the attributes are the same dict, counted
+in one pass with one clock read; the retention check reads the one attribute it needs;
+deletes and visibility changes find their message by its receipt handles in one pass; parsed
+update expressions are kept by their text (the tree is never mutated: the validator copies
+it, here by a pickle round trip instead of ``deepcopy``). The changes are checked only
+against the moto versions in ``CHECKED_ON``; on any other version ``apply()`` changes nothing
+and logs a note, and moto runs as shipped (slower, never wrong).
+
+Applied by ``taskhop dev`` to its moto server and by the test suite's moto server fixtures,
+never on import: a process that uses moto for its own tests keeps stock moto.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from typing import Any, cast
+
+__all__ = ["CHECKED_ON", "apply", "applied", "speedups"]
+
+CHECKED_ON = frozenset({"5.2.5"})
+"""moto versions these replacements were read against and tested on (``moto.__version__``)."""
+
+_log = logging.getLogger("taskhop.dev")
+_undo: list[Callable[[], None]] = []
+
+
+def applied() -> bool:
+    """Whether the speed-ups are in place in this process."""
+    return bool(_undo)
+
+
+def apply(version: str | None = None) -> bool:
+    """Put the speed-ups in place (once per process); False, with a logged note, if not.
+
+    Args:
+        version: the moto version to check (default: the installed ``moto.__version__``);
+            the replacements go in only when it is in ``CHECKED_ON``.
+
+    """
+    if _undo:
+        return True
+    import moto
+
+    version = moto.__version__ if version is None else version
+    if version not in CHECKED_ON:
+        _log.warning(
+            "moto %s: the dev stack's moto speed-ups were checked on %s only; running stock"
+            " moto (correct, but SQS calls slow down as a queue grows)",
+            version,
+            ", ".join(sorted(CHECKED_ON)),
+        )
+        return False
+    _patch_server()
+    _patch_sqs()
+    _patch_dynamodb()
+    return True
+
+
+def undo() -> None:
+    """Put stock moto back (for tests of the pin)."""
+    while _undo:
+        _undo.pop()()
+
+
+@contextmanager
+def speedups(version: str | None = None) -> Generator[bool]:
+    """``apply()`` for the duration of a block, then stock moto again if this block applied it."""
+    ours = not _undo and apply(version)
+    try:
+        yield applied()
+    finally:
+        if ours:
+            undo()
+
+
+def _replace(owner: Any, name: str, value: Any) -> None:
+    """Set ``owner.name``, remembering how to put back what was there (or inherited)."""
+    if name in owner.__dict__:
+        original = owner.__dict__[name]
+        _undo.append(lambda: setattr(owner, name, original))
+    else:
+        _undo.append(lambda: delattr(owner, name))
+    setattr(owner, name, value)
+
+
+def _patch_server() -> None:
+    import moto.backends as backends
+
+    modules = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> tuple[str, ...]:
+        """The service folders of moto, listed once (stock lists them on every request)."""
+        return modules
+
+    _replace(backends, "list_of_moto_modules", list_of_moto_modules)
+
+
+# -- SQS --------------------------------------------------------------------------------------
+
+
+def _patch_sqs() -> None:
+    import moto.sqs.models as sqs_models
+    from moto.core.utils import camelcase_to_underscores
+    from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid
+
+    models: Any = sqs_models  # untyped, and read at call time (its clock may be swapped)
+    queue_cls, backend_cls = models.Queue, models.SQSBackend
+
+    def now() -> float:
+        # Looked up at each call: a server may swap the module's clock (tests/soak.py does).
+        return float(models.unix_time_millis())
+
+    fields = {
+        group: [(name, camelcase_to_underscores(name)) for name in names]
+        for group, names in (
+            ("base", queue_cls.BASE_ATTRIBUTES),
+            ("fifo", queue_cls.FIFO_ATTRIBUTES),
+            ("kms", queue_cls.KMS_ATTRIBUTES),
+        )
+    }
+    counters = {
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_delayed",
+        "approximate_number_of_messages_not_visible",
+    }
+
+    def counts(queue: Any) -> dict[str, int]:
+        """The three message counts in one pass, all as of one instant."""
+        instant = now()
+        visible = delayed = hidden = 0
+        for message in queue._messages:
+            is_delayed = instant < message.delayed_until
+            if instant > message.visible_at:
+                visible += not is_delayed
+            else:
+                hidden += 1
+            delayed += is_delayed
+        return {
+            "approximate_number_of_messages": visible,
+            "approximate_number_of_messages_delayed": delayed,
+            "approximate_number_of_messages_not_visible": hidden,
+        }
+
+    def attributes(self: Any) -> dict[str, Any]:
+        """``Queue.attributes``, the same dict: names mapped once, messages counted once."""
+        counted = counts(self)
+        groups = ["base"] + ["fifo"] * bool(self.fifo_queue)
+        groups += ["kms"] * bool(self.kms_master_key_id)
+        result: dict[str, Any] = {}
+        for group in groups:
+            for name, attr in fields[group]:
+                result[name] = counted[attr] if attr in counters else getattr(self, attr)
+        if self.policy:
+            result["Policy"] = self.policy
+        if self.redrive_policy:
+            result["RedrivePolicy"] = json.dumps(self.redrive_policy)
+        for key, value in result.items():
+            if isinstance(value, bool):
+                result[key] = str(value).lower()
+        return result
+
+    def messages(self: Any) -> list[Any]:
+        """Visible, undelayed messages, as of one clock read rather than two per message."""
+        instant = now()
+        return [
+            m for m in self._messages if instant > m.visible_at and not instant < m.delayed_until
+        ]
+
+    def has_handle(message: Any, receipt_handle: str) -> bool:
+        return bool(
+            message.receipt_handle == receipt_handle
+            or receipt_handle in message._old_receipt_handles
+        )
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        """``Queue.delete_message`` in one pass (no list of handles built per message)."""
+        if receipt_handle in self.deleted_messages:
+            return  # already deleted: SQS accepts a second delete
+        kept: list[Any] = []
+        found = False
+        for message in self._messages:
+            if has_handle(message, receipt_handle):
+                found = True
+                self.pending_messages.discard(message)
+                self.deleted_messages.update(message.all_receipt_handles)
+                continue
+            kept.append(message)
+        if not found:
+            raise ReceiptHandleIsInvalid()
+        self._messages = kept
+
+    def change_message_visibility(
+        self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        """``SQSBackend.change_message_visibility``, finding the message in one pass."""
+        queue = self.get_queue(queue_name)
+        message = next((m for m in queue._messages if has_handle(m, receipt_handle)), None)
+        if message is None:
+            raise ReceiptHandleIsInvalid
+        until = now() + int(visibility_timeout) * 1000
+        if until - message.sent_timestamp > 43200 * 1000:  # SQS: 12 hours in flight at most
+            raise InvalidParameterValue(
+                f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason:"
+                " Total VisibilityTimeout for the message is beyond the limit [43200 seconds]"
+            )
+        message.change_visibility(visibility_timeout)
+        if message.visible and message in queue.pending_messages:
+            queue.pending_messages.remove(message)
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        """The retention check, reading the one attribute it needs."""
+        period = self.get_queue(queue_name).message_retention_period
+        return bool(int(period) + message.sent_timestamp / 1000 > models.unix_time())
+
+    stock_receive = backend_cls.receive_message
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> list[Any]:
+        """A long poll as a loop of short receives, each one alone on its queue.
+
+        Stock moto scans the queue with no lock while other server threads do the same, so
+        two concurrent receives can both take a message between one's visibility check and
+        its mark (two pollers would run it at once). Here each scan holds the queue's lock;
+        between scans the poll waits for a send (or 0.1 s: messages also become visible
+        again when their visibility runs out, which wakes nobody), and never spins on a
+        queue whose messages are all held (in-flight FIFO groups).
+        """
+        queue = self.get_queue(queue_name)
+        lock: threading.Lock = queue.__dict__.setdefault("_taskhop_receive", threading.Lock())
+        until = time.monotonic() + wait_seconds_timeout
+        while True:
+            with lock:
+                got: list[Any] = stock_receive(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+            left = until - time.monotonic()
+            if got or left <= 0:
+                return got
+            waited = time.monotonic()
+            queue.wait_for_messages(min(0.1, left))
+            if time.monotonic() - waited < 0.01:  # messages there, none to give
+                time.sleep(min(0.02, max(0.0, left)))
+
+    _replace(backend_cls, "receive_message", receive_message)
+    _replace(queue_cls, "attributes", property(attributes))
+    _replace(queue_cls, "messages", property(messages))
+    _replace(queue_cls, "delete_message", delete_message)
+    _replace(backend_cls, "change_message_visibility", change_message_visibility)
+    _replace(backend_cls, "is_message_valid_based_on_retention_period", retained)
+
+
+# -- DynamoDB ---------------------------------------------------------------------------------
+
+
+def _patch_dynamodb() -> None:
+    import copy
+
+    import moto.dynamodb.parsing.ast_nodes as ast_nodes
+    import moto.dynamodb.parsing.expressions as expressions_module
+    import moto.dynamodb.parsing.validators as validators_module
+
+    nodes: Any = ast_nodes  # moto's parsing modules are untyped
+    validators: Any = validators_module
+    expressions: Any = expressions_module
+    traverser_cls, node_cls, update_cls = (
+        nodes.DepthFirstTraverser,
+        nodes.Node,
+        nodes.UpdateExpression,
+    )
+    parser_cls = expressions.UpdateExpressionParser
+
+    stock_make = parser_cls.__dict__["make"].__func__
+
+    @functools.lru_cache(maxsize=256)
+    def parsed(expression: str) -> Any:
+        return stock_make(parser_cls, expression)
+
+    def make(cls: Any, expression: str) -> Any:
+        """The parsed tree, kept by its text: callers only read it (validators copy it)."""
+        return parsed(expression)
+
+    def clone(value: Any, memo: Any = None) -> Any:
+        """A copy of an expression tree by pickle round trip (5-10x ``deepcopy``'s speed)."""
+        if isinstance(value, node_cls):
+            try:
+                return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+            except Exception:  # something unpicklable in the tree: the stock way
+                pass
+        return copy.deepcopy(value, memo)
+
+    node_types: dict[type, bool] = {}
+
+    def is_node(kind: type) -> bool:
+        known = node_types.get(kind)
+        if known is None:  # Node is an ABC: isinstance goes through __instancecheck__
+            known = node_types[kind] = issubclass(kind, node_cls)
+        return known
+
+    def processor(self: Any, kind: type) -> Callable[[Any], Any] | None:
+        """The function this pass runs on nodes of ``kind`` (the first match, as stock)."""
+        table: dict[type, Any] | None = self.__dict__.get("_taskhop_processors")
+        if table is None:
+            table = self.__dict__["_taskhop_processors"] = {}
+        if kind not in table:
+            table[kind] = next(
+                (f for k, f in self._processing_map().items() if issubclass(kind, k)), None
+            )
+        found: Callable[[Any], Any] | None = table[kind]
+        return found
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        """Stock depth-first, bottom-up traversal, with node types looked up once per type."""
+        kind = cast("type[object]", type(node))
+        if not is_node(kind):
+            return node
+        parent_node = node.parent
+        if node.children is not None:
+            for i, child_node in enumerate(node.children):
+                self.pre_processing_of_child(node, i)
+                self.traverse_node_recursively(child_node, i)
+        process = processor(self, kind)
+        if process is not None:
+            node = process(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    def root_only(check: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """A pass whose check of the root covers every nested UpdateExpression.
+
+        ``ActionCountValidator`` and ``OverlappingPathsValidator`` check each UpdateExpression
+        node (74 in one job write) for too many clauses or overlapping paths among the
+        actions below it; the root has them all, so a root that passes means every node
+        passes. A root that fails runs the stock pass, so the error is stock's, word for word.
+        """
+        stock = traverser_cls.traverse
+
+        def traverse(self: Any, node: Any) -> Any:
+            if isinstance(node, update_cls):
+                try:
+                    check(self, node)
+                except Exception:
+                    return stock(self, node)
+                return node
+            return stock(self, node)
+
+        return traverse
+
+    _replace(parser_cls, "make", classmethod(make))
+    _replace(validators, "deepcopy", clone)  # what ``Validator.__init__`` copies the tree with
+    _replace(traverser_cls, "traverse_node_recursively", traverse_node_recursively)
+    _replace(
+        validators.ActionCountValidator,
+        "traverse",
+        root_only(validators.ActionCountValidator.verify_action_counts),
+    )
+    _replace(
+        validators.OverlappingPathsValidator,
+        "traverse",
+        root_only(validators.OverlappingPathsValidator.check_for_overlapping_paths),
+    )
+    _undo.append(parsed.cache_clear)
