@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -103,9 +104,11 @@ class World:
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def world(request: pytest.FixtureRequest, mocked_aws: None) -> World:
+def world(request: pytest.FixtureRequest, mocked_aws: None) -> Iterator[World]:
     """A world per store kind, on in-process moto."""
-    return World(request.param)
+    world = World(request.param)
+    yield world
+    world.app.close()  # the worker's event loop: a batch's overlapped steps run on it
 
 
 def test_redrive_runs_the_job_again_and_keeps_its_history(world: World) -> None:

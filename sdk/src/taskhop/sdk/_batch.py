@@ -125,7 +125,13 @@ class BatchRunner:
             limit = DEFAULT_CONCURRENCY if self._worth_overlapping() else 1
         if limit == 1 or len(items) < 2 or any((item.attempt or 1) > 1 for item in items):
             return self._run_in_order(items, settle, deadline)
-        return self.worker._loop().run(self._run_overlapped(items, settle, deadline, limit))
+        batch = self._run_overlapped(items, settle, deadline, limit)
+        if _has_async_handlers(self.worker.app):  # on the worker's loop, kept across batches,
+            return self.worker._loop().run(batch)  # where the handlers' async clients live
+        import asyncio
+
+        with asyncio.Runner() as runner:  # only the batch's own steps: a loop for this batch
+            return runner.run(batch)
 
     def close(self) -> None:
         """Stop the threads (the next batch starts new ones)."""
