@@ -261,6 +261,8 @@ CONTENDERS: dict[str, Callable[[Stack], Batch]] = {
     "taskhop_async": partial(taskhop, is_async=True),
     "taskhop_sleep20": partial(taskhop, sleep=SLEEP),
     "taskhop_async_sleep20": partial(taskhop, is_async=True, sleep=SLEEP),
+    "taskhop_threads_sleep20": partial(taskhop, sleep=SLEEP, handler_threads=10),
+    "taskhop_in_order": partial(taskhop, concurrency=1),  # the batch one job after another
     "powertools_sleep20": partial(powertools, sleep=SLEEP),
 }
 # Powertools' idempotency has no async form (idempotent_function wraps sync functions): its
@@ -273,6 +275,11 @@ PAIRS = {
         "taskhop_async_sleep20",
         "powertools_sleep20",
     ),
+    "taskhop_threads_sleep20_over_powertools_sleep20": (
+        "taskhop_threads_sleep20",
+        "powertools_sleep20",
+    ),
+    "taskhop_in_order_over_powertools": ("taskhop_in_order", "powertools"),
 }
 
 

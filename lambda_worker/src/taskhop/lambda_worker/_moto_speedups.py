@@ -387,3 +387,73 @@ def _patch_dynamodb() -> None:
         root_only(validators.OverlappingPathsValidator.check_for_overlapping_paths),
     )
     _undo.append(parsed.cache_clear)
+    _patch_conditions()
+
+
+def _patch_conditions() -> None:
+    """Condition expressions parsed once per text; names and values put in per request.
+
+    Stock ``ConditionExpressionParser.parse`` substitutes ``ExpressionAttributeNames`` and
+    ``Values`` while it parses (and UpdateItem parses each condition twice), so what is kept
+    here is the tree parsed with the lookups recorded instead: each request makes the same
+    lookups in the same order (a missing name fails as stock), then stock's own last step
+    builds the conditions from the tree with its values. A text stock cannot parse is not
+    kept: every request parses it the stock way, for stock's error.
+    """
+    import moto.dynamodb.comparisons as comparisons_module
+
+    comparisons: Any = comparisons_module  # untyped
+    parser_cls = comparisons.ConditionExpressionParser
+    kind, nonterminal = parser_cls.Kind, parser_cls.Nonterminal
+    stock_parse = parser_cls.parse
+    cache: dict[str, Any] = {}
+
+    def template(expression: str) -> Any:
+        """(tree, lookups, names found, values found) for a text, or None if stock fails."""
+        if expression in cache:
+            return cache[expression]
+        lookups: list[tuple[bool, str]] = []  # (is a value, placeholder), in stock's order
+        probe = parser_cls(expression, None, None)
+        probe._lookup_expression_attribute_value = lambda n: lookups.append((True, n))
+        probe._lookup_expression_attribute_name = lambda n: lookups.append((False, n))
+        probe._make_op_condition = lambda node: node  # stop before the values are needed
+        try:
+            tree = stock_parse(probe)
+        except Exception:
+            found = None
+        else:
+            found = (tree, tuple(lookups), probe.expr_attr_names_found,
+                     probe.expr_attr_values_found)  # fmt: skip
+        if len(cache) < 256:
+            cache[expression] = found
+        return found
+
+    def substituted(node: Any, got: dict[tuple[bool, str], Any]) -> Any:
+        if node.kind == kind.EXPRESSION_ATTRIBUTE_VALUE:
+            return node._replace(value=got[True, node.text])
+        if node.nonterminal == nonterminal.IDENTIFIER and node.text.startswith("#"):
+            return node._replace(value=got[False, node.text])
+        if not node.children:
+            return node
+        return node._replace(children=[substituted(c, got) for c in node.children])
+
+    def parse(self: Any) -> Any:
+        """Stock ``parse``, from the tree kept for this text (a fresh result each call)."""
+        kept = template(self.condition_expression) if self.condition_expression else None
+        if kept is None:
+            return stock_parse(self)
+        tree, lookups, names_found, values_found = kept
+        got = {
+            (is_value, name): (
+                self._lookup_expression_attribute_value(name)
+                if is_value
+                else self._lookup_expression_attribute_name(name)
+            )
+            for is_value, name in lookups
+        }
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return self._make_op_condition(substituted(tree, got))
+
+    _replace(parser_cls, "parse", parse)
+    _undo.append(cache.clear)
