@@ -425,6 +425,7 @@ def _moto_answers(queue_depth: int) -> list[Any]:
                     answers.append(answer["Attributes"])
                 except Exception as exc:
                     answers.append(str(exc))
+        answers += _condition_answers(dynamodb)
         sqs = factory.client("sqs", region_name="us-east-1")
         for attributes in ({}, {"FifoQueue": "true", "ContentBasedDeduplication": "true"}):
             name = "q.fifo" if attributes else "q"
@@ -451,6 +452,83 @@ def _moto_answers(queue_depth: int) -> list[Any]:
     return answers
 
 
+CONDITIONS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
+    # taskhop's begin write: passes on a new item, on a queued one; fails on a running one.
+    (
+        "attribute_not_exists(pk) OR (#s IN (:q, :r) OR (#s = :run AND"
+        " (attribute_not_exists(#l) OR #l <= :now)))",
+        {"#s": "status", "#l": "lease"},
+        {
+            ":q": {"S": "queued"},
+            ":r": {"S": "retrying"},
+            ":run": {"S": "running"},
+            ":now": {"N": "10"},
+        },
+    ),
+    # The same text again, the names and values swapped: the kept tree is not theirs.
+    (
+        "attribute_not_exists(pk) OR (#s IN (:q, :r) OR (#s = :run AND"
+        " (attribute_not_exists(#l) OR #l <= :now)))",
+        {"#s": "lease", "#l": "status"},
+        {":q": {"N": "3"}, ":r": {"S": "running"}, ":run": {"N": "3"}, ":now": {"S": "x"}},
+    ),
+    # taskhop's complete write.
+    (
+        "attribute_not_exists(pk) OR (NOT #s IN (:f1, :f2, :f3) AND #a <= :a)",
+        {"#s": "status", "#a": "attempt"},
+        {
+            ":f1": {"S": "succeeded"},
+            ":f2": {"S": "failed"},
+            ":f3": {"S": "cancelled"},
+            ":a": {"N": "2"},
+        },
+    ),
+    (
+        "size(#s) > :n AND begins_with(#s, :p) AND #a BETWEEN :n AND :a",
+        {"#s": "status", "#a": "attempt"},
+        {":n": {"N": "1"}, ":p": {"S": "r"}, ":a": {"N": "9"}},
+    ),
+    ("#a BETWEEN :n AND :a", {"#a": "attempt"}, {":n": {"NULL": True}, ":a": {"N": "9"}}),
+    ("#s = :missing", {"#s": "status"}, {":q": {"S": "queued"}}),  # a value not given
+    ("#missing = :q", {"#s": "status"}, {":q": {"S": "queued"}}),  # a name not given
+    ("#s = :q", {"#s": "status"}, {":q": {"S": "queued"}, ":unused": {"N": "1"}}),
+    ("status = :q", {}, {":q": {"S": "queued"}}),  # a reserved word
+    ("#s = = :q", {"#s": "status"}, {":q": {"S": "queued"}}),
+    ("((#s = :q))", {"#s": "status"}, {":q": {"S": "queued"}}),  # redundant parentheses
+    ("#s IN :q", {"#s": "status"}, {":q": {"S": "queued"}}),
+    ("#s = :q AND", {"#s": "status"}, {":q": {"S": "queued"}}),
+    ("#s = :q & x", {"#s": "status"}, {":q": {"S": "queued"}}),
+]
+"""Condition expressions that pass, fail (with the item as it was), reuse one text, and fail
+to parse, each on an item that does not exist, a queued one, and a running one."""
+
+
+def _condition_answers(dynamodb: Any) -> list[Any]:
+    """What moto answers to a conditional UpdateItem (ALL_NEW, ALL_OLD on failure) per case."""
+    answers: list[Any] = []
+    for n, (condition, names, values) in enumerate(CONDITIONS):
+        for state in (None, "queued", "running"):
+            key = {"pk": {"S": f"cond-{n}-{state}"}}
+            if state is not None:
+                item = {**key, "status": {"S": state}, "attempt": {"N": "2"}, "lease": {"N": "5"}}
+                dynamodb.put_item(TableName="t", Item=item)
+            try:
+                answer = dynamodb.update_item(
+                    TableName="t", Key=key, UpdateExpression="SET #s = :v, #n = :one",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={**names, "#s": names.get("#s", "status"),
+                                              "#n": "n"},
+                    ExpressionAttributeValues={**values, ":v": {"S": "running"},
+                                               ":one": {"N": "1"}},
+                    ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )  # fmt: skip
+                answers.append(answer["Attributes"])
+            except Exception as exc:
+                response = getattr(exc, "response", {})
+                answers.append((str(exc), response.get("Item")))
+    return answers
+
+
 def test_moto_answers_the_same_with_the_speedups(stock_moto: None) -> None:
     """Every answer the replaced code gives, errors word for word, is stock moto's."""
     from taskhop.lambda_worker import _moto_speedups
@@ -462,3 +540,6 @@ def test_moto_answers_the_same_with_the_speedups(stock_moto: None) -> None:
     assert faster == stock
     assert any("can only be used once" in str(a) for a in stock)  # the errors were reached
     assert any("overlap" in str(a) for a in stock)
+    assert any("ConditionalCheckFailed" in str(a) and a[1] for a in stock)  # with ALL_OLD
+    assert any("redundant parentheses" in str(a) for a in stock)
+    assert any("unused" in str(a) for a in stock)

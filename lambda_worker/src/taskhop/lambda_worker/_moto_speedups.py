@@ -9,13 +9,15 @@ Stock moto 5.2.5 spends most of a local job's time on work whose answer does not
   list of receipt handles for every message on the queue to find one.
 - DynamoDB: every UpdateItem parses its update expression twice and deep-copies the tree
   before validating it (taskhop's job writes are one SET/REMOVE expression of ~90 nodes), and
-  each of the ten validation passes rebuilds its node-type table at every node.
+  each of the ten validation passes rebuilds its node-type table at every node. Its
+  condition expression is parsed twice too, names and values substituted as it parses.
 
 ``apply()`` replaces those pieces with equivalents: the attributes are the same dict, counted
 in one pass with one clock read; the retention check reads the one attribute it needs;
 deletes and visibility changes find their message by its receipt handles in one pass; parsed
 update expressions are kept by their text (the tree is never mutated: the validator copies
-it, here by a pickle round trip instead of ``deepcopy``). The changes are checked only
+it, here by a pickle round trip instead of ``deepcopy``), and so are parsed conditions,
+their names and values looked up per request. The changes are checked only
 against the moto versions in ``CHECKED_ON``; on any other version ``apply()`` changes nothing
 and logs a note, and moto runs as shipped (slower, never wrong).
 
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 __all__ = ["CHECKED_ON", "apply", "applied", "speedups"]
 
@@ -297,9 +299,45 @@ def _patch_dynamodb() -> None:
 
     stock_make = parser_cls.__dict__["make"].__func__
 
+    kept: dict[int, tuple[Any, dict[tuple[type, ...], list[Any]]]] = {}
+
     @functools.lru_cache(maxsize=256)
     def parsed(expression: str) -> Any:
-        return stock_make(parser_cls, expression)
+        tree = stock_make(parser_cls, expression)
+        if len(kept) >= 512:  # trees the cache let go of: forget them all, now and then
+            kept.clear()
+        kept[id(tree)] = (tree, {})
+        return tree
+
+    searched = (nodes.Expression, nodes.UpdateExpressionFunction)
+
+    searched_types: dict[type, bool] = {}
+
+    def clauses(node: Any, clause_types: Any) -> list[Any]:
+        """Stock ``Node.find_clauses`` (no node class has its own), recursing without it."""
+        found: list[Any] = []
+        children: list[Any] = node.children or []
+        for child in children:
+            kind: type = child.__class__
+            if kind in clause_types:
+                found.append(child)
+                continue
+            inside = searched_types.get(kind)
+            if inside is None:  # ABCs: isinstance goes through __instancecheck__
+                inside = searched_types[kind] = issubclass(kind, searched)
+            if inside:
+                found.extend(clauses(child, clause_types))
+        return found
+
+    def find_clauses(self: Any, clause_types: Any) -> list[Any]:
+        """Stock's answer; once per kept tree (UpdateItem asks it twice a request)."""
+        entry = kept.get(id(self))
+        if entry is None or entry[0] is not self:
+            return clauses(self, clause_types)
+        key = tuple(clause_types)
+        if key not in entry[1]:
+            entry[1][key] = clauses(self, clause_types)
+        return list(entry[1][key])
 
     def make(cls: Any, expression: str) -> Any:
         """The parsed tree, kept by its text: callers only read it (validators copy it)."""
@@ -322,35 +360,46 @@ def _patch_dynamodb() -> None:
             known = node_types[kind] = issubclass(kind, node_cls)
         return known
 
-    def processor(self: Any, kind: type) -> Callable[[Any], Any] | None:
-        """The function this pass runs on nodes of ``kind`` (the first match, as stock)."""
-        table: dict[type, Any] | None = self.__dict__.get("_taskhop_processors")
-        if table is None:
-            table = self.__dict__["_taskhop_processors"] = {}
-        if kind not in table:
-            table[kind] = next(
-                (f for k, f in self._processing_map().items() if issubclass(kind, k)), None
-            )
-        found: Callable[[Any], Any] | None = table[kind]
+    keys: dict[type, dict[type, type | None]] = {}  # per pass class: node type -> map key
+
+    def key_of(pass_keys: dict[type, type | None], pmap: dict[type, Any], kind: type) -> Any:
+        """The first key of the pass's map that ``kind`` is a subclass of (stock's choice)."""
+        found = pass_keys[kind] = next((k for k in pmap if issubclass(kind, k)), None)
         return found
 
+    base_hook: Any = traverser_cls.pre_processing_of_child  # a no-op; one pass has its own
+
     def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
-        """Stock depth-first, bottom-up traversal, with node types looked up once per type."""
-        kind = cast("type[object]", type(node))
-        if not is_node(kind):
+        """Stock depth-first, bottom-up traversal, with node types looked up once per type.
+
+        The pass's map is built once per traversal (stock builds it at each node), and the
+        stock no-op hook before each child is not called (one pass has its own).
+        """
+        pass_cls: Any = self.__class__
+        pass_keys = keys.setdefault(pass_cls, {})
+        pmap: dict[type, Callable[[Any], Any]] = self._processing_map()
+        hook = None if pass_cls.pre_processing_of_child is base_hook else self
+
+        def walk(node: Any, child_id: int) -> Any:
+            kind: type = node.__class__
+            known = node_types.get(kind)
+            if not (is_node(kind) if known is None else known):
+                return node
+            parent_node = node.parent
+            if node.children is not None:
+                for i, child_node in enumerate(node.children):
+                    if hook is not None:
+                        hook.pre_processing_of_child(node, i)
+                    walk(child_node, i)
+            key = pass_keys[kind] if kind in pass_keys else key_of(pass_keys, pmap, kind)
+            if key is not None:
+                node = pmap[key](node)
+                node.parent = parent_node
+                if parent_node:
+                    parent_node.children[child_id] = node
             return node
-        parent_node = node.parent
-        if node.children is not None:
-            for i, child_node in enumerate(node.children):
-                self.pre_processing_of_child(node, i)
-                self.traverse_node_recursively(child_node, i)
-        process = processor(self, kind)
-        if process is not None:
-            node = process(node)
-            node.parent = parent_node
-            if parent_node:
-                parent_node.children[child_id] = node
-        return node
+
+        return walk(node, child_id)
 
     def root_only(check: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         """A pass whose check of the root covers every nested UpdateExpression.
@@ -386,7 +435,9 @@ def _patch_dynamodb() -> None:
         "traverse",
         root_only(validators.OverlappingPathsValidator.check_for_overlapping_paths),
     )
+    _replace(node_cls, "find_clauses", find_clauses)
     _undo.append(parsed.cache_clear)
+    _undo.append(kept.clear)
     _patch_conditions()
 
 
@@ -414,9 +465,19 @@ def _patch_conditions() -> None:
             return cache[expression]
         lookups: list[tuple[bool, str]] = []  # (is a value, placeholder), in stock's order
         probe = parser_cls(expression, None, None)
-        probe._lookup_expression_attribute_value = lambda n: lookups.append((True, n))
-        probe._lookup_expression_attribute_name = lambda n: lookups.append((False, n))
-        probe._make_op_condition = lambda node: node  # stop before the values are needed
+
+        def value_lookup(placeholder: str) -> None:
+            lookups.append((True, placeholder))
+
+        def name_lookup(placeholder: str) -> None:
+            lookups.append((False, placeholder))
+
+        def tree_only(node: Any) -> Any:  # stop before the values are needed
+            return node
+
+        probe._lookup_expression_attribute_value = value_lookup
+        probe._lookup_expression_attribute_name = name_lookup
+        probe._make_op_condition = tree_only
         try:
             tree = stock_parse(probe)
         except Exception:
