@@ -14,9 +14,6 @@ import pytest
 
 from bench import worker_cpu
 
-pytest.importorskip("aws_lambda_powertools")
-pytest.importorskip("pydantic")
-
 
 def test_run_reports_both_pairs() -> None:
     figures = worker_cpu.run(n=20, rounds=1)
