@@ -181,8 +181,6 @@ def taskhop(
 
 def powertools(stack: Stack, *, sleep: float = 0.0) -> Batch:
     """Powertools BatchProcessor + parser + idempotent_function on DynamoDB."""
-    from datetime import datetime
-    from typing import Literal
 
     from aws_lambda_powertools.utilities.batch import (
         BatchProcessor,
@@ -194,28 +192,11 @@ def powertools(stack: Stack, *, sleep: float = 0.0) -> Batch:
         IdempotencyConfig,
         idempotent_function,
     )
-    from aws_lambda_powertools.utilities.parser import BaseModel
-    from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-    from pydantic import ConfigDict, Json
     from taskhop.lambda_worker import LocalContext
 
-    class GreetModel(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        name: str
-        times: int
+    from bench.worker_cpu import envelope_models
 
-    class EnvelopeModel(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        taskhop: Literal[1]
-        id: str
-        task: str
-        version: int
-        input: GreetModel
-        attempt: int
-        dispatched_at: datetime
-
-    class Record(SqsRecordModel):
-        body: Json[EnvelopeModel]
+    Record, _ = envelope_models()
 
     table = f"bench-powertools-{uuid.uuid4().hex[:8]}"
     setup = stack.setup_client("dynamodb")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench._fresh import Script, precompile, samples_ms
 from bench.lambda_cold import BOTO3, TASKHOP
+from bench.rss import TASKHOP_JOBS
 
 ROOT = Path(__file__).resolve().parent.parent
 AWS_ENV = {
@@ -41,26 +42,7 @@ STATIC_CONTRACTS = {
     ),
     "static_contracts_site": Script("import taskhop.static_contracts"),
 }
-# DynamoDB answered in process, so the jobs time the whole client path but the socket.
-STUB_DYNAMODB = """
-import json
-from botocore.awsrequest import AWSResponse
-from taskhop.static_contracts import Envelope
-class Stream:
-    def __init__(self, data): self.data = data
-    def stream(self, **kwargs): yield self.data
-def dynamodb(request, **kwargs):
-    sent = json.loads(request.body)
-    answer = {}
-    if sent.get("ReturnValues") == "ALL_NEW":  # begin(): the item as it now is
-        values = sent["ExpressionAttributeValues"]
-        answer["Attributes"] = {"pk": sent["Key"]["pk"], "task": values[":t"],
-            "status": values[":run"], "attempt": {"N": "1"}, "lease": values[":l"]}
-    return AWSResponse(request.url, 200, {}, Stream(json.dumps(answer).encode()))
-app.store.client.meta.events.register("before-send.dynamodb", dynamodb)
-def body(n):
-    return Envelope(task="double", input={"n": n}).encode().decode()
-"""
+STUB_DYNAMODB = TASKHOP_JOBS  # DynamoDB answered in process, as in bench.rss
 FIRST_JOBS = """
 import time
 from bench.worker_cpu import sqs_event

@@ -95,21 +95,15 @@ def taskhop_runner(n: int, *, stateful: bool) -> Callable[[], float]:
     return run
 
 
-def powertools_runner(n: int, *, stateful: bool) -> Callable[[], float]:
-    """The same event through ``BatchProcessor`` + parser (+ ``idempotent_function``)."""
+def envelope_models() -> tuple[Any, Any]:
+    """Powertools' side of the comparison: the SQS record with the envelope as a typed JSON body
+    (unknown keys forbidden, as taskhop's decoder does). Returns ``(Record, EnvelopeModel)``."""
     from datetime import datetime
     from typing import Literal
 
-    from aws_lambda_powertools.utilities.batch import (
-        BatchProcessor,
-        EventType,
-        process_partial_response,
-    )
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
     from aws_lambda_powertools.utilities.parser import BaseModel
     from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
     from pydantic import ConfigDict, Json
-    from taskhop.lambda_worker import LocalContext
 
     class GreetModel(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -128,6 +122,22 @@ def powertools_runner(n: int, *, stateful: bool) -> Callable[[], float]:
 
     class Record(SqsRecordModel):
         body: Json[EnvelopeModel]  # pyright: ignore[reportIncompatibleVariableOverride]
+
+    return Record, EnvelopeModel
+
+
+def powertools_runner(n: int, *, stateful: bool) -> Callable[[], float]:
+    """The same event through ``BatchProcessor`` + parser (+ ``idempotent_function``)."""
+
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from taskhop.lambda_worker import LocalContext
+
+    Record, EnvelopeModel = envelope_models()
 
     processor = BatchProcessor(event_type=EventType.SQS, model=Record)
     config = IdempotencyConfig(event_key_jmespath="id", use_local_cache=False)
