@@ -31,11 +31,13 @@ from ._errors import (
     HandlerTimeout,
     IdempotencyKeyMismatch,
     JobNotFoundError,
+    NonDeterminismError,
     PayloadError,
     PermanentError,
     ResultTimeout,
     ResultTooLarge,
     Retry,
+    StepCancelled,
     StoreError,
     TaskFailed,
     TaskhopError,
@@ -44,6 +46,9 @@ from ._errors import (
     UnknownTaskError,
     UnsupportedProtocolError,
     ValidationError,
+    WorkflowCancelled,
+    WorkflowDefinitionError,
+    WorkflowFailed,
 )
 from ._handle import ResultHandle, gather
 from ._implementation import Handler, Idempotency, Implementation, ImplementOptions, Migration
@@ -74,6 +79,11 @@ from ._store import (
 )
 from ._typing import input_type, output_type
 from ._worker import Outcome, OutcomeKind, Worker
+from ._workflow_build import Flow, Signature, chain, chord, group
+from ._workflow_engine import SweepReport
+from ._workflow_handle import StepView, WorkflowHandle
+from ._workflow_steps import Step, StepGraph
+from ._workflow_store import StoredWorkflow, WorkflowStore
 
 __all__ = [
     "AlreadyImplementedError",
@@ -92,6 +102,7 @@ __all__ = [
     "ErrorInfo",
     "FINAL_STATUSES",
     "FieldError",
+    "Flow",
     "Handler",
     "HandlerSignal",
     "HandlerTimeout",
@@ -112,6 +123,7 @@ __all__ = [
     "Migration",
     "MigrationError",
     "NoStore",
+    "NonDeterminismError",
     "Outcome",
     "OutcomeKind",
     "PayloadError",
@@ -126,8 +138,15 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "Schedule",
+    "Signature",
     "StaticContract",
+    "Step",
+    "StepCancelled",
+    "StepGraph",
+    "StepView",
     "StoreError",
+    "StoredWorkflow",
+    "SweepReport",
     "TaskContract",
     "TaskFailed",
     "TaskRejected",
@@ -137,11 +156,19 @@ __all__ = [
     "UnsupportedProtocolError",
     "ValidationError",
     "Worker",
+    "WorkflowCancelled",
+    "WorkflowDefinitionError",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowStore",
+    "chain",
+    "chord",
     "configure_logging",
     "create_app",
     "current_job",
     "define_task",
     "gather",
+    "group",
     "incoming_trace",
     "input_type",
     "job_fields",

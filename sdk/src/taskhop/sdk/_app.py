@@ -41,6 +41,7 @@ from ._registered import Registered
 from ._schedule import Schedule
 from ._store import MAX_RESTARTS, BaseJobStore, JobStatus, JobStore
 from ._worker import Worker
+from ._workflow_handle import WorkflowHandle
 
 __all__ = ["App", "Registered", "create_app", "load_app"]
 
@@ -285,6 +286,10 @@ class App:
                 )
             self._implemented[contract.name] = entry
         return bound
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle for an existing workflow (its result as JSON data: no shape is known)."""
+        return WorkflowHandle(self, workflow_id)
 
     def implementation(self, name: str) -> Registered | None:
         """The implemented task called ``name``, or None (the worker's lookup)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from taskhop.static_contracts import (
     AsyncTransport,
@@ -22,6 +22,7 @@ from ._registered import InputValidator, MigrationError
 if TYPE_CHECKING:
     from ._app import App
     from ._implementation import Handler
+    from ._workflow_build import Signature
 
 __all__ = ["BoundTask"]
 
@@ -193,6 +194,23 @@ class BoundTask(Generic[I, O]):
             )
         value: I = validator.validate(data)
         return value
+
+    @overload
+    def s(self) -> Signature[I, O]: ...
+    @overload
+    def s(self, payload: I, /, *, skip_validation: bool = False) -> Signature[object, O]: ...
+    def s(self, *args: Any, skip_validation: bool = False) -> Signature[Any, O]:
+        """A workflow step of this task (``chain``, ``group``, ``chord``, step graphs).
+
+        ``s()`` takes its predecessor's output as input; ``s(payload)`` is bound to
+        ``payload`` (validated and made JSON now, as ``dispatch`` would) and ignores it.
+        """
+        from ._workflow_build import UNBOUND, Signature
+
+        if not args:
+            return Signature(self, UNBOUND)
+        (payload,) = args
+        return Signature(self, self.input_json(payload, skip_validation=skip_validation))
 
     def handle(self, job_id: str) -> ResultHandle[O]:
         """A handle for an existing job of this task."""

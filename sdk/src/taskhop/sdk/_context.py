@@ -6,14 +6,26 @@ import logging
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskhop.static_contracts import Envelope
+from taskhop.static_contracts import Envelope, StaticContract
 
 from ._logging import JOB_LOGGER, incoming, trace_id
 from ._store import slot_init
 
+if TYPE_CHECKING:
+    from ._app import App
+    from ._bound import BoundTask
+    from ._handle import ResultHandle
+    from ._invoke import Calls
+
 __all__ = ["JobContext"]
+
+I = TypeVar("I")
+O = TypeVar("O")
+_CANCEL_CHECK_EVERY = 1.0
+"""Seconds ``ctx.cancelled`` reuses its last answer: a loop may ask often, the store is read
+at most once a second."""
 
 _log = logging.getLogger(JOB_LOGGER)
 
@@ -63,6 +75,12 @@ class JobContext:
     """The host's trace for this message (an SQS ``AWSTraceHeader``), read when made."""
     _fields: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
     _adapter: logging.LoggerAdapter[logging.Logger] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _app: App | None = field(default=None, init=False, repr=False, compare=False)
+    """The worker's app (set by the worker): what ``invoke`` / ``dispatch`` send through."""
+    _calls: Calls | None = field(default=None, init=False, repr=False, compare=False)
+    _cancel_seen: tuple[float, bool] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -121,3 +139,76 @@ class JobContext:
     def headers(self) -> dict[str, str]:
         """The envelope's string metadata (empty when there is none)."""
         return dict(self.envelope.headers or {}) if self.envelope else {}
+
+    # -- children and workflows -----------------------------------------------------------
+
+    def invoke(self, task: BoundTask[I, O] | StaticContract[I, O], payload: I) -> O:
+        """Run ``task`` on ``payload`` as a child job and return its output.
+
+        The first time, the child is sent and this job suspends: its progress is recorded,
+        its message acknowledged, and the child's end resumes it by sending it again, when
+        the handler runs from the top and this call returns the child's output at once.
+        Code before the call runs again on each resumption (``docs/workflows.md``).
+
+        Raises:
+            TaskFailed: the child failed (``TaskRejected``: it was rejected).
+            NonDeterminismError: this call's position holds another task's child.
+
+        """
+        return self._children().invoke(task, payload)
+
+    async def ainvoke(self, task: BoundTask[I, O] | StaticContract[I, O], payload: I) -> O:
+        """``invoke`` for ``async def`` handlers: the store and queue calls run in a thread."""
+        import asyncio
+
+        return await asyncio.to_thread(self._children().invoke, task, payload)
+
+    def dispatch(self, task: BoundTask[I, O] | StaticContract[I, O], payload: I) -> ResultHandle[O]:
+        """Start ``task`` on ``payload`` as a child job without waiting for it.
+
+        Its id derives from this job's and the call's position, so a retried or redelivered
+        handler starts it once.
+        """
+        return self._children().dispatch(task, payload)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this workflow step's workflow has ended (failed, cancelled, timed out).
+
+        A long step checks it between units of work and stops (``raise_if_cancelled``):
+        taskhop never kills a running handler. False for a job outside a workflow. Read from
+        the store at most once a second.
+        """
+        from ._workflow_continue import workflow_ended
+
+        if self._app is None or self.envelope is None or self.envelope.continuation is None:
+            return False
+        now = time.monotonic()
+        seen = self._cancel_seen
+        if seen is not None and now - seen[0] < _CANCEL_CHECK_EVERY:
+            return seen[1]
+        ended = workflow_ended(self._app, self.envelope) is not None
+        object.__setattr__(self, "_cancel_seen", (now, ended))
+        return ended
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``StepCancelled`` if ``cancelled``: the job is recorded ``cancelled``."""
+        from ._errors import StepCancelled
+
+        if self.cancelled:
+            raise StepCancelled(f"job {self.job_id}: its workflow has ended")
+
+    def _children(self) -> Calls:
+        calls = self._calls
+        if calls is None:
+            from ._errors import TaskhopError
+            from ._invoke import Calls
+
+            if self._app is None or self.envelope is None:
+                raise TaskhopError(
+                    "ctx.invoke / ctx.dispatch work inside a worker's job only (this context"
+                    " was made by hand: use taskhop.sdk.testing to run handlers)"
+                )
+            calls = Calls(self._app, self.envelope)
+            object.__setattr__(self, "_calls", calls)
+        return calls

@@ -21,11 +21,16 @@ built-in exception it also derives from, so ``except ValueError`` code keeps wor
     ├── HandlerTimeout                 sdk               [TimeoutError] handler past deadline
     ├── TaskFailed                     sdk               the job ended failed (``ErrorInfo``)
     │   └── TaskRejected               sdk               rejected before its handler ran
+    ├── WorkflowDefinitionError        sdk               [ValueError] a workflow that cannot run
+    ├── WorkflowFailed                 sdk               a workflow ended failed (the step's error)
+    │   └── WorkflowCancelled          sdk               cancelled, or past its timeout
     ├── DuplicateJobInProgress         sdk               an idempotency key held by a running job
     ├── IdempotencyKeyMismatch         sdk               a key reused with a different input
     ├── HandlerSignal                  sdk               control flow a handler raises on purpose
     │   ├── Retry                      sdk               run me again, after ``after`` seconds
     │   └── PermanentError             sdk               do not retry: record the job failed now
+    │       ├── StepCancelled          sdk               a step stopping because its workflow ended
+    │       └── NonDeterminismError    sdk               a replay's calls differ from the record
     ├── UnrecognisedEvent              lambda_worker     [ValueError] an event of no known kind
     └── GuardrailError                 infra             [ValueError] deploy parameters unsafe
 
@@ -64,11 +69,13 @@ __all__ = [
     "HandlerTimeout",
     "IdempotencyKeyMismatch",
     "JobNotFoundError",
+    "NonDeterminismError",
     "PayloadError",
     "PermanentError",
     "ResultTimeout",
     "ResultTooLarge",
     "Retry",
+    "StepCancelled",
     "StoreError",
     "TaskFailed",
     "TaskRejected",
@@ -77,6 +84,9 @@ __all__ = [
     "UnknownTaskError",
     "UnsupportedProtocolError",
     "ValidationError",
+    "WorkflowCancelled",
+    "WorkflowDefinitionError",
+    "WorkflowFailed",
 ]
 
 
@@ -316,3 +326,49 @@ class Retry(HandlerSignal):
 
 class PermanentError(HandlerSignal):
     """Raise from a handler when retrying cannot help: the job is recorded failed at once."""
+
+
+class StepCancelled(PermanentError):
+    """Raised by ``ctx.raise_if_cancelled()``: the step's workflow ended, so it stops.
+
+    The job is recorded ``cancelled``, not failed, and its workflow does not change.
+    """
+
+
+class NonDeterminismError(PermanentError):
+    """A handler, run again, made different calls than the run it resumes recorded.
+
+    ``ctx.invoke`` / ``ctx.dispatch`` derive each child's id from the parent's and the call's
+    position; a call at a position whose recorded child is another task means the code or its
+    inputs changed between runs. Replaying it would hand one call another's result, so the
+    parent fails instead.
+    """
+
+
+class WorkflowDefinitionError(TaskhopError, ValueError):
+    """A workflow that cannot run as written (raised before anything is sent or stored)."""
+
+
+class WorkflowFailed(TaskhopError):
+    """The workflow ended without a result.
+
+    ``error`` is what ended it: the failing step's ``node``, ``task``, ``job`` and ``cause``
+    when a step failed.
+    """
+
+    def __init__(self, workflow_id: str, status: str, error: dict[str, Any] | None) -> None:
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error: dict[str, Any] = error or {}
+        message = self.error.get("message") or "no error recorded"
+        super().__init__(f"workflow {workflow_id} {status}: {message}")
+
+    @property
+    def cause(self) -> ErrorInfo | None:
+        """The failing step's own error, when a step failed."""
+        cause = self.error.get("cause")
+        return None if not cause else ErrorInfo.from_dict(cause)
+
+
+class WorkflowCancelled(WorkflowFailed):
+    """The workflow was cancelled (``handle.cancel()``) or ran past its timeout."""

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from taskhop.static_contracts import TransportError
 
-from ._store import BaseJobStore, JobRecord, KeyClaim
+from ._store import BaseJobStore, JobRecord, JobStatus, KeyClaim
+from ._workflow_store import StoredWorkflow
 
 __all__ = ["MemoryPayloads", "MemoryStore"]
 
 
 class MemoryStore(BaseJobStore):
-    """An in-process ``JobStore``: one lock makes every conditional write atomic.
+    """An in-process ``JobStore`` and ``WorkflowStore``: one lock makes every write atomic.
 
     Its primitives evaluate ``BaseJobStore``'s guards under the lock; ``wait`` is woken by
-    ``complete`` instead of polling.
+    ``complete`` instead of polling. Workflow documents are deep-copied in and out, so a
+    caller's later change to a dict it read never reaches the store unwritten.
     """
 
     in_process: ClassVar[bool] = True
@@ -28,6 +32,7 @@ class MemoryStore(BaseJobStore):
     def __init__(self) -> None:
         self._records: dict[str, JobRecord] = {}
         self._keys: dict[str, KeyClaim] = {}
+        self._workflows: dict[str, StoredWorkflow] = {}
         self._cond = threading.Condition()
         self._waiting = 0  # threads in wait(), under the lock: complete() wakes them only then
 
@@ -78,16 +83,24 @@ class MemoryStore(BaseJobStore):
             current = self._records.get(record.id)
             if not self.may_complete(current, record):
                 return self.already_recorded(current, record)
+            # A waiting job starts its budget afresh; other outcomes keep the stored one.
+            base = (
+                record.restart_base
+                if record.status is JobStatus.WAITING or current is None
+                else current.restart_base
+            )
             if current is not None and (
-                record.created_at != current.created_at or current.restart is not None
+                record.created_at != current.created_at
+                or current.restart is not None
+                or record.restart_base != base
             ):
                 # The worker passes the stored created_at on, so this copy is the rare path
-                # (and a restarted job's: an outcome keeps the run's restart history).
+                # (and a restarted or resumed job's: an outcome keeps the run's history).
                 record = replace(
                     record,
                     created_at=current.created_at,
                     restart=current.restart,
-                    restart_base=current.restart_base,
+                    restart_base=base,
                     restarts=current.restarts,
                 )
             self._records[record.id] = record
@@ -136,6 +149,46 @@ class MemoryStore(BaseJobStore):
                     self._cond.wait(left)
                 finally:
                     self._waiting -= 1
+
+    # -- workflows (WorkflowStore) ----------------------------------------------------------
+
+    def create_workflow(self, doc: dict[str, Any]) -> StoredWorkflow | None:
+        """Store a new workflow document; the existing one if its id is taken."""
+        with self._cond:
+            current = self._workflows.get(doc["id"])
+            if current is not None:
+                return StoredWorkflow(copy.deepcopy(current.doc), current.rev)
+            self._workflows[doc["id"]] = StoredWorkflow(copy.deepcopy(doc), 1)
+            return None
+
+    def load_workflow(self, workflow_id: str) -> StoredWorkflow | None:
+        """The workflow document and its revision, or None."""
+        with self._cond:
+            current = self._workflows.get(workflow_id)
+            if current is None:
+                return None
+            return StoredWorkflow(copy.deepcopy(current.doc), current.rev)
+
+    def save_workflow(self, doc: dict[str, Any], rev: int) -> bool:
+        """Write ``doc`` over revision ``rev``; False if another write came first."""
+        with self._cond:
+            current = self._workflows.get(doc["id"])
+            if current is None or current.rev != rev:
+                return False
+            self._workflows[doc["id"]] = StoredWorkflow(copy.deepcopy(doc), rev + 1)
+            return True
+
+    def due_workflows(self, now: float, limit: int) -> Sequence[str]:
+        """Open workflows whose ``due`` time has come, soonest first."""
+        with self._cond:
+            due = [
+                (stored.doc["due"], wf_id)
+                for wf_id, stored in self._workflows.items()
+                if stored.doc.get("status") == "running"
+                and stored.doc.get("due") is not None
+                and stored.doc["due"] <= now
+            ]
+        return [wf_id for _, wf_id in sorted(due)[:limit]]
 
     def records(self) -> list[JobRecord]:
         """Every record, oldest first (for tests and the CLI)."""

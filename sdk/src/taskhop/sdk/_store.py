@@ -66,9 +66,13 @@ class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"
+    """Suspended in ``ctx.invoke`` until a child ends; its end sends the job again."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    """A workflow step that never ran (or stopped when asked) because its workflow ended."""
 
     @property
     def is_final(self) -> bool:
@@ -76,7 +80,9 @@ class JobStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED})
+FINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
+)
 MAX_RESTARTS = 20
 """Restarts one job may have: its history stays small enough for one DynamoDB item (400 KB),
 and a job that failed twenty runs wants a fix, not a twenty-first."""

@@ -59,13 +59,16 @@ from ._errors import (
     PermanentError,
     ResultTooLarge,
     Retry,
+    StepCancelled,
     TaskhopError,
     UnknownTaskError,
     ValidationError,
 )
 from ._fingerprint import input_fingerprint
+from ._invoke import Suspended
 from ._registered import MigrationError
 from ._store import JobRecord, JobStatus, JobStore, NoStore, slot_init
+from ._workflow_continue import continue_after, workflow_ended
 
 if TYPE_CHECKING:
     import asyncio
@@ -84,8 +87,10 @@ LEASE_MARGIN = 30.0
 """Seconds a lease outlives the handler's deadline, so recording the outcome fits inside it."""
 _AFTER_HANDLER_TRIES = (0.05, 0.2, 1.0)
 """Pauses between the tries of a store write after the handler ran (4 tries in all)."""
-_HOST_EXITS = (SystemExit, KeyboardInterrupt)
-"""What a handler may raise to end its process: caught, so the job fails and the host goes on."""
+_HOST_EXITS = (SystemExit, KeyboardInterrupt, Suspended)
+"""What a handler raises that is not an ``Exception``, caught all the same: an exit would end
+its process (the job fails instead and the host goes on); ``Suspended`` is ``ctx.invoke``
+waiting for a child (the job is recorded waiting)."""
 
 
 class OutcomeKind(StrEnum):
@@ -246,7 +251,15 @@ class Worker:
             entry = self._find(envelope, started)
             timeout = _bounded(entry.timeout, deadline)
             lease = time.time() + (DEFAULT_LEASE if timeout is None else timeout) + LEASE_MARGIN
+            # Read before begin: a store outage here costs no attempt.
+            ended = None if envelope.continuation is None else workflow_ended(self.app, envelope)
             envelope, created_at, entry = self._begin(envelope, entry, lease, started)
+            if ended is not None:  # its workflow ended: never run, record why
+                raise _Stop(
+                    self._final(
+                        envelope, JobStatus.CANCELLED, ended, started, reason=Reason.WORKFLOW_ENDED
+                    )
+                )
             data = self._validated_input(envelope, entry, started)
             base = _restart_base(entry)  # a restarted job counts its attempts from 1 again
             ctx = JobContext(
@@ -257,11 +270,13 @@ class Worker:
                 deadline=None if timeout is None else time.monotonic() + timeout,
                 envelope=envelope,
             )
+            if self.app.store is not None:  # for ctx.invoke / ctx.dispatch / ctx.cancelled
+                object.__setattr__(ctx, "_app", self.app)
             step = _Prepared(envelope, entry, data, ctx, timeout, started, created_at)
             if envelope.idempotency_key is not None:
                 self._claim_key(step, envelope.idempotency_key, lease)
         except _Stop as stop:
-            return stop.outcome
+            return self._continued(stop.outcome)
         try:
             for middleware in entry.middleware:
                 middleware.before_process(ctx)
@@ -546,8 +561,18 @@ class Worker:
         envelope = step.envelope
         if isinstance(exc, _HandlerExited):
             exc = exc.exit
+        if isinstance(exc, Suspended):
+            return self._suspend(step, exc)
         if envelope.idempotency_key is not None:
             self._persist(self._store.release_key, envelope.idempotency_key, envelope.id)
+        if isinstance(exc, StepCancelled):  # asked to stop: its workflow ended
+            info = ErrorInfo(type(exc).__name__, str(exc))
+            return self._finish(
+                step,
+                self._final(
+                    envelope, JobStatus.CANCELLED, info, step.started, reason=Reason.WORKFLOW_ENDED
+                ),
+            )
         if isinstance(exc, PermanentError):
             info = ErrorInfo(kind or type(exc).__name__, str(exc))
             return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
@@ -563,6 +588,34 @@ class Worker:
         info = ErrorInfo(kind or type(exc).__name__, message, retryable=True)
         after = exc.after if isinstance(exc, Retry) else None
         outcome = self._retry_or_fail(envelope, step.entry.policy, info, step.started, after=after)
+        return self._finish(step, outcome)
+
+    def _suspend(self, step: _Prepared, suspended: Suspended) -> Outcome:
+        """Record a parent that awaits a child ``waiting``, then let its message go.
+
+        The record keeps the envelope (the child's end sends it again) and starts a fresh
+        attempt budget at this attempt (``restart_base``): a resumption is not a retry. The
+        child is read once more after the write, in case it ended before the parent waited
+        (``_invoke``'s module docstring).
+        """
+        envelope = step.envelope
+        kept, note = _kept_envelope(envelope)
+        if kept is None:  # cannot resume without it: fail now rather than wait forever
+            info = ErrorInfo("CannotSuspend", f"ctx.invoke cannot suspend this job: {note}")
+            return self._finish(step, self._final(envelope, JobStatus.FAILED, info, step.started))
+        waiting = _record(
+            envelope,
+            JobStatus.WAITING,
+            created_at=step.created_at,
+            restart_base=envelope.attempt,
+            envelope=kept,
+        )
+        if not self._persist(self._store.complete, waiting):
+            return self._finish(step, _stale(envelope))
+        calls = step.ctx._calls  # pyright: ignore[reportPrivateUsage]
+        if calls is not None and self._persist(calls.child_ended, suspended.child_id):
+            self._persist(self.app.transport.send, replace(envelope, attempt=1))
+        outcome = Outcome(OutcomeKind.SKIPPED, envelope, envelope.attempt, reason=Reason.SUSPENDED)
         return self._finish(step, outcome)
 
     def _persist(self, write: Callable[..., Any], *args: Any) -> Any:
@@ -654,7 +707,7 @@ class Worker:
                 info.type if reason == Reason.MIGRATION else info.message,
                 extra={"job_id": envelope.id, "task": envelope.task, "reason": reason},
             )
-        kind = OutcomeKind.REJECTED if status is JobStatus.REJECTED else OutcomeKind.FAILED
+        kind = _END_KINDS[status]
         return Outcome(
             kind,
             envelope,
@@ -668,12 +721,50 @@ class Worker:
     def _finish(self, step: _Prepared, outcome: Outcome) -> Outcome:
         if not outcome.duration_ms:
             outcome = replace(outcome, duration_ms=_ms(step.started))
+        outcome = self._continued(outcome)
         for middleware in step.entry.middleware:
             try:
                 middleware.after_process(step.ctx, outcome)
             except Exception:  # the outcome is recorded; a hook must not undo it
                 _log.exception("after_process hook failed", extra={"job_id": step.ctx.job_id})
         return outcome
+
+    def _continued(self, outcome: Outcome) -> Outcome:
+        """Carry a recorded end on to what waits for it (a workflow, a suspended parent).
+
+        Runs on every final outcome of a job with a continuation, a redelivery of a finished
+        one included (``already_final``): the end is recorded before the message is
+        acknowledged, so a crash between the two is finished by the next delivery. A failure
+        here, after its in-place retries, goes to the host, which leaves the message.
+        """
+        envelope = outcome.envelope
+        if envelope is None or envelope.continuation is None:
+            return outcome
+        state = _end_state(outcome)
+        if state is not None:
+            self._persist(continue_after, self.app, envelope, state, outcome.result, outcome.error)
+        return outcome
+
+
+_END_KINDS = {
+    JobStatus.REJECTED: OutcomeKind.REJECTED,
+    JobStatus.FAILED: OutcomeKind.FAILED,
+    JobStatus.CANCELLED: OutcomeKind.SKIPPED,  # acknowledged: nothing to retry or keep
+}
+
+
+def _end_state(outcome: Outcome) -> str | None:
+    """How a job ended, for what waits on it; None while it may still run."""
+    kind = outcome.kind
+    if kind is OutcomeKind.SUCCEEDED:
+        return "succeeded"
+    if kind is OutcomeKind.FAILED or kind is OutcomeKind.REJECTED:
+        return "failed"
+    if kind is OutcomeKind.SKIPPED and outcome.reason == Reason.WORKFLOW_ENDED:
+        return "cancelled"
+    if kind is OutcomeKind.SKIPPED and outcome.reason == Reason.ALREADY_FINAL:
+        return "succeeded" if outcome.error is None else "failed"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,12 @@ class Reason(StrEnum):
     """An earlier job with the same idempotency key succeeded: its result is returned."""
     STALE_RESTART = "stale_restart"
     """A second copy of a restart (``restart`` token) that already began: dropped, not run."""
+    WORKFLOW_ENDED = "workflow_ended"
+    """A workflow step whose workflow had failed, been cancelled or timed out: recorded
+    ``cancelled`` without running (or stopped through ``ctx.cancelled``)."""
+    SUSPENDED = "suspended"
+    """A parent awaiting a child (``ctx.invoke``): its progress is recorded and the message
+    acknowledged; the child's end sends it again to resume."""
 
     # -- a signed HTTP request is refused (``SignatureError.reason``, HTTP 401)
     SIGNATURE_MISSING = "missing"
