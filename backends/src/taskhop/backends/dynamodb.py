@@ -12,6 +12,11 @@ Single-table schema (``create_table`` makes it; the infra templates make the sam
                             (s3://, when offloaded) or env_note (why none was kept)
     key items               holder, state (in_progress | completed), result, lease,
                             fingerprint (the holder's input digest; absent if none), expires_at
+    "wf#<workflow id>"      doc (the workflow document, compact JSON text), rev (N), created,
+                            updated, expires_at (``retention`` after the last write); while
+                            running with a due time: wf_open ("open#0".."open#7", a shard
+                            of the id) and wf_due (N), the keys of the sparse GSI
+                            ``open-workflows`` (KEYS_ONLY), so it holds only open workflows
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
 ``DynamoStore`` supplies ``BaseJobStore``'s primitives: each guard (``may_begin``,
@@ -24,6 +29,8 @@ other languages can read it.
 
 AWS requests per job on the happy path: 2 writes (begin, complete), plus 2 with an
 idempotency key (claim, complete key), plus the producer's reads while it waits for a result.
+Per workflow call: create 1 PutItem, load 1 GetItem, save 1 conditional PutItem, and
+``due_workflows`` 1 Query per shard per page of the index.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -38,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from taskhop.sdk import (
+    FINAL_STATUSES,
     MAX_RESTARTS,
     BaseJobStore,
     ErrorInfo,
@@ -46,6 +55,7 @@ from taskhop.sdk import (
     KeyClaim,
     RestartEntry,
     ResultTooLarge,
+    StoredWorkflow,
     StoreError,
     key_digest,
 )
@@ -70,7 +80,13 @@ RESULT_LIMIT = 350 * 1024
 """Results larger than this go to S3: the rest of the item needs headroom under the item limit."""
 _BATCH_GET = 100
 """BatchGetItem reads at most 100 keys per request."""
-_FINAL = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.REJECTED.value)
+WORKFLOW_DOC_LIMIT = DYNAMODB_MAX_ITEM_BYTES - 2 * 1024
+"""A workflow document's JSON may use this many bytes: the other attributes need the rest."""
+OPEN_WORKFLOWS_INDEX = "open-workflows"
+"""The sparse GSI of open workflows by due time (wf_open, wf_due), for the sweeper."""
+OPEN_SHARDS = 8
+"""Open workflows spread over this many index partitions, so no one partition runs hot."""
+_FINAL = tuple(sorted(status.value for status in FINAL_STATUSES))
 
 
 class DynamoStore(BaseJobStore):
@@ -115,18 +131,43 @@ class DynamoStore(BaseJobStore):
     # -- setup ------------------------------------------------------------------------------
 
     def create_table(self, *, wait: bool = True) -> None:
-        """Create the table (on-demand capacity) and turn TTL on; no-op if it exists."""
+        """Create the table (on-demand capacity) and turn TTL on; no-op if it exists.
+
+        A table made before workflows gets the ``open-workflows`` index added.
+        """
+        attributes: list[Any] = [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "wf_open", "AttributeType": "S"},
+            {"AttributeName": "wf_due", "AttributeType": "N"},
+        ]
+        index: Any = {
+            "IndexName": OPEN_WORKFLOWS_INDEX,
+            "KeySchema": [
+                {"AttributeName": "wf_open", "KeyType": "HASH"},
+                {"AttributeName": "wf_due", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }
         with aws_errors(StoreError, f"create table {self.table}"):
             try:
                 self.client.create_table(
                     TableName=self.table,
                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    AttributeDefinitions=attributes,
+                    GlobalSecondaryIndexes=[index],
                     BillingMode="PAY_PER_REQUEST",
                 )
             except ClientError as exc:
                 if error_code(exc) != "ResourceInUseException":
                     raise
+                described = self.client.describe_table(TableName=self.table)["Table"]
+                names = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+                if OPEN_WORKFLOWS_INDEX not in names:
+                    self.client.update_table(
+                        TableName=self.table,
+                        AttributeDefinitions=attributes,
+                        GlobalSecondaryIndexUpdates=[{"Create": index}],
+                    )
             if wait:
                 self.client.get_waiter("table_exists").wait(TableName=self.table)
             self.client.update_time_to_live(
@@ -180,6 +221,7 @@ class DynamoStore(BaseJobStore):
             ":before": _n(record.attempt - 1), ":one": _n(1), ":l": _n(lease), ":now": _n(now),
             ":e": _n(lease + self.retention),
             ":q": {"S": JobStatus.QUEUED.value}, ":r": {"S": JobStatus.RETRYING.value},
+            ":w": {"S": JobStatus.WAITING.value},
         }  # fmt: skip
         # BaseJobStore.next_attempt: one past the stored attempt, or the host's count if none.
         update = "SET #s = :run, #t = :t, #a = if_not_exists(#a, :before) + :one, #l = :l, "
@@ -193,7 +235,7 @@ class DynamoStore(BaseJobStore):
         update += remove
         # BaseJobStore.may_begin, evaluated server-side. A comparison with a missing attribute
         # is false in a condition expression, hence attribute_not_exists(#l) for "no lease".
-        condition = "#s IN (:q, :r) OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now))"
+        condition = "#s IN (:q, :r, :w) OR (#s = :run AND (attribute_not_exists(#l) OR #l <= :now))"
         if record.restart is not None:
             # Within the run this token started only; a new job stores it (if_not_exists:
             # an existing record's token is the one the condition matched).
@@ -319,7 +361,7 @@ class DynamoStore(BaseJobStore):
         values: dict[str, Any] = {
             ":s": {"S": record.status.value}, ":t": {"S": record.task}, ":a": _n(record.attempt),
             ":now": _n(now), ":e": _n(now + self.retention),
-            ":f1": {"S": _FINAL[0]}, ":f2": {"S": _FINAL[1]}, ":f3": {"S": _FINAL[2]},
+            **{f":f{i}": {"S": status} for i, status in enumerate(_FINAL)},
         }  # fmt: skip
         sets = [
             "#s = :s",
@@ -341,7 +383,8 @@ class DynamoStore(BaseJobStore):
             "SET " + ", ".join(sets) + " REMOVE " + ", ".join(["#l"] + [f"#{a}" for a in stale])
         )
         # BaseJobStore.may_complete, evaluated server-side.
-        condition = "attribute_not_exists(pk) OR (NOT #s IN (:f1, :f2, :f3) AND #a <= :a)"
+        finals = ", ".join(f":f{i}" for i in range(len(_FINAL)))
+        condition = f"attribute_not_exists(pk) OR (NOT #s IN ({finals}) AND #a <= :a)"
         with aws_errors(StoreError, f"complete job {record.id} in table {self.table}"):
             try:
                 self.client.update_item(
@@ -458,6 +501,114 @@ class DynamoStore(BaseJobStore):
                 return False
         return True
 
+    # -- workflows (WorkflowStore) ----------------------------------------------------------
+
+    def create_workflow(self, doc: dict[str, Any]) -> StoredWorkflow | None:
+        """Store a new workflow document at revision 1; the existing one if its id is taken."""
+        now = time.time()
+        item = self._workflow_item(doc, 1, now)
+        item["created"] = _n(now)
+        with aws_errors(StoreError, f"create workflow {doc['id']} in table {self.table}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )  # fmt: skip
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                return _stored_workflow(_old_item(exc))
+        return None
+
+    def load_workflow(self, workflow_id: str) -> StoredWorkflow | None:
+        """The workflow document and its revision, read with strong consistency, or None."""
+        with aws_errors(StoreError, f"load workflow {workflow_id} from table {self.table}"):
+            answer = self.client.get_item(
+                TableName=self.table, Key=_key("wf", workflow_id), ConsistentRead=True
+            )
+        item = answer.get("Item")
+        return None if item is None or "doc" not in item else _stored_workflow(item)
+
+    def save_workflow(self, doc: dict[str, Any], rev: int) -> bool:
+        """Write ``doc`` as revision ``rev + 1`` if the stored one is still ``rev``."""
+        item = self._workflow_item(doc, rev + 1, time.time())
+        del item["pk"]
+        names = {f"#{a}": a for a in item}
+        values = {f":{a}": v for a, v in item.items()}
+        update = "SET " + ", ".join(f"#{a} = :{a}" for a in item)
+        if "wf_open" not in item:  # a final or undue document leaves the index
+            names.update({"#wf_open": "wf_open", "#wf_due": "wf_due"})
+            update += " REMOVE #wf_open, #wf_due"
+        values[":seen"] = _n(rev)
+        with aws_errors(StoreError, f"save workflow {doc['id']} in table {self.table}"):
+            try:
+                self.client.update_item(
+                    TableName=self.table, Key=_key("wf", str(doc["id"])), UpdateExpression=update,
+                    ConditionExpression="#rev = :seen", ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )  # fmt: skip
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                return False
+        return True
+
+    def due_workflows(self, now: float, limit: int) -> Sequence[str]:
+        """Open workflows whose due time has come, soonest first (the index lags a little).
+
+        Each shard's Query answers its ``limit`` soonest; the soonest of those are the answer.
+        """
+        if limit <= 0:
+            return []
+        due = [
+            found for shard in range(OPEN_SHARDS) for found in self._due_in_shard(shard, now, limit)
+        ]
+        return [wf_id for _, wf_id in sorted(due)[:limit]]
+
+    def _due_in_shard(self, shard: int, now: float, limit: int) -> list[tuple[float, str]]:
+        found: list[tuple[float, str]] = []
+        request: dict[str, Any] = {
+            "TableName": self.table, "IndexName": OPEN_WORKFLOWS_INDEX,
+            "KeyConditionExpression": "#o = :s AND #d <= :now",
+            "ExpressionAttributeNames": {"#o": "wf_open", "#d": "wf_due"},
+            "ExpressionAttributeValues": {":s": {"S": _shard(shard)}, ":now": _n(now)},
+            "Limit": limit,
+        }  # fmt: skip
+        while len(found) < limit:
+            with aws_errors(StoreError, f"query due workflows in table {self.table}"):
+                answer = self.client.query(**request)
+            for item in answer.get("Items", []):
+                wf_id = item["pk"]["S"].removeprefix("wf#")
+                found.append((float(item["wf_due"]["N"]), wf_id))
+            last = answer.get("LastEvaluatedKey")
+            if not last:
+                break
+            request["ExclusiveStartKey"] = last
+        return found[:limit]
+
+    def _workflow_item(self, doc: dict[str, Any], rev: int, now: float) -> dict[str, Any]:
+        wf_id = str(doc["id"])
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())
+        if size > WORKFLOW_DOC_LIMIT:
+            raise StoreError(
+                f"workflow {wf_id}: its document of {size} bytes is over the"
+                f" {WORKFLOW_DOC_LIMIT}-byte limit for a DynamoDB item"
+                f" ({DYNAMODB_MAX_ITEM_BYTES} bytes at most)",
+                retryable=False,
+            )
+        item: dict[str, Any] = {
+            **_key("wf", wf_id),
+            "doc": {"S": text},
+            "rev": _n(rev),
+            "updated": _n(now),
+            "expires_at": _n(now + self.retention),
+        }
+        if doc.get("status") == "running" and doc.get("due") is not None:
+            item["wf_open"] = {"S": _shard(zlib.crc32(wf_id.encode()) % OPEN_SHARDS)}
+            item["wf_due"] = _n(float(doc["due"]))
+        return item
+
     # -- item <-> record --------------------------------------------------------------------
 
     def _outcome_attributes(self, record: JobRecord) -> dict[str, Any]:
@@ -472,6 +623,8 @@ class DynamoStore(BaseJobStore):
             attrs["dup"] = {"S": record.duplicate_of}
         if record.dead_letter is not None:
             attrs["dl"] = {"S": record.dead_letter}
+        if record.status is JobStatus.WAITING:  # a resumption's fresh attempt budget
+            attrs["rbase"] = _n(record.restart_base)
         if record.envelope is not None:
             attrs.update(self._envelope_attributes(record.id, record.envelope))
         elif record.envelope_note is not None:
@@ -569,6 +722,15 @@ def _key(kind: str, name: str) -> dict[str, Any]:
 
 def _n(number: float) -> dict[str, str]:
     return {"N": repr(round(number, 6)) if isinstance(number, float) else str(number)}
+
+
+def _shard(number: int) -> str:
+    return f"open#{number}"
+
+
+def _stored_workflow(item: dict[str, Any]) -> StoredWorkflow:
+    doc: dict[str, Any] = json.loads(item["doc"]["S"])
+    return StoredWorkflow(doc, int(item["rev"]["N"]))
 
 
 def _old_item(exc: ClientError) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from ._guardrails import DEFAULT_RECEIVES, VISIBILITY_FACTOR, GuardrailError, ch
 
 __all__ = ["FAILED_JOBS_QUERY", "TaskhopWorker"]
 
+OPEN_WORKFLOWS_INDEX = "open-workflows"
+"""The job table's sparse GSI of open workflows (``taskhop.backends.dynamodb`` makes the same)."""
 FAILED_JOBS_QUERY = "SELECT SUM(jobs_failed) FROM SCHEMA(taskhop, task)"
 """Failed jobs of every task: taskhop's EMF metric (namespace ``taskhop``, dimension ``task``).
 
@@ -156,6 +158,14 @@ class TaskhopWorker(Construct):
             else dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=encryption_key,
         )
+        # Open workflows by due time (sparse: only running workflows with a due time have the
+        # keys), read by the workflow sweeper (DynamoStore.due_workflows).
+        self.table.add_global_secondary_index(
+            index_name=OPEN_WORKFLOWS_INDEX,
+            partition_key=dynamodb.Attribute(name="wf_open", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="wf_due", type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
         self.bucket: s3.Bucket | None = None
         if payload_bucket:
             self.bucket = s3.Bucket(
@@ -277,6 +287,12 @@ class TaskhopWorker(Construct):
                     "dynamodb:DeleteItem",
                 ],
                 resources=[self.table.table_arn],
+            )
+        )
+        add(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[f"{self.table.table_arn}/index/{OPEN_WORKFLOWS_INDEX}"],
             )
         )
         if self.bucket is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -13,7 +14,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._app import AppLoadError, load_app
 from ._context import JobContext
@@ -21,6 +22,9 @@ from ._converter import unstructure
 from ._errors import ErrorInfo, UnknownTaskError, ValidationError
 from ._logging import configure_logging
 from ._registered import MigrationError
+
+if TYPE_CHECKING:
+    from .workflows import StepView, WorkflowEngine
 
 __all__ = ["configure_logging", "load_app", "main"]
 
@@ -178,6 +182,126 @@ def _job_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workflows_of(args: argparse.Namespace) -> WorkflowEngine:
+    """The loaded app's workflow engine; exits as ``jobs status`` does if its store keeps none."""
+    from ._errors import TaskhopError
+    from .workflows import engine_of
+
+    engine = engine_of(load_app(args.app))
+    try:
+        engine.store  # noqa: B018  # raises if the app's store keeps no workflows
+    except TaskhopError as exc:
+        raise SystemExit(f"--app {args.app}: {exc}") from None
+    return engine
+
+
+def _workflow_status(args: argparse.Namespace) -> int:
+    """``taskhop workflows status ID``: the workflow's status and its steps, as a tree or JSON."""
+    from .workflows import WorkflowHandle
+
+    handle: WorkflowHandle[Any] = WorkflowHandle(_workflows_of(args).app, args.workflow_id)
+    doc = handle.document()
+    if doc is None:
+        print(f"no workflow {args.workflow_id}: never dispatched, or expired", file=sys.stderr)
+        return 1
+    steps = handle.steps()
+    if args.json:
+        fields = ("id", "status", "error", "created_at", "updated_at", "deadline")
+        answer = {key: doc.get(key) for key in fields}
+        print(json.dumps(answer | {"steps": [dataclasses.asdict(s) for s in steps]}, indent=2))
+        return 0
+    print(f"workflow {doc['id']}: {doc['status']}")
+    error = doc.get("error")
+    if error:
+        print(f"  error: {error.get('type', 'Error')}: {error.get('message', '')}")
+    print(
+        f"  created {_when(doc.get('created_at'))}, updated {_when(doc.get('updated_at'))},"
+        f" deadline {_when(doc.get('deadline'))}"
+    )
+    print(f"  step jobs: {doc['id']}.<node>")
+    kinds = {node_id: node.get("kind", "task") for node_id, node in doc["nodes"].items()}
+    for line in _step_tree(steps, kinds):
+        print(line)
+    return 0
+
+
+def _step_tree(steps: Sequence[StepView], kinds: dict[str, str]) -> list[str]:
+    """One line per step, indented by dependency depth: node, task, node state, job status.
+
+    ``after:`` lists what a step waits for when the indentation alone does not say it (it
+    waits for several steps, or for one that is not the line it hangs under). Only states
+    and error types are shown, never an input or a result.
+    """
+    depth: dict[str, int] = {}
+    for step in steps:  # declaration order: a step comes after the steps it waits for
+        depth[step.node] = 1 + max((depth.get(dep, 0) for dep in step.after), default=-1)
+    rows: list[tuple[str, str, str, str, str]] = []
+    under: dict[int, str] = {}  # depth -> the last step shown there: what a line hangs under
+    for step in steps:
+        level = depth[step.node]
+        parent = under.get(level - 1)
+        under = {d: node for d, node in under.items() if d < level} | {level: step.node}
+        kind = kinds.get(step.node, "task")
+        notes: list[str] = []
+        if list(step.after) != ([parent] if parent else []):
+            notes.append(f"after: {', '.join(step.after)}")
+        if step.error:
+            notes.append(f"error: {step.error.get('type', 'Error')}")
+        rows.append(
+            (
+                "  " * level + step.node,  # a graph's step name, or a chain's n0, n1, ...
+                step.task if kind == "task" else f"{step.task} ({kind})",
+                step.state,
+                step.job_status or "-",
+                "  ".join(notes),
+            )
+        )
+    header = ("STEP", "TASK", "STATE", "JOB", "")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines: list[str] = []
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        lines.append(f"{line}  {row[4]}" if row[4] else line.rstrip())
+    return lines
+
+
+def _when(stamp: float | None) -> str:
+    """A document's Unix time as RFC 3339 UTC (``none`` when absent)."""
+    if stamp is None:
+        return "none"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _workflow_cancel(args: argparse.Namespace) -> int:
+    """``taskhop workflows cancel ID``: ``WorkflowHandle.cancel``, answered as one JSON object."""
+    from .workflows import WorkflowHandle
+
+    handle: WorkflowHandle[Any] = WorkflowHandle(_workflows_of(args).app, args.workflow_id)
+    if handle.cancel(args.reason):
+        print(json.dumps({"id": args.workflow_id, "cancelled": True}))
+        return 0
+    status = handle.status()
+    why = "no such workflow" if status == "unknown" else f"it is already {status}"
+    print(json.dumps({"id": args.workflow_id, "cancelled": False, "why": why}))
+    return 1
+
+
+def _workflow_sweep(args: argparse.Namespace) -> int:
+    """``taskhop workflows sweep``: one pass of the sweeper (for a cron or EventBridge rule)."""
+    report = _workflows_of(args).sweep(limit=args.limit)
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
+
+
+def _at_least_one(literal: str) -> int:
+    value = int(literal)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskhop`` console script."""
     parser = argparse.ArgumentParser(
@@ -228,6 +352,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry.add_argument("--app", **APP_OPTION)
     retry.add_argument("--dry-run", action="store_true", help="say what would happen, send nothing")
     retry.set_defaults(run=_job_retry)
+    workflows = commands.add_parser(
+        "workflows", help="read, cancel and repair workflows in the app's store"
+    )
+    workflow_commands = workflows.add_subparsers(dest="workflows_command", required=True)
+    wf_status = workflow_commands.add_parser(
+        "status", help="print a workflow's status and its steps (a tree, or JSON)"
+    )
+    wf_status.add_argument("workflow_id")
+    wf_status.add_argument("--app", **APP_OPTION)
+    wf_status.add_argument("--json", action="store_true", help="answer as one JSON object")
+    wf_status.set_defaults(run=_workflow_status)
+    wf_cancel = workflow_commands.add_parser(
+        "cancel", help="cancel a running workflow: no later step starts"
+    )
+    wf_cancel.add_argument("workflow_id")
+    wf_cancel.add_argument("--app", **APP_OPTION)
+    wf_cancel.add_argument(
+        "--reason",
+        default="cancelled from the command line",
+        metavar="TEXT",
+        help="why, recorded as the workflow's error message",
+    )
+    wf_cancel.set_defaults(run=_workflow_cancel)
+    sweep = workflow_commands.add_parser(
+        "sweep",
+        help="repair or end the workflows that are due, once (run it on a schedule)",
+    )
+    sweep.add_argument("--app", **APP_OPTION)
+    sweep.add_argument(
+        "--limit",
+        type=_at_least_one,
+        default=100,
+        metavar="N",
+        help="look at N due workflows at most (default: 100)",
+    )
+    sweep.set_defaults(run=_workflow_sweep)
     for plugin in entry_points(group="taskhop.cli"):  # e.g. `worker`, from lambda_worker
         plugin.load()(commands)
     args = parser.parse_args(argv)

@@ -6,7 +6,8 @@ before instead of starting new ones. A handler is replayed from the top when it 
 each ``invoke`` whose child has ended returns that child's recorded result (or raises its
 error) at once, and the first whose child has not ended suspends the parent:
 
-1. the child is recorded QUEUED (``JobStore.accept``) and sent, unless it exists;
+1. the child is recorded QUEUED (``JobStore.accept``) and sent, unless a worker has begun it
+   (a QUEUED child is sent again: the parent may have stopped between the two);
 2. the handler unwinds (``Suspended``, not an ``Exception``: ``except Exception`` in user code
    cannot swallow it); the worker records the parent ``waiting``, keeping its envelope, with
    a fresh attempt budget from here (``restart_base``), and acknowledges its message: no
@@ -108,14 +109,14 @@ class Calls:
             raise (TaskRejected if record.status is JobStatus.REJECTED else TaskFailed)(
                 child_id, bound.name, error
             )
-        if record is None:
+        if _unbegun(record):
             self._start(bound, child_id, payload, awaited=True)
         raise Suspended(child_id)
 
     def dispatch(self, task: BoundTask[I, O] | StaticContract[I, O], payload: I) -> ResultHandle[O]:
         """Start a child without waiting; a replay of the parent starts it once."""
         bound, child_id, record = self._call(task)
-        if record is None:
+        if _unbegun(record):
             self._start(bound, child_id, payload, awaited=False)
         return bound.handle(child_id)
 
@@ -156,6 +157,12 @@ class Calls:
                 f" not {bound.name!r}"
             )
         self.app.transport.send(envelope)
+
+
+def _unbegun(record: Any) -> bool:
+    """No worker has begun the child: it was never sent, or its send may have been lost
+    (recorded QUEUED, then the parent stopped). Sending it again is a duplicate at worst."""
+    return record is None or record.status is JobStatus.QUEUED
 
 
 def _store(app: App) -> JobStore:

@@ -6,10 +6,14 @@ expression of each, and the shape of the workflow's result. Nothing is sent or s
 
 Typing: ``Flow[I, O]`` takes ``I`` piped in and gives ``O``; ``I`` is contravariant, so a
 bound signature (``Flow[object, O]``: it ignores what is piped) fits anywhere, and an unbound
-one only after a step whose output it accepts. ``chain`` and ``group`` are typed up to six
-members; past that, and for a chord whose members give different types, the checker falls
-back to ``Any`` or a join (``docs/workflows.md`` says where).
+one only after a step whose output it accepts. ``chain`` takes up to six steps (nest chains for
+more); ``group`` is typed member by member up to six, then as ``tuple[A, ...]`` of one type. A
+chord whose members give different types, and a step graph's named inputs, are checked at
+run time only (``docs/workflows.md`` says where).
 """
+
+# pyright: reportPrivateUsage=false
+# (the flows here build each other: _app and _build are this module's, not a caller's)
 
 from __future__ import annotations
 
@@ -61,9 +65,9 @@ class Plan:
     """A workflow compiled to document nodes (see ``_workflow_state``)."""
 
     app: App
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    output: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
+    order: list[str] = field(default_factory=list[str])
+    output: dict[str, Any] = field(default_factory=dict[str, Any])
     shape: Shape = ("one", Any)
 
     def add(
@@ -190,8 +194,12 @@ class Signature(Flow[I_contra, O_co]):
         self.input = input
 
     def __repr__(self) -> str:
-        bound = "" if isinstance(self.input, _Unbound) else "<bound>"
-        return f"{self.task.name}.s({bound})"
+        return f"{self.task.name}.s({'<bound>' if self.bound else ''})"
+
+    @property
+    def bound(self) -> bool:
+        """Whether the step has its own input (``s(payload)``), not its predecessor's."""
+        return not isinstance(self.input, _Unbound)
 
     def _app(self) -> App:
         return self.task.app
@@ -287,12 +295,11 @@ def chain(
 def chain(
     a: Flow[I, A], b: Flow[A, B], c: Flow[B, C], d: Flow[C, D], e: Flow[D, E], f: Flow[E, F], /
 ) -> Flow[I, F]: ...
-@overload
-def chain(*flows: Flow[Any, Any]) -> Flow[Any, Any]: ...
 def chain(*flows: Flow[Any, Any]) -> Flow[Any, Any]:
     """Steps one after another: each one's output is the next one's input.
 
     A bound step (``task.s(input)``) ignores its predecessor's output and takes its own.
+    Typed up to six steps; nest chains for longer ones (``chain(chain(a, b), c, ...)``).
     """
     return _Chain(flows)
 

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from taskhop.static_contracts import Envelope, JsonValue, TransportError, new_job_id
 from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT
@@ -93,9 +93,9 @@ class SweepReport:
     """What one ``sweep`` did, by workflow id."""
 
     looked_at: int = 0
-    expired: list[str] = field(default_factory=list)
-    advanced: list[str] = field(default_factory=list)
-    resent: dict[str, list[str]] = field(default_factory=dict)
+    expired: list[str] = field(default_factory=list[str])
+    advanced: list[str] = field(default_factory=list[str])
+    resent: dict[str, list[str]] = field(default_factory=dict[str, list[str]])
 
 
 class WorkflowEngine:
@@ -117,7 +117,7 @@ class WorkflowEngine:
 
     @property
     def _jobs(self) -> JobStore:
-        return self.app.store  # type: ignore[return-value]  # a WorkflowStore is a JobStore here
+        return cast("JobStore", self.app.store)  # checked to be a WorkflowStore as well
 
     # -- start ---------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class WorkflowEngine:
             return self.ended(workflow_id)
         if doc["status"] == "running":
             return None
-        error = doc.get("error") or {}
+        error: dict[str, Any] = doc.get("error") or {}
         return ErrorInfo(
             str(error.get("type", "WorkflowEnded")),
             f"workflow {workflow_id} is {doc['status']}: {error.get('message', '')}".rstrip(": "),

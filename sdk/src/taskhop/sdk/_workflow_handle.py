@@ -70,7 +70,7 @@ class WorkflowHandle(Generic[O]):
             return []
         nodes = doc["nodes"]
         records = self._jobs().get_many([nodes[n]["job"] for n in doc["order"]])
-        views = []
+        views: list[StepView] = []
         for node_id in doc["order"]:
             node = nodes[node_id]
             record = records.get(node["job"])

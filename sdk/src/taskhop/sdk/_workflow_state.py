@@ -69,7 +69,7 @@ class Advance:
     """What a transition did: whether the document changed, and the nodes it dispatched."""
 
     changed: bool = False
-    dispatched: list[str] = field(default_factory=list)
+    dispatched: list[str] = field(default_factory=list[str])
 
 
 def new_document(

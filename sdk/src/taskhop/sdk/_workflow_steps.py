@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ._errors import WorkflowDefinitionError
-from ._workflow_build import STEP_NAME, Plan, Signature, _Unbound
+from ._workflow_build import STEP_NAME, Plan, Signature
 
 if TYPE_CHECKING:
     from ._workflow_handle import WorkflowHandle
@@ -91,7 +91,7 @@ class StepGraph:
         step's node is ``name`` and the workers' are ``name.0``, ``name.1``, ...
         """
         for what, sig in (("worker", worker), ("aggregate", aggregate)):
-            if not isinstance(sig.input, _Unbound):
+            if sig.bound:
                 raise WorkflowDefinitionError(
                     f"batch {name!r}: {what}= takes its input from the batch: pass"
                     f" {sig.task.name}.s(), not a bound signature"
@@ -221,7 +221,7 @@ class StepGraph:
     def _input_of(
         self, name: str, spec: dict[str, Any], signature: Signature[Any, Any]
     ) -> dict[str, Any] | None:
-        if not isinstance(signature.input, _Unbound):
+        if signature.bound:
             return {"value": signature.input}
         reads = spec["reads"]
         if isinstance(reads, Step):
