@@ -147,7 +147,8 @@ def test_an_unbound_first_step_is_refused_with_nothing_persisted(tasks: Tasks, a
     with pytest.raises(WorkflowDefinitionError, match="must be bound"):
         flow.dispatch(id="never-stored")
     assert engine_of(app).store.load_workflow("never-stored") is None
-    assert app.store is not None and app.store.get("never-stored.n0") is None
+    assert app.store is not None
+    assert app.store.get("never-stored.n0") is None
 
 
 def test_dispatching_an_existing_id_again_starts_nothing(tasks: Tasks) -> None:
@@ -155,7 +156,8 @@ def test_dispatching_an_existing_id_again_starts_nothing(tasks: Tasks) -> None:
     assert first.result(WAIT) == 6
     again = chain(tasks.add.s([1, 2]), tasks.double.s()).dispatch(id="same-workflow")
     assert again.result(WAIT) == 6
-    assert tasks.runs["add"] == 1 and tasks.runs["double"] == 1
+    assert tasks.runs["add"] == 1
+    assert tasks.runs["double"] == 1
 
 
 # -- step graphs ----------------------------------------------------------------------------
@@ -200,10 +202,12 @@ def test_a_decision_runs_the_branch_it_names_and_the_join_still_runs(
 
     names, states = run(20)
     assert names == ["big"]
-    assert states["small"] == "skipped" and states["after_small"] == "skipped"
+    assert states["small"] == "skipped"
+    assert states["after_small"] == "skipped"
     names, states = run(1)
     assert names == ["after_small"]
-    assert states["big"] == "skipped" and states["end"] == "succeeded"
+    assert states["big"] == "skipped"
+    assert states["end"] == "succeeded"
 
 
 def test_a_decision_naming_an_unknown_step_fails_the_workflow(tasks: Tasks, app: App) -> None:
@@ -245,7 +249,8 @@ def test_a_failing_step_fails_the_workflow_and_later_steps_never_start(tasks: Ta
         handle.result(WAIT)
     assert time.monotonic() - started < WAIT / 2  # promptly, never a hang
     assert failed.value.error["task"] == "boom"
-    assert failed.value.cause is not None and "boom on 1" in failed.value.cause.message
+    assert failed.value.cause is not None
+    assert "boom on 1" in failed.value.cause.message
     assert tasks.runs["double"] == 0
     states = {s.node: s.state for s in handle.steps()}
     assert states == {"n0": "succeeded", "n1": "failed", "n2": "cancelled"}
@@ -331,12 +336,12 @@ def test_invoke_suspends_the_parent_and_resumes_it_with_the_childs_result(
         parent_runs.append(ctx.attempt)
         first = ctx.invoke(tasks.double, x)
         second = ctx.invoke(tasks.add, [first, 1])
-        third = ctx.invoke(tasks.double, second)
-        return third
+        return ctx.invoke(tasks.double, second)
 
     handle = parent.dispatch(5)
     assert handle.result(WAIT) == 22
-    assert tasks.runs["double"] == 2 and tasks.runs["add"] == 1  # each child once
+    assert tasks.runs["double"] == 2
+    assert tasks.runs["add"] == 1
     assert len(parent_runs) == 4  # the first run and one resumption per child
     assert parent_runs == [1, 1, 1, 1]  # a resumption is not a retry
 
@@ -370,9 +375,7 @@ def test_a_parent_whose_calls_changed_fails_with_a_non_determinism_error(
     assert issubclass(NonDeterminismError, PermanentError)
 
 
-def test_dispatch_starts_a_child_once_even_when_the_parent_retries(
-    tasks: Tasks, app: App
-) -> None:
+def test_dispatch_starts_a_child_once_even_when_the_parent_retries(tasks: Tasks, app: App) -> None:
     tries: list[int] = []
 
     @app.task(name="flaky", retry={"attempts": 3, "delay": 0.01, "jitter": False})
@@ -412,7 +415,8 @@ def test_a_redelivered_member_is_recorded_once_and_the_callback_runs_once(
     outcome = app.worker().process(again)
     assert outcome.kind.value == "skipped"
     time.sleep(0.3)
-    assert tasks.runs["total"] == 1 and tasks.runs["add"] == 2
+    assert tasks.runs["total"] == 1
+    assert tasks.runs["add"] == 2
 
 
 def test_the_sweeper_sends_a_step_whose_message_was_lost(tasks: Tasks, app: App) -> None:
@@ -429,7 +433,8 @@ def test_the_sweeper_sends_a_step_whose_message_was_lost(tasks: Tasks, app: App)
     deadline = time.monotonic() + WAIT
     while not dropped and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert dropped and handle.status() == "running"
+    assert dropped
+    assert handle.status() == "running"
     time.sleep(0.3)
     report = engine_of(app).sweep()
     assert report.resent == {handle.id: ["n1"]}
@@ -479,6 +484,32 @@ def test_a_parent_job_waits_without_holding_a_worker(tasks: Tasks, app: App) -> 
             break
         time.sleep(0.02)
     record = app.store.get(handle.id)
-    assert record is not None and record.status is JobStatus.WAITING and record.lease_until is None
+    assert record is not None
+    assert record.status is JobStatus.WAITING
+    assert record.lease_until is None
     release.set()
     assert handle.result(WAIT) == 2
+
+
+@pytest.mark.usefixtures("side_by_side")
+def test_the_scheduled_sweeper_is_an_ordinary_task_on_a_schedule(tasks: Tasks, app: App) -> None:
+    gate = threading.Event()
+
+    @app.task(name="wedged")
+    async def wedged(x: int, ctx: JobContext) -> int:
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        return x
+
+    schedule = wf.schedule_sweeper(app, "rate(2 minutes)", limit=10)
+    assert (schedule.name, schedule.expression, schedule.input) == (
+        wf.SWEEP_TASK, "rate(2 minutes)", 10,
+    )  # fmt: skip
+    assert app.schedules[wf.SWEEP_TASK] is schedule
+    workflow_id = chain(wedged.s(1), tasks.double.s()).dispatch(timeout=0.2).id
+    time.sleep(0.4)
+    # What the EventBridge rule's event does: one job of the sweep task.
+    report = app.get(wf.SWEEP_TASK).dispatch(10).result(WAIT)
+    assert workflow_id in report["expired"]
+    gate.set()
+    assert app.workflow(workflow_id).status() == "cancelled"

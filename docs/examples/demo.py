@@ -7,6 +7,8 @@
    are retried, some that fail every time, and a few bodies that are not jobs at all.
 3. Progress is shown while the worker drains the queue; then a summary table: where every
    job ended, and the latency from dispatch to result.
+4. A workflow: a chord of 12 resizes whose callback builds a contact sheet once all are done,
+   dispatched from contracts, advanced by the worker alone; its steps and wall time are shown.
 Everything started here is stopped at the end.
 """
 
@@ -108,7 +110,8 @@ def main() -> int:
         for body in ("not json at all", '{"hello": "from another producer"}'):
             queue.client.send_message(QueueUrl=stack["queue_url"], MessageBody=body)
         print(f"dispatched {len(ids)} jobs and 2 poison messages in {time.time() - sent_at:.2f}s")
-        return summarize(stack, ids, kinds, sent_at)
+        status = summarize(stack, ids, kinds, sent_at)
+        return status or run_workflow(stack)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -186,6 +189,38 @@ def summarize(stack: dict[str, str], ids: list[str], kinds: dict[str, str], sent
     lost = len(ids) - len(records)
     print(f"  every job accounted for: {not wrong and not lost}")
     return 0 if not wrong and not lost else 1
+
+
+def run_workflow(stack: dict[str, str]) -> int:
+    """A chord on the same stack: 12 resizes, then one contact sheet from their outputs."""
+    from demo_contracts import contact_sheet
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.sdk import chord, create_app
+
+    app = create_app(queue=SqsQueue(stack["queue_url"]), store=DynamoStore(stack["table"]))
+    resize, sheet = app.register(resize_image), app.register(contact_sheet)
+    images: list[ResizeImage] = [
+        {"url": f"https://img.example.com/sheet/{n}.png", "width": 128, "flaky": n == 3,
+         "broken": False}
+        for n in range(12)
+    ]  # fmt: skip
+    started = time.monotonic()
+    handle = chord([resize.s(image) for image in images], sheet.s()).dispatch(timeout=120)
+    result = handle.result(timeout=120)
+    took = time.monotonic() - started
+    states: dict[str, int] = {}
+    for step in handle.steps():
+        states[step.state] = states.get(step.state, 0) + 1
+    print(f"\nworkflow {handle.id}: chord of {len(images)} resizes -> contact sheet")
+    print(f"  steps {states}, {result['images']} images on the sheet, {took:.2f} s end to end")
+    assert app.store is not None
+    attempts = {s.node: r.attempt for s in handle.steps() if (r := app.store.get(s.job_id))}
+    print(
+        f"  the flaky resize took {attempts['n3']} attempts; the sheet ran"
+        f" {attempts['n12']} time(s), after all 12"
+    )
+    app.close()
+    return 0 if result["images"] == len(images) and states == {"succeeded": 13} else 1
 
 
 if __name__ == "__main__":

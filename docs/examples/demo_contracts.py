@@ -26,3 +26,18 @@ resize_image = static_contract(
     retry={"attempts": 3, "delay": 0.2, "jitter": False},
     timeout="10s",
 )
+
+
+class ContactSheet(TypedDict):
+    images: int
+    keys: list[str]
+
+
+contact_sheet = static_contract(
+    "contact-sheet",
+    input=list[Resized],
+    output=ContactSheet,
+    retry={"attempts": 3, "delay": 0.2, "jitter": False},
+    timeout="10s",
+)
+"""A chord's callback: runs once, after every resize of the sheet, with their outputs in order."""

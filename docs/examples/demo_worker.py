@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from demo_contracts import Resized, ResizeImage, resize_image
+from demo_contracts import ContactSheet, Resized, ResizeImage, contact_sheet, resize_image
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.sdk import JobContext, create_app
@@ -25,3 +25,8 @@ def resize(data: ResizeImage, ctx: JobContext) -> Resized:
         "key": f"thumbs/{data['width']}/{data['url'].rsplit('/', 1)[-1]}",
         "width": data["width"],
     }
+
+
+@app.implement(contact_sheet)
+def sheet(images: list[Resized], ctx: JobContext) -> ContactSheet:
+    return {"images": len(images), "keys": [image["key"] for image in images]}

@@ -161,7 +161,7 @@ class DynamoStore(BaseJobStore):
                 if error_code(exc) != "ResourceInUseException":
                     raise
                 described = self.client.describe_table(TableName=self.table)["Table"]
-                names = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+                names = {i.get("IndexName") for i in described.get("GlobalSecondaryIndexes", [])}
                 if OPEN_WORKFLOWS_INDEX not in names:
                     self.client.update_table(
                         TableName=self.table,
@@ -578,8 +578,8 @@ class DynamoStore(BaseJobStore):
             with aws_errors(StoreError, f"query due workflows in table {self.table}"):
                 answer = self.client.query(**request)
             for item in answer.get("Items", []):
-                wf_id = item["pk"]["S"].removeprefix("wf#")
-                found.append((float(item["wf_due"]["N"]), wf_id))
+                wf_id = item["pk"].get("S", "").removeprefix("wf#")
+                found.append((float(item["wf_due"].get("N", "0")), wf_id))
             last = answer.get("LastEvaluatedKey")
             if not last:
                 break

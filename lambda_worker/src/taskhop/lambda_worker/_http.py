@@ -301,6 +301,9 @@ class HttpEndpoint:
         kind = outcome.kind
         if kind is OutcomeKind.DEFERRED:  # not_before passed our check but not the worker's
             return self._defer(envelope, encoded, body)
+        if kind is OutcomeKind.SKIPPED and outcome.reason == Reason.SUSPENDED:
+            # ctx.invoke: recorded waiting for a child, resumed by a message; poll for it
+            return _json(202, {"job_id": envelope.id, "status": JobStatus.WAITING.value})
         if kind is OutcomeKind.SKIPPED:
             record = None if self._store is None else self._store.get(envelope.id)
             if record is not None and record.status.is_final:

@@ -160,8 +160,10 @@ class Calls:
 
 
 def _unbegun(record: Any) -> bool:
-    """No worker has begun the child: it was never sent, or its send may have been lost
-    (recorded QUEUED, then the parent stopped). Sending it again is a duplicate at worst."""
+    """Whether no worker has begun the child: send it (again), a duplicate at worst.
+
+    A QUEUED child may never have been sent: the parent recorded it, then stopped.
+    """
     return record is None or record.status is JobStatus.QUEUED
 
 

@@ -17,8 +17,10 @@ from ._workflow_engine import SweepReport, WorkflowEngine, engine_of
 from ._workflow_handle import StepView, WorkflowHandle
 from ._workflow_steps import Step, StepGraph
 from ._workflow_store import StoredWorkflow, WorkflowStore
+from ._workflow_sweeper import SWEEP_TASK, schedule_sweeper
 
 __all__ = [
+    "SWEEP_TASK",
     "Flow",
     "NonDeterminismError",
     "Plan",
@@ -41,4 +43,5 @@ __all__ = [
     "engine_of",
     "group",
     "map",
+    "schedule_sweeper",
 ]
