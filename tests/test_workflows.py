@@ -513,3 +513,26 @@ def test_the_scheduled_sweeper_is_an_ordinary_task_on_a_schedule(tasks: Tasks, a
     assert workflow_id in report["expired"]
     gate.set()
     assert app.workflow(workflow_id).status() == "cancelled"
+
+
+def test_async_producers_dispatch_and_await_without_blocking_the_loop(tasks: Tasks) -> None:
+    async def main() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        beat = asyncio.create_task(ticker())
+        handle = await chain(tasks.add.s([1, 2]), tasks.slow.s()).adispatch()
+        assert await handle.acancel() in (True, False)  # a no-op once it has ended
+        other = await chord([tasks.slow.s(1), tasks.slow.s(2)], tasks.total.s()).adispatch()
+        result = await other.aresult(WAIT)
+        beat.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result == 3
+    assert ticks > 5  # the loop kept running while the workflow did
