@@ -145,7 +145,17 @@ def sections() -> list[tuple[str, Callable[[], Mapping[str, Any]]]]:
     returns several sections instead (name -> figures) gives each its own table, and its own
     name only selects it on the command line.
     """
-    from bench import aws, batch_latency, cost, edge, imports, lambda_cold, rss, worker_cpu
+    from bench import (
+        aws,
+        batch_latency,
+        cost,
+        edge,
+        imports,
+        lambda_cold,
+        rss,
+        worker_cpu,
+        workflow_chord,
+    )
 
     batch = functools.cache(batch_latency.measure)  # one run, read by two sections
     return [
@@ -161,6 +171,7 @@ def sections() -> list[tuple[str, Callable[[], Mapping[str, Any]]]]:
         ("edge_producers", edge.run),
         ("cold_starts", imports.run),  # static_contracts import, Lambda init, first jobs
         ("aws", aws.run),  # sqs_throughput, sqs_cold_start
+        ("workflow_chord", workflow_chord.run),  # a 100-member chord on the local stack
     ]
 
 
