@@ -11,11 +11,11 @@ Caveat: the four local invocations share one process, so the engine's per-proces
 (``WorkflowEngine._apply``) leave no race to lose; on Lambda, instances are processes, and
 each lost race costs one more read and write of the document.
 
-Celery's chord on its DynamoDB result backend is not measured: it needs a Celery worker
-consuming SQS through kombu against the moto server, which this bench does not run yet
-(the SQS producer peer in ``bench.celery_peer`` sends only). Its cost is stated from its code
-instead in ``docs/workflows.md``: one ``UpdateItem`` counter increment per member, with no
-record of which member counted (a redelivered member counts twice).
+``celery()`` runs Celery's chord the same way: its SQS broker and DynamoDB result backend
+(the counter-increment chord, ``implements_incr``) on a moto server of its own, a Celery
+worker with 4 threads. The rounds run one contender after the other, not interleaved
+(each needs its own worker and server), so the ratio is for one quiet machine only. Celery's
+requests are counted at botocore's ``_make_api_call`` and include kombu's long polls.
 """
 
 from __future__ import annotations
@@ -152,6 +152,86 @@ def measure(members: int = MEMBERS, rounds: int = ROUNDS) -> dict[str, Any]:
     }
 
 
+def celery(members: int = MEMBERS, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Celery's chord: SQS broker and DynamoDB result backend on a moto server of its own.
+
+    A Celery worker with a pool of 4 threads in this process (as taskhop gets 4 local
+    invocations). Every AWS request is counted at botocore's ``_make_api_call``, by
+    operation: kombu's polling and the backend's reads and writes alike.
+    """
+    import importlib
+    import os
+
+    import boto3
+    import botocore.client
+
+    celery_module: Any = importlib.import_module("celery")  # no type information shipped
+    testing: Any = importlib.import_module("celery.contrib.testing.worker")
+    celery_app, celery_chord, start_worker = (
+        celery_module.Celery, celery_module.chord, testing.start_worker,
+    )  # fmt: skip
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    calls: Counter[str] = Counter()
+    client_class: Any = botocore.client.BaseClient  # _make_api_call is not in its stubs
+    real = client_class._make_api_call
+
+    def counted(self: Any, operation: str, params: Any) -> Any:
+        calls[f"{self.meta.service_model.service_name}.{operation}"] += 1
+        return real(self, operation, params)
+
+    with moto_server() as (url, _):
+        host = url.removeprefix("http://")
+        port = host.rsplit(":", 1)[1]
+        sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1")
+        queue_url = sqs.create_queue(QueueName="celery")["QueueUrl"]
+        app = celery_app(
+            broker=f"sqs://bench:bench@{host}",
+            # localhost: Celery's DynamoDB backend takes a local endpoint only by that name
+            backend=f"dynamodb://bench:bench@localhost:{port}/chords?read=50&write=50",
+        )
+        app.conf.broker_transport_options = {
+            "region": "us-east-1",
+            "is_secure": False,
+            "predefined_queues": {"celery": {"url": queue_url}},
+            "wait_time_seconds": 1,
+        }
+
+        def member_fn(x: int) -> int:
+            return x
+
+        def total_fn(xs: list[int]) -> int:
+            return sum(xs)
+
+        member = app.task(name="member")(member_fn)
+        total = app.task(name="total")(total_fn)
+        walls: list[float] = []
+        client_class._make_api_call = counted
+        try:
+            with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False):
+                for _ in range(rounds + 1):  # the first round warms the worker up: dropped
+                    calls.clear()
+                    started = time.monotonic()
+                    result = celery_chord([member.s(i) for i in range(members)])(total.s())
+                    assert result.get(timeout=300) == members * (members - 1) // 2
+                    walls.append(time.monotonic() - started)
+        finally:
+            client_class._make_api_call = real
+    steps = members + 1
+    return {
+        "celery_wall_s_median": round(statistics.median(walls[1:]), 3),
+        "celery_requests_per_step": round(sum(calls.values()) / steps, 2),
+        "celery_dynamodb_requests_per_step": round(
+            sum(n for op, n in calls.items() if op.startswith("dynamodb.")) / steps, 2
+        ),
+    }
+
+
 def run() -> dict[str, Any]:
-    """``make bench``'s section."""
-    return measure()
+    """``make bench``'s section: taskhop, then Celery, then the wall-time ratio."""
+    ours = measure()
+    theirs = celery()
+    ratio = ours["wall_s_median"] / theirs["celery_wall_s_median"]
+    return {**ours, **theirs, "wall_ratio_taskhop_over_celery": round(ratio, 2)}
