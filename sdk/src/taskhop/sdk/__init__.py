@@ -8,10 +8,14 @@ import logging
 from taskhop.static_contracts import (
     Duration,
     Envelope,
+    EventEnvelope,
+    EventSet,
     Reason,
     RetryPolicy,
     StaticContract,
+    StaticEvent,
     static_contract,
+    static_event,
 )
 
 from ._app import App, Registered, create_app, load_app
@@ -49,6 +53,17 @@ from ._errors import (
     WorkflowCancelled,
     WorkflowDefinitionError,
     WorkflowFailed,
+)
+from ._events import (
+    DirectCarrier,
+    Event,
+    EventCarrier,
+    EventContract,
+    Subscription,
+    UnknownEventError,
+    define_event,
+    delivery_envelope,
+    delivery_job_id,
 )
 from ._handle import ResultHandle, gather
 from ._implementation import Handler, Idempotency, Implementation, ImplementOptions, Migration
@@ -95,11 +110,17 @@ __all__ = [
     "BoundTask",
     "Contract",
     "ContractError",
+    "DirectCarrier",
     "DuplicateJobInProgress",
     "Duration",
     "Envelope",
     "EnvelopeError",
     "ErrorInfo",
+    "Event",
+    "EventCarrier",
+    "EventContract",
+    "EventEnvelope",
+    "EventSet",
     "FINAL_STATUSES",
     "FieldError",
     "Flow",
@@ -140,18 +161,21 @@ __all__ = [
     "Schedule",
     "Signature",
     "StaticContract",
+    "StaticEvent",
     "Step",
     "StepCancelled",
     "StepGraph",
     "StepView",
     "StoreError",
     "StoredWorkflow",
+    "Subscription",
     "SweepReport",
     "TaskContract",
     "TaskFailed",
     "TaskRejected",
     "TaskhopError",
     "TransportError",
+    "UnknownEventError",
     "UnknownTaskError",
     "UnsupportedProtocolError",
     "ValidationError",
@@ -166,7 +190,10 @@ __all__ = [
     "configure_logging",
     "create_app",
     "current_job",
+    "define_event",
     "define_task",
+    "delivery_envelope",
+    "delivery_job_id",
     "gather",
     "group",
     "incoming_trace",
@@ -179,6 +206,7 @@ __all__ = [
     "poll_for_final",
     "queue_actions",
     "static_contract",
+    "static_event",
 ]
 
 # A library never configures logging; without this, warnings would reach stderr through

@@ -22,11 +22,14 @@ from taskhop.static_contracts import (
     ContractError,
     Duration,
     Envelope,
+    EventEnvelope,
     JsonValue,
     PayloadStore,
     RetrySpec,
     StaticContract,
+    StaticEvent,
     Transport,
+    check_pattern,
 )
 
 from ._bound import BoundTask
@@ -34,6 +37,7 @@ from ._context import JobContext
 from ._contract import define_task
 from ._converter import make_converter
 from ._errors import AlreadyImplementedError, TaskhopError, UnknownTaskError
+from ._events import DirectCarrier, Event, EventCarrier, Events, EventSet
 from ._handle import ResultHandle
 from ._implementation import Handler, Implementation, ImplementOptions
 from ._middleware import Middleware
@@ -47,6 +51,7 @@ __all__ = ["App", "Registered", "create_app", "load_app"]
 
 I = TypeVar("I")
 O = TypeVar("O")
+P = TypeVar("P")
 
 
 class App:
@@ -61,6 +66,7 @@ class App:
         converter: Converter | None = None,
         middleware: Sequence[Middleware] = (),
         payloads: PayloadStore | None = None,
+        events: EventCarrier | None = None,
     ) -> None:
         self.transport = transport
         self.payloads = payloads
@@ -73,6 +79,10 @@ class App:
         self._lock = threading.RLock()
         self._worker: Worker | None = None
         self._schedules: dict[str, Schedule] = {}
+        self.events = Events(self)
+        """This app's events and subscriptions (the registry ``emit`` and ``on`` use)."""
+        self.carrier: EventCarrier = events or DirectCarrier(self)
+        """What ``emit`` publishes through: an SNS topic, or in process (the default)."""
 
     def __repr__(self) -> str:
         return f"<App tasks={sorted(self._tasks)} transport={type(self.transport).__name__}>"
@@ -400,6 +410,117 @@ class App:
             return build(handler)
         return build
 
+    # -- events -----------------------------------------------------------------------------
+
+    def event(self, event: StaticEvent[P]) -> StaticEvent[P]:
+        """Register ``event``: this app may emit it, and patterns may match it.
+
+        Raises:
+            ContractError: another event has its name, or a subscription resolved earlier
+                matches it (register events before subscribing to patterns).
+
+        """
+        return self.events.register(event)
+
+    @overload
+    def on(
+        self,
+        target: StaticEvent[P] | EventSet[P],
+        *,
+        name: str | None = None,
+        ordered: bool = False,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+    ) -> Callable[[Callable[[Event[P], JobContext], object]], BoundTask[Event[P], object]]: ...
+    @overload
+    def on(
+        self,
+        target: str,
+        *,
+        name: str | None = None,
+        ordered: bool = False,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+    ) -> _PatternDecorator: ...
+    def on(
+        self,
+        target: str | StaticEvent[Any] | EventSet[Any],
+        *,
+        name: str | None = None,
+        ordered: bool = False,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Subscribe a handler to an event, several (``A | B``), or a pattern (``"order.*"``).
+
+        The handler is a task (``name``, default the function's name) that runs once per
+        matching event, with that task's retries and dead letters; it receives an
+        ``Event[Payload]``, the union of the payloads for several events. A pattern is
+        resolved now against the registered events, and the handler's annotation must be
+        ``Event`` of exactly their payloads' union (checked here; the type checker checks the
+        handler's body against it).
+
+        Raises:
+            UnknownEventError: the pattern matches no registered event.
+            ContractError: the annotation names other payloads, or the name is taken.
+
+        """
+        options = {"retry": retry, "timeout": timeout}
+        if isinstance(target, str):
+            check_pattern(target)  # a malformed pattern fails at the decorator's line
+
+        def decorate(fn: Callable[..., Any]) -> BoundTask[Any, Any]:
+            return self.events.subscribe(
+                target, fn, name=name, ordered=ordered, contract_options=options
+            )
+
+        return decorate
+
+    def publishes(
+        self,
+        task: StaticContract[I, O] | BoundTask[I, O],
+        event: StaticEvent[P],
+        transform: Callable[[O], P] | None = None,
+    ) -> None:
+        """Publish ``event`` from every successful job of ``task``: a domain event.
+
+        ``transform`` turns the task's output into the event's payload (default: the output
+        itself). The event is published when, and only when, the job succeeds.
+        """
+        contract = task.contract if isinstance(task, BoundTask) else task
+        self.register(contract)
+        self.events.publishes(contract.name, event, transform)
+
+    def emit_envelope(
+        self, event: StaticEvent[P], payload: P, *, id: str | None = None
+    ) -> EventEnvelope:
+        """The envelope ``emit`` publishes: the event registered, the payload validated."""
+        return self.events.envelope(event, payload, id=id)
+
+    def emit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:
+        """Publish ``event`` to its subscribers; return the event's id.
+
+        ``id`` makes a retried emit the same event (its subscribers run once); by default
+        each call is a new event.
+
+        Raises:
+            UnknownEventError: the event is not registered with this app.
+            ValidationError: the payload does not fit the event's type (fields named).
+            TransportError: the carrier did not accept the event.
+
+        """
+        envelope = self.events.envelope(event, payload, id=id)
+        self.carrier.publish([envelope])
+        return envelope.id
+
+    async def aemit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:
+        """``emit`` for async code: the publish runs off the event loop."""
+        import asyncio
+
+        envelope = self.events.envelope(event, payload, id=id)
+        await asyncio.to_thread(self.carrier.publish, [envelope])
+        return envelope.id
+
     # -- schedules --------------------------------------------------------------------------
 
     def schedule(
@@ -461,6 +582,14 @@ class App:
 
     def __iter__(self) -> Iterator[BoundTask[Any, Any]]:
         return iter(list(self._tasks.values()))
+
+
+class _PatternDecorator(typing.Protocol):
+    """``@app.on("order.*")``: the payload type comes from the handler's ``Event[...]``."""
+
+    def __call__(
+        self, fn: Callable[[Event[P], JobContext], object], /
+    ) -> BoundTask[Event[P], object]: ...
 
 
 class _InferringDecorator(typing.Protocol):
@@ -560,6 +689,7 @@ def create_app(
     converter: Converter | None = None,
     middleware: Sequence[Middleware] = (),
     payloads: PayloadStore | None = None,
+    events: EventCarrier | None = None,
 ) -> App:
     """Build an app.
 
@@ -576,6 +706,9 @@ def create_app(
         middleware: hooks around dispatch and processing, in order.
         payloads: where a worker reads inputs that were too large for a queue message (the
             envelope's ``input_ref``), e.g. ``taskhop.backends.s3.S3Payloads(bucket)``.
+        events: what ``emit`` publishes through, e.g. ``taskhop.backends.sns.SnsCarrier``
+            (default: in process, one job per subscriber this app declares, sent through
+            ``queue``).
 
     """
     if queue is None and store is None:
@@ -590,6 +723,7 @@ def create_app(
             converter=converter,
             middleware=middleware,
             payloads=payloads,
+            events=events,
         )
         memory_queue.serve(app, lazy=True)
         return app
@@ -602,4 +736,5 @@ def create_app(
         converter=converter,
         middleware=middleware,
         payloads=payloads,
+        events=events,
     )

@@ -8,7 +8,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskhop.static_contracts import Envelope, StaticContract
+from taskhop.static_contracts import Envelope, EventEnvelope, StaticContract, StaticEvent
 
 from ._logging import JOB_LOGGER, incoming, trace_id
 from ._store import slot_init
@@ -23,6 +23,7 @@ __all__ = ["JobContext"]
 
 I = TypeVar("I")
 O = TypeVar("O")
+P = TypeVar("P")
 _CANCEL_CHECK_EVERY = 1.0
 """Seconds ``ctx.cancelled`` reuses its last answer: a loop may ask often, the store is read
 at most once a second."""
@@ -81,6 +82,11 @@ class JobContext:
     """The worker's app (set by the worker): what ``invoke`` / ``dispatch`` send through."""
     _calls: Calls | None = field(default=None, init=False, repr=False, compare=False)
     _cancel_seen: tuple[float, bool] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _emitter: App | None = field(default=None, init=False, repr=False, compare=False)
+    """The worker's app, always set by the worker: what ``emit`` registers events with."""
+    _emitted: list[EventEnvelope] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -197,6 +203,36 @@ class JobContext:
 
         if self.cancelled:
             raise StepCancelled(f"job {self.job_id}: its workflow has ended")
+
+    # -- events ------------------------------------------------------------------------------
+
+    def emit(self, event: StaticEvent[P], payload: P) -> str:
+        """Emit ``event`` when, and only when, this job succeeds; return the event's id.
+
+        The payload is validated now (a bad one raises ``ValidationError`` in the handler);
+        the event is published after the handler returns, before the job is recorded
+        succeeded. Its id derives from the job's and this call's position, so a re-run of the
+        handler emits the same event, and subscribers run it once.
+        """
+        from ._events import job_event_id
+
+        app = self._emitter
+        if app is None:
+            from ._errors import TaskhopError
+
+            raise TaskhopError(
+                "ctx.emit works inside a worker's job only (use taskhop.sdk.testing to run"
+                " handlers)"
+            )
+        emitted = self._emitted
+        if emitted is None:
+            emitted = []
+            object.__setattr__(self, "_emitted", emitted)
+        envelope = app.events.envelope(
+            event, payload, id=job_event_id(self.job_id, f"e{len(emitted)}"), trace=self.trace
+        )
+        emitted.append(envelope)
+        return envelope.id
 
     def _children(self) -> Calls:
         calls = self._calls

@@ -243,6 +243,8 @@ def unstructure(converter: Converter, value: object, tp: object, *, path: str) -
 
 def field_errors(exc: BaseException, path: str) -> list[FieldError]:
     """Flatten a cattrs error tree into ``FieldError`` lines (paths like ``input.items[2].sku``)."""
+    if isinstance(exc, ValidationError):  # a hook that structured a part itself: paths made
+        return list(exc.errors)
     if isinstance(exc, ClassValidationError | IterableValidationError):
         errors: list[FieldError] = []
         with_notes, without = exc.group_exceptions()

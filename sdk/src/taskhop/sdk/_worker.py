@@ -64,6 +64,7 @@ from ._errors import (
     UnknownTaskError,
     ValidationError,
 )
+from ._events import SHARED_INPUT, outgoing_events
 from ._fingerprint import input_fingerprint
 from ._invoke import Suspended
 from ._registered import MigrationError
@@ -272,6 +273,7 @@ class Worker:
             )
             if self.app.store is not None:  # for ctx.invoke / ctx.dispatch / ctx.cancelled
                 object.__setattr__(ctx, "_app", self.app)
+            object.__setattr__(ctx, "_emitter", self.app)  # for ctx.emit
             step = _Prepared(envelope, entry, data, ctx, timeout, started, created_at)
             if envelope.idempotency_key is not None:
                 self._claim_key(step, envelope.idempotency_key, lease)
@@ -428,6 +430,8 @@ class Worker:
         """
         if envelope.input_ref is None or self.app.payloads is None or not self.keeps_state:
             return
+        if (envelope.extensions or {}).get(SHARED_INPUT):  # an event's: every subscriber's
+            return
         try:
             self.app.payloads.delete(envelope.input_ref)
         except Exception:  # the job is done; a lifecycle rule removes what is left
@@ -534,6 +538,13 @@ class Worker:
         except PayloadError as exc:
             bad = PermanentError(f"handler returned a bad output: {exc}")
             return self._failed(step, bad, kind="OutputError")
+        try:
+            events = outgoing_events(self.app, step.ctx, value)
+        except (ValidationError, PayloadError) as exc:  # a publisher's transform is wrong
+            bad = PermanentError(f"an event this job publishes is invalid: {exc}")
+            return self._failed(step, bad, kind="EventError")
+        if events:  # before the end is recorded: a redelivery publishes the same ids again
+            self._persist(self.app.carrier.publish, events)
         store = self.app.store
         if store is not None:  # NoStore keeps nothing: no record to build, no key to complete
             record = _record(

@@ -25,6 +25,15 @@ from ._policy import Backoff, RetryPolicy, RetrySpec
 from ._reasons import Reason
 
 if TYPE_CHECKING:
+    from ._event import (
+        EVENT_PROTOCOL_VERSION,
+        EventEnvelope,
+        EventSet,
+        StaticEvent,
+        check_pattern,
+        pattern_matches,
+        static_event,
+    )
     from ._producer import (
         AsyncProducer,
         AsyncProducerTask,
@@ -46,6 +55,13 @@ if TYPE_CHECKING:
 # the producer side, and only producers or endpoints that sign HTTP requests need signing
 # (hashlib and hmac: ~2.5 ms). Type checkers see them through the imports above.
 _LAZY = {
+    "EVENT_PROTOCOL_VERSION": "_event",
+    "EventEnvelope": "_event",
+    "EventSet": "_event",
+    "StaticEvent": "_event",
+    "check_pattern": "_event",
+    "pattern_matches": "_event",
+    "static_event": "_event",
     "AsyncProducer": "_producer",
     "AsyncProducerTask": "_producer",
     "Producer": "_producer",
@@ -83,8 +99,11 @@ __all__ = [
     "Backoff",
     "ContractError",
     "Duration",
+    "EVENT_PROTOCOL_VERSION",
     "Envelope",
     "EnvelopeError",
+    "EventEnvelope",
+    "EventSet",
     "JsonValue",
     "PROTOCOL_VERSION",
     "PayloadError",
@@ -97,21 +116,25 @@ __all__ = [
     "SIGNATURE_HEADER",
     "SignatureError",
     "StaticContract",
+    "StaticEvent",
     "TIMESTAMP_HEADER",
     "TaskhopError",
     "Transport",
     "TransportError",
     "UnsupportedProtocolError",
     "Verifier",
+    "check_pattern",
     "dumps",
     "format_timestamp",
     "make_envelope",
     "new_job_id",
     "parse_duration",
     "parse_timestamp",
+    "pattern_matches",
     "sign",
     "signed_headers",
     "static_contract",
+    "static_event",
     "to_json_value",
     "type_ref",
 ]
