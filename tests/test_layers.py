@@ -51,6 +51,7 @@ MODULE_EXTRA = {
     "backends/sqs.py": "sqs",
     "backends/_aws.py": "sqs",  # boto3 helpers shared by the sqs, s3 and dynamodb modules
     "backends/s3.py": "s3",
+    "backends/sns.py": "sns",
     "backends/sqs_http.py": "http",  # only when the caller passes its own httpx.Client
     "backends/dynamodb.py": "dynamodb",
     "backends/http.py": "http",

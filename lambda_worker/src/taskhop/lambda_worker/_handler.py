@@ -3,6 +3,8 @@
 Event kinds, recognised by shape:
 
 - SQS batches (``Records`` from ``aws:sqs``): see ``_sqs``; returns a partial batch response.
+- DynamoDB Streams batches (``aws:dynamodb``) for ``app.on_change`` triggers: served in order
+  by ``taskhop.sdk.serve_stream_records``, which reports only the first failing record.
 - Direct invocation: ``{"task": ..., "input": ...}`` or a full envelope; returns the outcome
   with the result.
 - EventBridge scheduled events for ``app.schedule(...)``: the rule name (or an input of
@@ -30,6 +32,7 @@ from taskhop.sdk import (
     OutcomeKind,
     TaskhopError,
     configure_logging,
+    serve_stream_records,
 )
 from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
@@ -90,6 +93,8 @@ class LambdaHandler:
                 self.app, data, deadline=deadline, sqs=self.sqs, queue_url=self.queue_url,
                 dlq_url=self.dead_letter_queue, runner=self.batches,
             )  # fmt: skip
+        if _is_stream(data):  # a DynamoDB Streams batch: in order, stop at the first failure
+            return serve_stream_records(self.app, data["Records"], deadline=deadline).response()
         if "requestContext" in data and ("httpMethod" in data or "rawPath" in data):
             if self.http is None:
                 return {"statusCode": 501, "body": "this worker serves no HTTP endpoint"}
@@ -242,6 +247,14 @@ def _malformed_sqs_record(records: Any) -> str | None:
         if not (isinstance(count, str) and count.isdecimal()):
             return f"Records[{i}].attributes.ApproximateReceiveCount: not a count"
     return None
+
+
+def _is_stream(event: dict[str, Any]) -> bool:
+    records: Any = event.get("Records")
+    try:
+        return bool(records[0]["eventSource"] == "aws:dynamodb")
+    except (TypeError, KeyError, IndexError):
+        return False
 
 
 def _is_sqs(event: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from taskhop.sdk import App, BatchItem, BatchRunner, Outcome, queue_actions
 
+from ._events import event_job_body
 from ._logs import emit_job, emit_metrics
 
 __all__ = ["process_sqs_batch"]
@@ -52,7 +53,7 @@ def process_sqs_batch(
     the records run one after another.
     """
     records: list[dict[str, Any]] = event["Records"]
-    items = [_item(record) for record in records]
+    items = [_item(app, record) for record in records]
     record_of = {id(item): record for item, record in zip(items, records, strict=True)}
     outcomes: list[Outcome] = []
 
@@ -68,12 +69,12 @@ def process_sqs_batch(
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
 
 
-def _item(record: dict[str, Any]) -> BatchItem:
+def _item(app: App, record: dict[str, Any]) -> BatchItem:
     attributes = record.get("attributes", {})
     header = attributes.get("AWSTraceHeader")  # X-Ray, via SQS
     return BatchItem(
         name=record["messageId"],
-        body=record["body"],
+        body=event_job_body(app, record),  # an event on a subscriber's queue: its job
         attempt=int(attributes.get("ApproximateReceiveCount", "1")),
         lane=attributes.get("MessageGroupId"),  # FIFO: a group waits for its failure
         trace={"xray": header} if isinstance(header, str) and header else None,

@@ -92,6 +92,8 @@ from ._store import (
     RestartEntry,
     poll_for_final,
 )
+from ._tables import Change, ChangeKind, F, Table, Where, define_table, filter_criteria
+from ._triggers import StreamAnswer, Trigger, serve_stream_records, trigger_job_id
 from ._typing import input_type, output_type
 from ._worker import Outcome, OutcomeKind, Worker
 from ._workflow_build import Flow, Signature, chain, chord, group
@@ -108,6 +110,8 @@ __all__ = [
     "BatchRunner",
     "Begin",
     "BoundTask",
+    "Change",
+    "ChangeKind",
     "Contract",
     "ContractError",
     "DirectCarrier",
@@ -121,6 +125,7 @@ __all__ = [
     "EventContract",
     "EventEnvelope",
     "EventSet",
+    "F",
     "FINAL_STATUSES",
     "FieldError",
     "Flow",
@@ -168,17 +173,21 @@ __all__ = [
     "StepView",
     "StoreError",
     "StoredWorkflow",
+    "StreamAnswer",
     "Subscription",
     "SweepReport",
+    "Table",
     "TaskContract",
     "TaskFailed",
     "TaskRejected",
     "TaskhopError",
     "TransportError",
+    "Trigger",
     "UnknownEventError",
     "UnknownTaskError",
     "UnsupportedProtocolError",
     "ValidationError",
+    "Where",
     "Worker",
     "WorkflowCancelled",
     "WorkflowDefinitionError",
@@ -191,9 +200,11 @@ __all__ = [
     "create_app",
     "current_job",
     "define_event",
+    "define_table",
     "define_task",
     "delivery_envelope",
     "delivery_job_id",
+    "filter_criteria",
     "gather",
     "group",
     "incoming_trace",
@@ -205,8 +216,10 @@ __all__ = [
     "output_type",
     "poll_for_final",
     "queue_actions",
+    "serve_stream_records",
     "static_contract",
     "static_event",
+    "trigger_job_id",
 ]
 
 # A library never configures logging; without this, warnings would reach stderr through

@@ -13,7 +13,15 @@ import os
 import threading
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar, overload
 
 from cattrs import Converter
@@ -44,6 +52,8 @@ from ._middleware import Middleware
 from ._registered import Registered
 from ._schedule import Schedule
 from ._store import MAX_RESTARTS, BaseJobStore, JobStatus, JobStore
+from ._tables import Change, ChangeKind, Table, Where
+from ._triggers import Mode, Triggers
 from ._worker import Worker
 from ._workflow_handle import WorkflowHandle
 
@@ -52,6 +62,7 @@ __all__ = ["App", "Registered", "create_app", "load_app"]
 I = TypeVar("I")
 O = TypeVar("O")
 P = TypeVar("P")
+T = TypeVar("T")
 
 
 class App:
@@ -83,6 +94,8 @@ class App:
         """This app's events and subscriptions (the registry ``emit`` and ``on`` use)."""
         self.carrier: EventCarrier = events or DirectCarrier(self)
         """What ``emit`` publishes through: an SNS topic, or in process (the default)."""
+        self.triggers = Triggers(self)
+        """This app's table triggers (``on_change``), served by ``serve_stream_records``."""
 
     def __repr__(self) -> str:
         return f"<App tasks={sorted(self._tasks)} transport={type(self.transport).__name__}>"
@@ -520,6 +533,47 @@ class App:
         envelope = self.events.envelope(event, payload, id=id)
         await asyncio.to_thread(self.carrier.publish, [envelope])
         return envelope.id
+
+    # -- table triggers ---------------------------------------------------------------------
+
+    def on_change(
+        self,
+        table: Table[T],
+        *,
+        on: Collection[ChangeKind] = ("insert", "modify", "remove"),
+        where: Where | None = None,
+        changed: Sequence[str] = (),
+        mode: Mode = "enqueue",
+        name: str | None = None,
+        retry: RetrySpec = None,
+        timeout: Duration | None = None,
+    ) -> Callable[[Callable[[Change[T], JobContext], object]], BoundTask[Change[T], object]]:
+        """Run a handler for each change of ``table`` that matches: a table trigger.
+
+        The handler gets a ``Change[Item]`` (``kind``, typed ``new`` and ``old``, ``keys``,
+        ``is_ttl_expiry``). ``where`` (``F.status == "paid"``) is checked against the item
+        type now and compiled into the event source mapping's filter, so other changes
+        invoke nothing; ``changed=("status",)`` runs it only when one of those attributes
+        differs. ``mode="enqueue"`` (default) makes each change a job of its own;
+        ``"inline"`` runs it in the stream function.
+
+        Raises:
+            ContractError: an unknown attribute in ``where`` or ``changed``, a filter AWS
+                cannot evaluate, an unknown kind or mode, or a taken name.
+
+        """
+
+        def decorate(fn: Callable[..., Any]) -> BoundTask[Any, Any]:
+            return self.triggers.add(
+                table, fn, on=on, where=where, changed=changed, mode=mode, name=name,
+                retry=retry, timeout=timeout,
+            )  # fmt: skip
+
+        if where is not None:  # a bad filter fails at the decorator's line
+            from ._tables import check_where
+
+            check_where(table, where)
+        return decorate
 
     # -- schedules --------------------------------------------------------------------------
 

@@ -179,8 +179,9 @@ def delivery_envelope(app: App, event: EventEnvelope, subscriber: str) -> Envelo
     bound = app.get(subscriber)
     return Envelope(
         task=subscriber,
-        input=event_input(event),
+        input=None if event.payload_ref else event_input(event),
         id=delivery_job_id(event.id, subscriber),
+        dispatched_at=event.emitted_at,
         version=bound.contract.version,
         trace=dict(event.trace) if event.trace else None,
         input_ref=event.payload_ref,

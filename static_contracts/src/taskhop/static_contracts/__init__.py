@@ -26,6 +26,7 @@ from ._reasons import Reason
 
 if TYPE_CHECKING:
     from ._event import (
+        DEFAULT_QUEUE_PREFIX,
         EVENT_PROTOCOL_VERSION,
         EventEnvelope,
         EventSet,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         check_pattern,
         pattern_matches,
         static_event,
+        subscriber_queue_name,
     )
     from ._producer import (
         AsyncProducer,
@@ -55,7 +57,9 @@ if TYPE_CHECKING:
 # the producer side, and only producers or endpoints that sign HTTP requests need signing
 # (hashlib and hmac: ~2.5 ms). Type checkers see them through the imports above.
 _LAZY = {
+    "DEFAULT_QUEUE_PREFIX": "_event",
     "EVENT_PROTOCOL_VERSION": "_event",
+    "subscriber_queue_name": "_event",
     "EventEnvelope": "_event",
     "EventSet": "_event",
     "StaticEvent": "_event",
@@ -98,6 +102,7 @@ __all__ = [
     "AsyncTransport",
     "Backoff",
     "ContractError",
+    "DEFAULT_QUEUE_PREFIX",
     "Duration",
     "EVENT_PROTOCOL_VERSION",
     "Envelope",
@@ -135,6 +140,7 @@ __all__ = [
     "signed_headers",
     "static_contract",
     "static_event",
+    "subscriber_queue_name",
     "to_json_value",
     "type_ref",
 ]

@@ -10,6 +10,7 @@ the subscriber's name, so a redelivery or a producer's retry of the same event i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -21,8 +22,10 @@ from ._errors import ContractError, EnvelopeError
 from ._ids import new_job_id
 from ._json import JsonValue
 from ._reasons import Reason
+from .limits import SQS_MAX_QUEUE_NAME
 
 __all__ = [
+    "DEFAULT_QUEUE_PREFIX",
     "EVENT_PROTOCOL_VERSION",
     "EventEnvelope",
     "EventSet",
@@ -30,6 +33,7 @@ __all__ = [
     "check_pattern",
     "pattern_matches",
     "static_event",
+    "subscriber_queue_name",
 ]
 
 P = TypeVar("P")
@@ -138,6 +142,32 @@ def static_event(name: str, *, payload: type[P], key: str | None = None) -> Stat
 
     """
     return StaticEvent(name, payload=payload, key=key)
+
+
+DEFAULT_QUEUE_PREFIX = "taskhop-ev-"
+"""What subscriber queue names start with (a worker's ``$TASKHOP_EVENT_QUEUE_PREFIX`` may say
+otherwise)."""
+
+
+_FIFO = ".fifo"
+_UNSAFE = re.compile(r"[^a-z0-9_-]")
+_DIGEST = 12
+
+
+def subscriber_queue_name(subscriber: str, prefix: str = DEFAULT_QUEUE_PREFIX) -> str:
+    """The SQS queue name (without ``.fifo``) of a subscriber task's event deliveries.
+
+    Lowercase, every character SQS refuses replaced by ``-``; a name that would pass SQS's
+    80 characters once ``.fifo`` is added is cut and ends with a digest of the task's name.
+    """
+    slug = _UNSAFE.sub("-", subscriber.lower())
+    room = SQS_MAX_QUEUE_NAME - len(_FIFO) - len(prefix)
+    if room <= _DIGEST + 1:
+        raise ValueError(f"event queue prefix {prefix!r} leaves no room for a subscriber's name")
+    if len(slug) > room:
+        digest = hashlib.sha256(subscriber.encode()).hexdigest()[:_DIGEST]
+        slug = f"{slug[: room - _DIGEST - 1]}-{digest}"
+    return prefix + slug
 
 
 def check_event_name(name: object) -> None:

@@ -10,9 +10,13 @@ __all__ = [
     "DYNAMODB_MAX_ITEM_BYTES",
     "LAMBDA_MAX_TIMEOUT",
     "LAMBDA_SAFETY_MARGIN",
+    "SNS_MAX_BATCH_ENTRIES",
+    "SNS_MAX_FILTER_VALUES",
+    "SNS_MAX_MESSAGE_BYTES",
     "SQS_MAX_BATCH_ENTRIES",
     "SQS_MAX_DELAY",
     "SQS_MAX_MESSAGE_BYTES",
+    "SQS_MAX_QUEUE_NAME",
     "SQS_MAX_VISIBILITY",
 ]
 
@@ -37,3 +41,15 @@ LAMBDA_MAX_TIMEOUT = 900
 LAMBDA_SAFETY_MARGIN = 3.0
 """Seconds before Lambda's deadline at which the runtime stops starting work and times out a
 handler, so the batch response (and every settlement) is still sent in time."""
+
+SQS_MAX_QUEUE_NAME = 80
+"""The longest SQS queue name, ``.fifo`` included (``CreateQueue``)."""
+
+SNS_MAX_MESSAGE_BYTES = 256 * 1024
+"""The largest SNS message (body and attributes), and a PublishBatch's total: 256 KiB."""
+
+SNS_MAX_BATCH_ENTRIES = 10
+"""Entries in one ``PublishBatch`` request."""
+
+SNS_MAX_FILTER_VALUES = 150
+"""Values a subscription filter policy may list across its keys (SNS quota: 150 combinations)."""
