@@ -42,6 +42,7 @@ from ._contract import TaskContract
 from ._errors import ValidationError
 from ._tables import (
     Change,
+    ChangeKind,
     Table,
     Where,
     change_input,
@@ -150,9 +151,12 @@ class Triggers:
         if not isinstance(task, str) or not task or task == "<lambda>":
             raise ContractError("a trigger needs name=... (its handler has no usable name)")
         _install_change_hook(self._app.converter)
-        criteria = filter_criteria(table, on=kinds, where=where)
+        criteria = filter_criteria(
+            table, on=typing.cast("frozenset[ChangeKind]", kinds), where=where
+        )
+        change_type: Any = Change[table.item]  # type: ignore[name-defined]  # a run-time alias
         contract = TaskContract(
-            task, input=Change[table.item], output=object, retry=retry, timeout=timeout
+            task, input=change_type, output=object, retry=retry, timeout=timeout
         )
         if task in self._app.tasks:
             raise ContractError(f"trigger {task!r}: a task of this name already exists")
@@ -162,17 +166,18 @@ class Triggers:
 
     def envelope(self, trigger: Trigger, record: Mapping[str, Any]) -> Envelope:
         """``trigger``'s job for one stream record (its input is the change, images raw)."""
+        sequence = _sequence(record)
         try:
-            data = change_input(record)
+            data: dict[str, Any] = change_input(record)
         except ValidationError:  # the worker refuses it with the paths, and records that
             data = {
                 "kind": record.get("eventName"),
                 "event_id": record.get("eventID"),
-                "sequence": (record.get("dynamodb") or {}).get("SequenceNumber"),
+                "sequence": sequence,
                 "new": None,
                 "old": None,
             }
-        event_id = str(record.get("eventID") or data.get("sequence") or "unknown")
+        event_id = str(record.get("eventID") or sequence or "unknown")
         bound = self._app.get(trigger.task)
         return Envelope(
             task=trigger.task,
@@ -226,7 +231,7 @@ def serve_stream_records(
 
     jobs = filtered = 0
     for record in records:
-        sequence = str((record.get("dynamodb") or {}).get("SequenceNumber", ""))
+        sequence = _sequence(record) or ""
         name = table or table_of(record)
         triggers = [] if name is None else app.triggers.of_table(name)
         outgoing: list[Envelope] = []
@@ -252,6 +257,15 @@ def serve_stream_records(
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += len(outgoing)
     return StreamAnswer(None, jobs, filtered)
+
+
+def _sequence(record: Mapping[str, Any]) -> str | None:
+    """The record's ``dynamodb.SequenceNumber`` (what a partial batch response names)."""
+    stream: Any = record.get("dynamodb")
+    if not isinstance(stream, Mapping):
+        return None
+    value: object = typing.cast("Mapping[str, object]", stream).get("SequenceNumber")
+    return value if isinstance(value, str) else None
 
 
 def _install_change_hook(converter: Converter) -> None:
