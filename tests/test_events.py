@@ -302,3 +302,39 @@ def test_static_events_need_no_validator_on_the_edge() -> None:
         "email",
     )
     assert isinstance(placed | shipped, EventSet)
+
+
+def test_contracts_export_lists_events_with_their_schemas_and_subscribers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+    import types
+
+    from taskhop.sdk import create_app
+    from taskhop.sdk._cli import main
+
+    app = create_app()
+    app.event(placed)
+    app.event(shipped)
+
+    @app.on("order.*")
+    def audit(event: Event[Placed | Shipped], ctx: JobContext) -> None: ...
+
+    module = types.ModuleType("events_export_app")
+    module.app = app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "events_export_app", module)
+    assert main(["contracts", "export", "--app", "events_export_app:app"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    task, *events = rows
+    assert task["name"] == "audit"
+    assert task["input"]["properties"]["payload"]["anyOf"] == [
+        {"$ref": "#/$defs/Placed"},
+        {"$ref": "#/$defs/Shipped"},
+    ]
+    assert [(e["event"], e["kind"], e["key"], e["subscribers"]) for e in events] == [
+        ("order.placed", "define_event", "order_id", ["audit"]),
+        ("order.shipped", "define_event", "order_id", ["audit"]),
+    ]
+    assert events[0]["payload"]["$defs"]["Placed"]["required"] == ["order_id", "total"]
+    app.close()

@@ -124,7 +124,7 @@ def _report(args: argparse.Namespace, code: int, error: dict[str, Any]) -> int:
 
 
 def _contracts_export(args: argparse.Namespace) -> int:
-    """Print every contract with JSON Schemas for its input and output."""
+    """Print every contract with JSON Schemas for its input and output, then every event."""
     from ._schema import json_schema
 
     app = load_app(args.app)
@@ -136,6 +136,17 @@ def _contracts_export(args: argparse.Namespace) -> int:
             "output": json_schema(bound.contract.output, title=f"{bound.name} output"),
         }
         for bound in sorted(app, key=lambda b: b.name)
+    ]
+    subscriptions = app.events.subscriptions
+    rows += [
+        {
+            "event": event.name,
+            "kind": event.to_dict()["kind"],
+            "key": event.key,
+            "payload": json_schema(event.payload, title=f"{event.name} payload"),
+            "subscribers": sorted(s.task for s in subscriptions.values() if s.takes(event.name)),
+        }
+        for event in sorted(app.events.registered.values(), key=lambda e: e.name)
     ]
     print(json.dumps(rows, indent=2))
     return 0

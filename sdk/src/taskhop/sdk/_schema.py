@@ -79,6 +79,9 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if origin in (dict, typing.Mapping) or tp is dict:
         values = _schema(args[1], defs) if args else {}
         return {"type": "object", "additionalProperties": values}
+    wrapped = _wrapper_schema(tp, origin, args, defs)
+    if wrapped is not None:
+        return wrapped
     if not inspect.isclass(tp):
         raise TypeError(f"no JSON Schema for type {tp!r}")
     if issubclass(tp, enum.Enum):
@@ -90,6 +93,50 @@ def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
             defs[name] = _object(tp, defs)
         return {"$ref": f"#/$defs/{name}"}
     raise TypeError(f"no JSON Schema for type {tp!r}")
+
+
+def _wrapper_schema(
+    tp: Any, origin: Any, args: tuple[Any, ...], defs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A subscriber's ``Event[P]`` or a trigger's ``Change[Item]``, as their jobs carry them."""
+    from ._events import Event
+    from ._tables import Change
+
+    if origin is Event:
+        return {
+            "type": "object",
+            "required": ["name", "id", "emitted_at", "payload"],
+            "properties": {
+                "name": {"type": "string"},
+                "id": {"type": "string"},
+                "emitted_at": {"type": "string", "format": "date-time"},
+                "key": {"type": ["string", "null"]},
+                "payload": _schema(args[0], defs) if args else {},
+            },
+            "additionalProperties": False,
+        }
+    if origin is Change:
+        image = {
+            "description": f"a {getattr(args[0], '__qualname__', 'item')} as DynamoDB attribute"
+            " values (NewImage / OldImage)",
+            "type": ["object", "null"],
+        }
+        return {
+            "type": "object",
+            "required": ["kind", "event_id", "sequence"],
+            "properties": {
+                "kind": {"enum": ["insert", "modify", "remove"]},
+                "new": image,
+                "old": image,
+                "keys": {"type": "object"},
+                "event_id": {"type": "string"},
+                "sequence": {"type": "string"},
+                "ttl_expiry": {"type": "boolean"},
+                "approximate_at": {"type": ["number", "null"]},
+            },
+        }
+    del tp
+    return None
 
 
 def _object(tp: type[Any], defs: dict[str, Any]) -> dict[str, Any]:
