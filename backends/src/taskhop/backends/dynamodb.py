@@ -17,6 +17,9 @@ Single-table schema (``create_table`` makes it; the infra templates make the sam
                             running with a due time: wf_open ("open#0".."open#7", a shard
                             of the id) and wf_due (N), the keys of the sparse GSI
                             ``open-workflows`` (KEYS_ONLY), so it holds only open workflows
+    "outbox#<event id>"     event (the event envelope, JSON text), expires_at: an event to
+                            publish, put by the caller in the transaction of its own write
+                            (``outbox_item``) and published from the table's stream
     expires_at (N)          DynamoDB TTL attribute: records vanish ``retention`` after their end
 
 ``DynamoStore`` supplies ``BaseJobStore``'s primitives: each guard (``may_begin``,
@@ -41,7 +44,7 @@ import uuid
 import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -61,6 +64,7 @@ from taskhop.sdk import (
 )
 from taskhop.static_contracts import (
     Duration,
+    EventEnvelope,
     JsonValue,
     PayloadStore,
     TransportError,
@@ -130,10 +134,11 @@ class DynamoStore(BaseJobStore):
 
     # -- setup ------------------------------------------------------------------------------
 
-    def create_table(self, *, wait: bool = True) -> None:
+    def create_table(self, *, wait: bool = True, stream: bool = False) -> None:
         """Create the table (on-demand capacity) and turn TTL on; no-op if it exists.
 
-        A table made before workflows gets the ``open-workflows`` index added.
+        A table made before workflows gets the ``open-workflows`` index added. ``stream``
+        turns on its stream (new images), which the outbox is published from.
         """
         attributes: list[Any] = [
             {"AttributeName": "pk", "AttributeType": "S"},
@@ -156,6 +161,7 @@ class DynamoStore(BaseJobStore):
                     AttributeDefinitions=attributes,
                     GlobalSecondaryIndexes=[index],
                     BillingMode="PAY_PER_REQUEST",
+                    **({"StreamSpecification": _NEW_IMAGES} if stream else {}),
                 )
             except ClientError as exc:
                 if error_code(exc) != "ResourceInUseException":
@@ -174,6 +180,53 @@ class DynamoStore(BaseJobStore):
                 TableName=self.table,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
             )
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def outbox_item(self, event: EventEnvelope) -> dict[str, Any]:
+        """A ``TransactWriteItems`` entry that puts ``event`` in this table's outbox.
+
+        Put it in the same transaction as your own write: the event exists if, and only if,
+        the write committed, and the table's stream publishes it (``outbox_event``). The same
+        event put twice is one event: its id keys the item, and subscribers run it once.
+
+        Raises:
+            StoreError: the event is too large for an item (offload its payload first).
+
+        """
+        body = event.encode().decode()
+        if len(body) + 200 > DYNAMODB_MAX_ITEM_BYTES:
+            raise StoreError(
+                f"event {event.id}: {len(body)} bytes, over what a DynamoDB item holds"
+                f" ({DYNAMODB_MAX_ITEM_BYTES}); keep outbox events small"
+            )
+        item = {
+            **_key("outbox", event.id),
+            "event": {"S": body},
+            "expires_at": _n(time.time() + self.retention),
+        }
+        return {"Put": {"TableName": self.table, "Item": item}}
+
+    def outbox_event(self, record: Any) -> EventEnvelope | None:
+        """The event a stream record of this table's outbox carries, or None for any other.
+
+        Inserts and overwrites publish; a removal (the TTL's) publishes nothing.
+        """
+        if not isinstance(record, dict):
+            return None
+        fields: dict[str, Any] = cast("dict[str, Any]", record)
+        arn = fields.get("eventSourceARN")
+        if not isinstance(arn, str) or f":table/{self.table}/stream/" not in arn:
+            return None
+        if fields.get("eventName") not in ("INSERT", "MODIFY"):
+            return None
+        stream: Any = fields.get("dynamodb") or {}
+        image: Any = stream.get("NewImage") or {}
+        key: Any = image.get("pk", {}).get("S", "")
+        if not str(key).startswith("outbox#"):
+            return None
+        body: Any = image["event"]["S"]
+        return EventEnvelope.decode(str(body))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -714,6 +767,9 @@ class DynamoStore(BaseJobStore):
                 retryable=False,
             )
         return self.payloads
+
+
+_NEW_IMAGES: Any = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
 
 
 def _key(kind: str, name: str) -> dict[str, Any]:

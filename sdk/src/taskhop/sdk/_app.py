@@ -526,6 +526,28 @@ class App:
         self.carrier.publish([envelope])
         return envelope.id
 
+    def outbox(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> Any:
+        """A transaction entry that emits ``event`` if, and only if, your write commits.
+
+        Put it in the ``TransactWriteItems`` call of your own DynamoDB write; the job
+        table's stream publishes it (the stream function serves it beside table triggers),
+        so a crash between your write and the publish loses nothing, and the event is
+        published once per id (a redelivery runs no subscriber twice).
+
+        Raises:
+            UnknownEventError, ValidationError: as ``emit``, before anything is written.
+            TaskhopError: the app's store keeps no outbox (``DynamoStore`` does).
+
+        """
+        envelope = self.events.envelope(event, payload, id=id)
+        make = getattr(self.store, "outbox_item", None)
+        if make is None:
+            raise TaskhopError(
+                f"the app's store ({type(self.store).__name__}) keeps no outbox: use a"
+                " DynamoStore, whose table's stream publishes it"
+            )
+        return make(envelope)
+
     async def aemit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:
         """``emit`` for async code: the publish runs off the event loop."""
         import asyncio

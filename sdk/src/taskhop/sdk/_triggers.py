@@ -6,10 +6,11 @@ filter criteria, so a change that does not match never invokes anything; the sam
 are applied here (``matches``) for hosts with no AWS filtering in front (the dev poller, the
 memory backend). ``changed=`` cannot be said in a filter and is checked here.
 
-``serve_stream_records`` is the one path every host takes. Records are handled in order and
-it stops at the first one that fails, reporting only that one, so Lambda retries from it and
-no record that succeeded runs again (Powertools reports every failure and continues, so the
-records after the first failure run twice). Each matching change becomes one job whose id
+``serve_stream_records`` is the one path every host takes, and it also publishes the job
+table's outbox (events put in the same transaction as a business write). Records are handled
+in order and it stops at the first one that fails, reporting only that one, so Lambda retries
+from it and no record that succeeded runs again (Powertools reports every failure and goes
+on, so the records after the first failure run twice). Each matching change becomes one job whose id
 derives from the stream record's id:
 
 - ``mode="enqueue"`` (the default) sends the jobs through the app's transport, so a slow
@@ -230,8 +231,17 @@ def serve_stream_records(
     from ._worker import OutcomeKind
 
     jobs = filtered = 0
+    outbox = getattr(app.store, "outbox_event", None)
     for record in records:
         sequence = _sequence(record) or ""
+        event = None if outbox is None else outbox(record)
+        if event is not None:  # the job table's outbox: publish, and go on only once it is
+            try:
+                app.carrier.publish([event])
+            except Exception:  # the carrier is down: this record comes again
+                return StreamAnswer(sequence, jobs, filtered)
+            jobs += 1
+            continue
         name = table or table_of(record)
         triggers = [] if name is None else app.triggers.of_table(name)
         outgoing: list[Envelope] = []
