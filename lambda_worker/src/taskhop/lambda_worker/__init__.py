@@ -9,7 +9,8 @@ In your worker module::
 
 It serves SQS batches (with partial batch responses), direct invocations and EventBridge
 schedules, and leaves a seam for HTTP events. ``LocalEventSourceMapping`` runs the same
-handler against a real (or moto) queue, the way Lambda's event source mapping does.
+handler against a real (or moto) queue, the way Lambda's event source mapping does;
+``LocalStreamPoller`` does the same for a table's DynamoDB stream (``app.on_change``).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -19,11 +20,18 @@ from ._handler import LambdaContext, LambdaHandler, UnrecognisedEvent, make_hand
 if TYPE_CHECKING:
     from ._http import HttpEndpoint
     from ._local import LocalContext, LocalEventSourceMapping
+    from ._stream_poller import LocalStreamPoller, table_criteria
 
 # Loaded on first use, not by a Lambda's init: the local event source mapping is for laptops
 # and tests, and only a function behind an HTTP endpoint (with its signature checks) needs
 # HttpEndpoint, which it builds at module level, so its init still pays for it.
-_LAZY = {"HttpEndpoint": "_http", "LocalContext": "_local", "LocalEventSourceMapping": "_local"}
+_LAZY = {
+    "HttpEndpoint": "_http",
+    "LocalContext": "_local",
+    "LocalEventSourceMapping": "_local",
+    "LocalStreamPoller": "_stream_poller",
+    "table_criteria": "_stream_poller",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +53,8 @@ __all__ = [
     "LambdaHandler",
     "LocalContext",
     "LocalEventSourceMapping",
+    "LocalStreamPoller",
     "UnrecognisedEvent",
     "make_handler",
+    "table_criteria",
 ]

@@ -92,7 +92,7 @@ from ._store import (
     RestartEntry,
     poll_for_final,
 )
-from ._tables import Change, ChangeKind, F, Table, Where, define_table, filter_criteria
+from ._tables import Change, ChangeKind, F, Table, Where, define_table, filter_criteria, matches
 from ._triggers import StreamAnswer, Trigger, serve_stream_records, trigger_job_id
 from ._typing import input_type, output_type
 from ._worker import Outcome, OutcomeKind, Worker
@@ -213,6 +213,7 @@ __all__ = [
     "key_digest",
     "load_app",
     "make_converter",
+    "matches",
     "output_type",
     "poll_for_final",
     "queue_actions",
