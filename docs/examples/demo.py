@@ -9,6 +9,10 @@
    job ended, and the latency from dispatch to result.
 4. A workflow: a chord of 12 resizes whose callback builds a contact sheet once all are done,
    dispatched from contracts, advanced by the worker alone; its steps and wall time are shown.
+5. An event and a table change: the demo emits ``sheet.ready`` (the worker's subscriber runs
+   once, even when the same event is emitted twice), then writes an album to its own DynamoDB
+   table, whose stream the shipped Lambda handler serves: the trigger runs once per change of
+   its ``photos``, and a change of anything else invokes nothing.
 Everything started here is stopped at the end.
 """
 
@@ -220,7 +224,75 @@ def run_workflow(stack: dict[str, str]) -> int:
         f" {attempts['n12']} time(s), after all 12"
     )
     app.close()
-    return 0 if result["images"] == len(images) and states == {"succeeded": 13} else 1
+    ok = result["images"] == len(images) and states == {"succeeded": 13}
+    return run_events(stack, handle.id) if ok else 1
+
+
+def run_events(stack: dict[str, str], workflow: str) -> int:
+    """Emit an event twice (one run), then react to changes of a table through its stream."""
+    import boto3
+    from demo_contracts import ALBUMS_TABLE, sheet_ready
+    from demo_worker import app  # the worker's app: its triggers serve the stream here
+    from taskhop.lambda_worker import make_handler
+    from taskhop.sdk import delivery_job_id, trigger_job_id
+
+    assert app.store is not None
+    event_id = app.emit(sheet_ready, {"workflow": workflow, "images": 12}, id=f"{workflow}-ready")
+    app.emit(sheet_ready, {"workflow": workflow, "images": 12}, id=f"{workflow}-ready")
+    announced = wait_final(app, delivery_job_id(event_id, "announce"))
+    print(
+        f"\nevent sheet.ready emitted twice: announce {announced.status.value} in"
+        f" {announced.attempt} attempt ({announced.result!r})"
+    )
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=ALBUMS_TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    item = {"pk": {"S": "a1"}, "title": {"S": "Sheet"}, "photos": {"N": "12"}}
+    dynamodb.put_item(TableName=ALBUMS_TABLE, Item=item)
+    dynamodb.put_item(TableName=ALBUMS_TABLE, Item={**item, "title": {"S": "Renamed"}})
+    dynamodb.put_item(TableName=ALBUMS_TABLE, Item={**item, "photos": {"N": "13"}})
+    records = stream_records(ALBUMS_TABLE)
+    answer = make_handler(app)({"Records": records}, None)
+    ran = [wait_final(app, trigger_job_id(r["eventID"], "on_album")) for r in records[::2]]
+    skipped = app.store.get(trigger_job_id(records[1]["eventID"], "on_album"))
+    print(
+        f"table {ALBUMS_TABLE}: {len(records)} changes, answer {answer}; on_album ran for the"
+        f" insert and the photos change ({[r.result for r in ran]}), not the rename"
+        f" ({'no job' if skipped is None else skipped.status.value})"
+    )
+    good = announced.status.value == "succeeded" and [r.result for r in ran] == [12, 13]
+    return 0 if good and skipped is None else 1
+
+
+def wait_final(app: Any, job_id: str) -> Any:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = app.store.get(job_id)
+        if record is not None and record.status.is_final:
+            return record
+        time.sleep(0.1)
+    raise SystemExit(f"job {job_id} did not end in 60 s")
+
+
+def stream_records(table: str) -> list[dict[str, Any]]:
+    """The table's stream as Lambda delivers it (what ``LocalStreamPoller`` reads)."""
+    import boto3
+
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    streams = boto3.client("dynamodbstreams")
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    return [
+        {**r, "eventSource": "aws:dynamodb", "eventSourceARN": arn}
+        for r in streams.get_records(ShardIterator=iterator)["Records"]
+    ]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from taskhop.static_contracts import static_contract
+from taskhop.static_contracts import static_contract, static_event
 
 
 class ResizeImage(TypedDict):
@@ -41,3 +41,22 @@ contact_sheet = static_contract(
     timeout="10s",
 )
 """A chord's callback: runs once, after every resize of the sheet, with their outputs in order."""
+
+
+class SheetReady(TypedDict):
+    workflow: str
+    images: int
+
+
+sheet_ready = static_event("sheet.ready", payload=SheetReady, key="workflow")
+"""Emitted once a contact sheet is built; the worker's ``announce`` subscriber runs once."""
+
+
+class Album(TypedDict):
+    pk: str
+    title: str
+    photos: int
+
+
+ALBUMS_TABLE = "demo-albums"
+"""The user's own table whose changes the worker's ``on_album`` trigger reacts to."""

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 
-from demo_contracts import ContactSheet, Resized, ResizeImage, contact_sheet, resize_image
+from demo_contracts import (
+    ALBUMS_TABLE,
+    Album,
+    ContactSheet,
+    Resized,
+    ResizeImage,
+    SheetReady,
+    contact_sheet,
+    resize_image,
+    sheet_ready,
+)
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
-from taskhop.sdk import JobContext, create_app
+from taskhop.sdk import Change, Event, F, JobContext, create_app, define_table
 
 app = create_app(
     queue=SqsQueue(os.environ["TASKHOP_QUEUE_URL"]),
@@ -30,3 +40,20 @@ def resize(data: ResizeImage, ctx: JobContext) -> Resized:
 @app.implement(contact_sheet)
 def sheet(images: list[Resized], ctx: JobContext) -> ContactSheet:
     return {"images": len(images), "keys": [image["key"] for image in images]}
+
+
+app.event(sheet_ready)
+
+
+@app.on(sheet_ready)
+def announce(event: Event[SheetReady], ctx: JobContext) -> str:
+    return f"{event.payload['images']} images ready in {event.payload['workflow']}"
+
+
+albums = define_table(ALBUMS_TABLE, item=Album, key="pk")
+
+
+@app.on_change(albums, on={"insert", "modify"}, where=F.title.exists(), changed=("photos",))
+def on_album(change: Change[Album], ctx: JobContext) -> int:
+    assert change.new is not None
+    return change.new["photos"]
