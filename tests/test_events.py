@@ -338,3 +338,16 @@ def test_contracts_export_lists_events_with_their_schemas_and_subscribers(
     ]
     assert events[0]["payload"]["$defs"]["Placed"]["required"] == ["order_id", "total"]
     app.close()
+
+
+def test_emit_many_validates_everything_first_then_publishes_once(
+    app: App, seen: Seen, harness: Any
+) -> None:
+    with pytest.raises(ValidationError):
+        app.emit_many(placed, [Placed("o20", 1), cast("Any", {"order_id": "o21", "total": -5})])
+    harness.join()
+    assert seen.runs == {}
+    ids = app.emit_many(placed, [Placed(f"o{n}", n) for n in range(30, 33)])
+    harness.join()
+    assert len(ids) == 3
+    assert seen.runs == {"audit": 3, "bill": 3}
