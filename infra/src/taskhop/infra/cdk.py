@@ -4,14 +4,20 @@ Guardrails are checked when the construct is built: the queue's visibility timeo
 function timeout, ``max_receive_count`` is at least 5, and every IAM statement names its
 actions and resources (no wildcards, no managed policies on the function's role; X-Ray, which
 has no resource-level permissions, is the one ``"*"``, and only with tracing on).
+
+With ``subscriptions=`` and ``triggers=`` (the ``events`` and ``triggers`` sections
+``taskhop infra render --format cdk-json`` prints) it builds what the SAM render adds: the
+event topic, each subscriber's filtered queue, DLQ, queue policy and mapping, and each
+watched table's stream mapping, checked by the same guardrails (``check_subscriptions``,
+``check_stream_mapping``, ``check_stream_consumers``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -27,8 +33,17 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+from taskhop.static_contracts import subscriber_queue_name
 
-from ._guardrails import DEFAULT_RECEIVES, VISIBILITY_FACTOR, GuardrailError, check_parameters
+from ._guardrails import (
+    DEFAULT_RECEIVES,
+    VISIBILITY_FACTOR,
+    GuardrailError,
+    check_parameters,
+    check_stream_consumers,
+    check_stream_mapping,
+    check_subscriptions,
+)
 
 __all__ = ["FAILED_JOBS_QUERY", "TaskhopWorker"]
 
@@ -68,6 +83,13 @@ class TaskhopWorker(Construct):
             (default: AWS-managed encryption); the roles get ``kms:Decrypt`` and
             ``kms:GenerateDataKey`` on this key only.
         alarm_topic: where the alarms notify; ``None`` creates a topic (``alarm_topic``).
+        subscriptions: the ``events`` section ``taskhop infra render`` prints: an event topic
+            and per subscriber a filtered queue, its DLQ and mapping (``event_producer_policy``
+            lets producers publish).
+        triggers: its ``triggers`` section: per watched table a stream mapping.
+        stream_arns: each watched table's stream ARN, by table name (the table is yours).
+        stream_consumers: the readers each watched table's stream has besides this worker
+            (a stream takes at most 2).
 
     Attributes:
         producer_policy: a managed policy to attach to producers' roles (send jobs, read
@@ -101,6 +123,10 @@ class TaskhopWorker(Construct):
         tracing: lambda_.Tracing = lambda_.Tracing.DISABLED,
         encryption_key: kms.IKey | None = None,
         alarm_topic: sns.ITopic | None = None,
+        subscriptions: Mapping[str, Any] | None = None,
+        triggers: Sequence[Mapping[str, Any]] = (),
+        stream_arns: Mapping[str, str] | None = None,
+        stream_consumers: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         function_timeout = function_timeout or Duration.seconds(30)
@@ -245,8 +271,189 @@ class TaskhopWorker(Construct):
                 ],
             )
         self.producer_policy = self._producer_policy()
+        self._batch = {
+            "batch_size": batch_size,
+            "window": int(batching_window.to_seconds()),
+            "concurrency": max_concurrency,
+        }
+        self.event_topic: sns.Topic | None = None
+        self.event_producer_policy: iam.ManagedPolicy | None = None
+        if subscriptions and subscriptions.get("subscriptions"):
+            self._events(subscriptions, timeout_s, max_receive_count, queue_encryption)
+        if triggers:
+            others = stream_consumers or {}
+            check_stream_consumers({t["table"]: 1 + others.get(t["table"], 0) for t in triggers})
+            self._triggers(triggers, dict(stream_arns or {}), queue_encryption)
         self.alarm_topic = alarm_topic or sns.Topic(self, "AlarmTopic")
         self._alarms()
+
+    def _events(
+        self,
+        section: Mapping[str, Any],
+        timeout_s: float,
+        receives: int,
+        encryption: dict[str, Any],
+    ) -> None:
+        """The topic and, per subscriber, its queue, DLQ, queue policy, subscription, mapping."""
+        subs: list[Mapping[str, Any]] = list(section["subscriptions"])
+        check_subscriptions([s["filter_policy"] for s in subs])
+        stack = Stack.of(self).stack_name
+        fifo_topic = bool(section["fifo_topic"])
+        topic = sns.Topic(
+            self,
+            "EventTopic",
+            fifo=fifo_topic or None,
+            topic_name=f"{stack}-events" + (".fifo" if fifo_topic else ""),
+            master_key=self.encryption_key,
+        )
+        self.event_topic = topic
+        consumed: list[str] = []
+        for sub in subs:
+            logical, slug, fifo = sub["logical_id"], sub["slug"], bool(sub["fifo"])
+            suffix = ".fifo" if fifo else ""
+            if subscriber_queue_name(sub["task"], f"{stack}-ev-") != f"{stack}-ev-{slug}":
+                # The worker would look for a name cut to fit SQS's 80 characters.
+                raise GuardrailError(
+                    f"stack name {stack!r} is too long for subscriber {sub['task']!r}'s queue"
+                    " names: shorten the stack's name or the task's"
+                )
+            extra: dict[str, Any] = {"fifo": True} if fifo else {}
+            dlq = sqs.Queue(
+                self,
+                f"{logical}DeadLetterQueue",
+                queue_name=f"{stack}-evdlq-{slug}{suffix}",
+                retention_period=Duration.days(14),
+                **encryption,
+                **extra,
+            )
+            queue = sqs.Queue(
+                self,
+                f"{logical}Queue",
+                queue_name=f"{stack}-ev-{slug}{suffix}",
+                visibility_timeout=Duration.seconds(VISIBILITY_FACTOR * timeout_s),
+                retention_period=Duration.days(14),
+                dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=receives, queue=dlq),
+                **encryption,
+                **extra,
+            )
+            consumed += [queue.queue_arn, dlq.queue_arn]
+            queue.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="FromTheTopicOnly",
+                    principals=[iam.ServicePrincipal("sns.amazonaws.com")],  # pyright: ignore[reportArgumentType]
+                    actions=["sqs:SendMessage"],
+                    resources=[queue.queue_arn],
+                    conditions={"ArnEquals": {"aws:SourceArn": topic.topic_arn}},
+                )
+            )
+            sns.CfnSubscription(
+                self,
+                f"{logical}Subscription",
+                topic_arn=topic.topic_arn,
+                protocol="sqs",
+                endpoint=queue.queue_arn,
+                raw_message_delivery=True,
+                filter_policy_scope="MessageAttributes",
+                filter_policy=dict(sub["filter_policy"]),
+            )
+            self._mapping(
+                f"{logical}Mapping",
+                {
+                    "FunctionName": self.function.function_name,
+                    "EventSourceArn": queue.queue_arn,
+                    "BatchSize": self._batch["batch_size"],
+                    "MaximumBatchingWindowInSeconds": self._batch["window"],
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                    "ScalingConfig": {"MaximumConcurrency": self._batch["concurrency"]},
+                },
+            )
+        self.function.add_environment("TASKHOP_EVENT_QUEUE_PREFIX", f"{stack}-ev-")
+        self.function.add_environment("TASKHOP_EVENT_TOPIC_ARN", topic.topic_arn)
+        self._events_policy.add_statements(
+            iam.PolicyStatement(
+                sid="EventQueues",
+                actions=[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                    "sqs:SendMessage",
+                ],
+                resources=consumed,
+            ),
+            iam.PolicyStatement(
+                sid="EmitEvents", actions=["sns:Publish"], resources=[topic.topic_arn]
+            ),
+        )
+        statements = [
+            iam.PolicyStatement(sid="Emit", actions=["sns:Publish"], resources=[topic.topic_arn])
+        ]
+        if self.encryption_key is not None:
+            statements.append(self._key_statement(self.encryption_key))
+        self.event_producer_policy = iam.ManagedPolicy(
+            self,
+            "EventProducerPolicy",
+            description="Emit events to this taskhop worker's topic",
+            statements=statements,
+        )
+
+    def _triggers(
+        self,
+        sections: Sequence[Mapping[str, Any]],
+        stream_arns: dict[str, str],
+        encryption: dict[str, Any],
+    ) -> None:
+        """The on-failure queue and one mapping per watched table's stream."""
+        missing = [s["table"] for s in sections if s["table"] not in stream_arns]
+        if missing:
+            raise GuardrailError(f"triggers: stream_arns has no stream ARN for {missing}")
+        failures = sqs.Queue(
+            self, "StreamFailureQueue", retention_period=Duration.days(14), **encryption
+        )
+        for section in sections:
+            self._mapping(
+                section["logical_id"] + "Mapping",
+                {
+                    "FunctionName": self.function.function_name,
+                    "EventSourceArn": stream_arns[section["table"]],
+                    **section["mapping"],
+                    "DestinationConfig": {"OnFailure": {"Destination": failures.queue_arn}},
+                },
+                stream=True,
+            )
+        self._events_policy.add_statements(
+            iam.PolicyStatement(
+                sid="ReadStreams",
+                actions=[
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:DescribeStream",
+                    "dynamodb:ListStreams",
+                ],
+                resources=[stream_arns[s["table"]] for s in sections],
+            ),
+            iam.PolicyStatement(
+                sid="StreamFailures", actions=["sqs:SendMessage"], resources=[failures.queue_arn]
+            ),
+        )
+
+    @property
+    def _events_policy(self) -> iam.Policy:
+        """The worker's rights on the event queues and streams (made on first use)."""
+        found = self.node.try_find_child("WorkerEventsPolicy")
+        if isinstance(found, iam.Policy):
+            return found
+        return iam.Policy(self, "WorkerEventsPolicy", roles=[self.role])  # pyright: ignore[reportArgumentType]
+
+    def _mapping(self, name: str, properties: dict[str, Any], *, stream: bool = False) -> None:
+        """An event source mapping in CloudFormation's words, as ``taskhop infra render``'s."""
+        if stream:
+            check_stream_mapping(properties)
+        mapping = CfnResource(
+            self, name, type="AWS::Lambda::EventSourceMapping", properties=properties
+        )
+        # Lambda checks the role's rights when the mapping is created.
+        mapping.node.add_dependency(self._events_policy)
 
     def _grant_least_privilege(self, secret: secretsmanager.ISecret | None) -> None:
         # Named statements rather than grant_* helpers, which add actions the worker never

@@ -13,25 +13,53 @@ The numbers come from the contracts:
 - ``maxReceiveCount``: the most retry attempts any task allows, and at least 5;
 - the contracts' ``queue`` names (one worker serves one queue: deploy one stack per name),
   and an EventBridge rule per schedule (``sam_events``, to merge into the function's
-  ``Events``; the CDK construct takes ``schedules=``).
+  ``Events``; the CDK construct takes ``schedules=``);
+- events: an SNS topic (FIFO when a subscriber is ordered), per
+  subscribing task a queue ``<stack>-ev-<task>`` (what the worker's
+  ``$TASKHOP_EVENT_QUEUE_PREFIX`` plus ``subscriber_queue_name`` finds), its DLQ, a queue policy
+  letting only the topic send, the filtered subscription and the queue's mapping;
+- table triggers: per watched table, a stream mapping with finite retries, a maximum record
+  age, an on-failure queue, partial batch responses and the union of its triggers' filters,
+  reading the stream whose ARN is a parameter (``<Table>StreamArn``: the table is yours).
+
+``sam_resources``, ``sam_parameters`` and ``sam_environment`` merge into the SAM template's
+``Resources``, ``Parameters`` and the worker's ``Environment.Variables`` (``merge_sam``);
+``events`` and ``triggers`` are what the CDK construct takes (``subscriptions=``,
+``triggers=``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from taskhop.infra import MIN_RECEIVES, VISIBILITY_FACTOR, GuardrailError, check_parameters
-from taskhop.sdk import App
-from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT, LAMBDA_SAFETY_MARGIN
+from taskhop.infra._guardrails import (
+    check_stream_consumers,
+    check_stream_mapping,
+    check_subscriptions,
+)
+from taskhop.sdk import App, Subscription, Trigger
+from taskhop.static_contracts import subscriber_queue_name
+from taskhop.static_contracts.limits import (
+    LAMBDA_MAX_TIMEOUT,
+    LAMBDA_SAFETY_MARGIN,
+    SQS_MAX_QUEUE_NAME,
+)
 
-__all__ = ["render", "sam_schedule_events"]
+__all__ = ["filter_policy", "merge_sam", "render", "sam_schedule_events"]
 
 
-def render(app: App) -> dict[str, Any]:
-    """The parameters and resources an app needs, checked against the guardrails."""
+def render(app: App, *, stream_consumers: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The parameters and resources an app needs, checked against the guardrails.
+
+    ``stream_consumers`` counts the readers a watched table's stream has besides this worker
+    (by table name), for the guardrail of two readers per stream.
+    """
     contracts = [bound.contract for bound in app]
     timed = [c for c in contracts if c.timeout is not None]
     function_timeout = 30
@@ -64,6 +92,7 @@ def render(app: App) -> dict[str, Any]:
         "queues": queues,
         "schedules": schedules,
         "sam_events": sam_schedule_events(schedules),
+        **events_infra(app, stream_consumers or {}),
     }
 
 
@@ -88,3 +117,374 @@ def sam_schedule_events(schedules: list[dict[str, str]]) -> dict[str, Any]:
 
 def _words(name: str) -> list[str]:
     return [w for w in re.split(r"[^A-Za-z0-9]+", name) if w]
+
+
+# -- events and table triggers ------------------------------------------------------------
+
+EVENT_ATTRIBUTE = "taskhop-event"
+"""The message attribute SNS filters on (``taskhop.backends.sns.EVENT_ATTRIBUTE``)."""
+QUEUE_PREFIX = "${AWS::StackName}-ev-"
+"""Subscriber queues' names start with the stack's name, so two stacks do not collide."""
+STACK_NAME_ROOM = 32
+"""The longest stack name every subscriber queue name is checked to fit with."""
+STREAM_RETRIES = 10
+"""A stream record is tried this many times more, then sent to the on-failure queue."""
+STREAM_RECORD_AGE = 3600
+"""Seconds after which a stream record is given up on (the stream keeps it 24 h)."""
+STREAM_BATCH = 100
+"""Records per stream batch (Lambda's default); the worker stops at the first failure."""
+_RETENTION = 1_209_600  # 14 days, SQS's longest
+_NO_VALUE = {"Ref": "AWS::NoValue"}
+_KEY = {"Fn::If": ["WithKey", {"Ref": "KmsKeyArn"}, _NO_VALUE]}
+_SSE = {"Fn::If": ["WithKey", _NO_VALUE, True]}
+NOTES = {
+    "events": "SNS takes up to 15 minutes to apply a changed filter policy: an event emitted"
+    " meanwhile may reach (or miss) a subscriber by its old policy.",
+    "stack": f"Subscriber queues are named <stack>-ev-<task>: keep the stack's name at most"
+    f" {STACK_NAME_ROOM} characters.",
+    "streams": "Pass each watched table's stream ARN (<Table>StreamArn): the table must have"
+    " a stream with NEW_AND_OLD_IMAGES. A new mapping starts at TRIM_HORIZON, so its triggers"
+    " run once for the changes the stream still holds (up to 24 h).",
+}
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in _words(name))
+
+
+def _queue_slug(task: str) -> str:
+    """The queue name's part after the prefix: the worker's, for any stack name that fits."""
+    slug = subscriber_queue_name(task, "")
+    longest = SQS_MAX_QUEUE_NAME - STACK_NAME_ROOM - len("-evdlq-") - len(".fifo")
+    if len(slug) > longest:  # the worker would cut it by the stack name's length
+        raise GuardrailError(
+            f"subscriber {task!r}: its queue names would not fit SQS's {SQS_MAX_QUEUE_NAME}"
+            f" characters beside a {STACK_NAME_ROOM}-character stack name: give the task a"
+            f" name of at most {longest} characters"
+        )
+    return slug
+
+
+def filter_policy(events: tuple[str, ...]) -> dict[str, list[str]]:
+    """The subscription's filter policy (as ``taskhop.backends.sns.filter_policy`` makes it)."""
+    return {EVENT_ATTRIBUTE: sorted(set(events))}
+
+
+def events_infra(app: App, stream_consumers: Mapping[str, int]) -> dict[str, Any]:
+    """The events and triggers sections, their SAM resources, parameters and notes."""
+    subscriptions = sorted(app.events.subscriptions.values(), key=lambda s: s.task)
+    by_table: dict[str, list[Trigger]] = {}
+    for trigger in sorted(app.triggers.all.values(), key=lambda t: t.task):
+        by_table.setdefault(trigger.table.name, []).append(trigger)
+    events = _events_section(subscriptions)
+    triggers = [_trigger_section(table, found) for table, found in sorted(by_table.items())]
+    parameters_of = [t["parameter"] for t in triggers]
+    if len(set(parameters_of)) < len(parameters_of):
+        raise GuardrailError(f"two watched tables share a parameter name: {parameters_of}")
+    check_stream_consumers({t["table"]: 1 + stream_consumers.get(t["table"], 0) for t in triggers})
+    resources: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
+    notes: list[str] = []
+    consume: list[Any] = []
+    if events["subscriptions"]:
+        resources.update(_sam_events(events, consume))
+        environment["TASKHOP_EVENT_QUEUE_PREFIX"] = {"Fn::Sub": QUEUE_PREFIX}
+        environment["TASKHOP_EVENT_TOPIC_ARN"] = {"Ref": "EventTopic"}
+        notes += [NOTES["events"], NOTES["stack"]]
+    if triggers:
+        for section in triggers:
+            parameters[section["parameter"]] = {
+                "Type": "String",
+                "AllowedPattern": "^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/"
+                + re.escape(section["table"])
+                + "/stream/.+$",
+                "Description": f"The stream ARN of table {section['table']} (its triggers"
+                f" {', '.join(section['tasks'])} read it)",
+            }
+        resources.update(_sam_streams(triggers))
+        notes.append(NOTES["streams"])
+    if consume or triggers:
+        resources["WorkerEventsPolicy"] = _worker_events_policy(consume, triggers)
+    return {
+        "events": events,
+        "triggers": triggers,
+        "sam_resources": resources,
+        "sam_parameters": parameters,
+        "sam_environment": environment,
+        "notes": notes,
+    }
+
+
+def merge_sam(template: dict[str, Any], rendered: Mapping[str, Any]) -> dict[str, Any]:
+    """The SAM template (as loaded) with a render's resources, parameters and schedules merged.
+
+    A rendered name the template already has is an error, never an overwrite.
+    """
+    merged = copy.deepcopy(template)
+    for section, key in (("Resources", "sam_resources"), ("Parameters", "sam_parameters")):
+        clash = set(merged[section]) & set(rendered[key])
+        if clash:
+            raise GuardrailError(f"rendered {section} clash with the template's: {sorted(clash)}")
+        merged[section].update(copy.deepcopy(rendered[key]))
+    worker = merged["Resources"]["Worker"]["Properties"]
+    worker["Environment"]["Variables"].update(copy.deepcopy(rendered["sam_environment"]))
+    worker["Events"].update(copy.deepcopy(rendered["sam_events"]))
+    return merged
+
+
+def _events_section(subscriptions: list[Subscription]) -> dict[str, Any]:
+    """What the CDK construct takes as ``subscriptions=``: the topic and each queue."""
+    fifo = any(s.ordered for s in subscriptions)
+    section: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for sub in subscriptions:
+        slug = _queue_slug(sub.task)
+        logical = "Ev" + _camel(slug)
+        if logical in seen or slug in seen.values():
+            raise GuardrailError(
+                f"subscribers {seen.get(logical, '?')!r} and {sub.task!r} would share a queue"
+                f" ({slug}): rename one"
+            )
+        seen[logical] = slug
+        section.append(
+            {
+                "task": sub.task,
+                "slug": slug,
+                "logical_id": logical,
+                "fifo": sub.ordered,
+                "filter_policy": filter_policy(sub.events),
+            }
+        )
+    check_subscriptions([s["filter_policy"] for s in section])
+    return {"fifo_topic": fifo, "subscriptions": section}
+
+
+def _trigger_section(table: str, triggers: list[Trigger]) -> dict[str, Any]:
+    """One watched table: its stream mapping's settings (the CDK construct's ``triggers=``)."""
+    filters: list[dict[str, Any]] = []
+    for trigger in triggers:
+        for found in trigger.criteria["Filters"]:
+            if found not in filters:  # two triggers may share a pattern
+                filters.append(found)
+    return {
+        "table": table,
+        "logical_id": "Stream" + _camel(table),
+        "parameter": _camel(table) + "StreamArn",
+        "tasks": [t.task for t in triggers],
+        "mapping": {
+            "StartingPosition": "TRIM_HORIZON",
+            "BatchSize": STREAM_BATCH,
+            "ParallelizationFactor": 1,  # one batch per shard at a time: per-key order
+            "MaximumRetryAttempts": STREAM_RETRIES,
+            "MaximumRecordAgeInSeconds": STREAM_RECORD_AGE,
+            "BisectBatchOnFunctionError": False,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "FilterCriteria": {"Filters": filters},
+        },
+    }
+
+
+def _queue(name: Any, fifo: bool, **extra: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            **({"FifoQueue": True} if fifo else {}),
+            "QueueName": name,
+            "MessageRetentionPeriod": _RETENTION,
+            "SqsManagedSseEnabled": _SSE,
+            "KmsMasterKeyId": _KEY,
+            **extra,
+        },
+    }
+
+
+def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
+    """The topic, and per subscriber its queue, DLQ, queue policy, subscription, mapping."""
+    fifo_topic: bool = events["fifo_topic"]
+    topic = {"Ref": "EventTopic"}
+    resources: dict[str, Any] = {
+        "EventTopic": {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {
+                "TopicName": {
+                    "Fn::Sub": "${AWS::StackName}-events" + (".fifo" if fifo_topic else "")
+                },
+                **({"FifoTopic": True} if fifo_topic else {}),
+                "KmsMasterKeyId": _KEY,
+            },
+        },
+        "EventProducerPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "Description": "Emit events to this taskhop worker's topic",
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        # PublishBatch is authorized as sns:Publish.
+                        {
+                            "Sid": "Emit",
+                            "Effect": "Allow",
+                            "Action": ["sns:Publish"],
+                            "Resource": topic,
+                        },
+                        _key_statement(),
+                    ],
+                },
+            },
+        },
+    }
+    for sub in events["subscriptions"]:
+        logical, slug, fifo = sub["logical_id"], sub["slug"], sub["fifo"]
+        suffix = ".fifo" if fifo else ""
+        queue, dlq = f"{logical}Queue", f"{logical}DeadLetterQueue"
+        resources[dlq] = _queue({"Fn::Sub": f"${{AWS::StackName}}-evdlq-{slug}{suffix}"}, fifo)
+        resources[queue] = _queue(
+            {"Fn::Sub": f"{QUEUE_PREFIX}{slug}{suffix}"},
+            fifo,
+            VisibilityTimeout={"Ref": "VisibilityTimeout"},
+            RedrivePolicy={
+                "deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
+                "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+            },
+        )
+        queue_arn = {"Fn::GetAtt": [queue, "Arn"]}
+        consume += [queue_arn, {"Fn::GetAtt": [dlq, "Arn"]}]
+        resources[f"{logical}QueuePolicy"] = {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": queue}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "FromTheTopicOnly",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "sns.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": queue_arn,
+                            "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+                        }
+                    ],
+                },
+            },
+        }
+        resources[f"{logical}Subscription"] = {
+            "Type": "AWS::SNS::Subscription",
+            "Properties": {
+                "TopicArn": topic,
+                "Protocol": "sqs",
+                "Endpoint": queue_arn,
+                "RawMessageDelivery": True,  # the body is the event envelope itself
+                "FilterPolicyScope": "MessageAttributes",
+                "FilterPolicy": sub["filter_policy"],
+            },
+        }
+        resources[f"{logical}Mapping"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "DependsOn": "WorkerEventsPolicy",  # Lambda checks the role when it is created
+            "Properties": {
+                "FunctionName": {"Ref": "Worker"},
+                "EventSourceArn": queue_arn,
+                "BatchSize": {"Ref": "BatchSize"},
+                "MaximumBatchingWindowInSeconds": {"Ref": "BatchingWindow"},
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "ScalingConfig": {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}},
+            },
+        }
+    return resources
+
+
+def _sam_streams(triggers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The on-failure queue and one mapping per watched table's stream."""
+    resources: dict[str, Any] = {
+        "StreamFailureQueue": _queue({"Fn::Sub": "${AWS::StackName}-stream-failures"}, False)
+    }
+    for section in triggers:
+        resources[section["logical_id"] + "Mapping"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "DependsOn": "WorkerEventsPolicy",
+            "Properties": {
+                "FunctionName": {"Ref": "Worker"},
+                "EventSourceArn": {"Ref": section["parameter"]},
+                **section["mapping"],
+                "DestinationConfig": {
+                    "OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}}
+                },
+            },
+        }
+        check_stream_mapping(resources[section["logical_id"] + "Mapping"]["Properties"])
+    return resources
+
+
+def _key_statement() -> dict[str, Any]:
+    return {
+        "Fn::If": [
+            "WithKey",
+            {
+                "Sid": "EncryptionKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": {"Ref": "KmsKeyArn"},
+            },
+            _NO_VALUE,
+        ]
+    }
+
+
+def _worker_events_policy(consume: list[Any], triggers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worker's rights on exactly the event queues and the watched streams."""
+    statements: list[Any] = []
+    if consume:
+        statements.append(
+            {
+                "Sid": "EventQueues",
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                    "sqs:SendMessage",
+                ],
+                "Resource": consume,
+            }
+        )
+        statements.append(
+            {
+                "Sid": "EmitEvents",  # ctx.emit and domain events publish from the worker
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": {"Ref": "EventTopic"},
+            }
+        )
+    if triggers:
+        statements.append(
+            {
+                "Sid": "ReadStreams",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:DescribeStream",
+                    "dynamodb:ListStreams",
+                ],
+                "Resource": [{"Ref": t["parameter"]} for t in triggers],
+            }
+        )
+        statements.append(
+            {
+                "Sid": "StreamFailures",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]},
+            }
+        )
+    return {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "taskhop-worker-events",
+            "Roles": [{"Ref": "WorkerRole"}],
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+        },
+    }
