@@ -132,6 +132,8 @@ def infra_render(args: argparse.Namespace) -> int:
         rendered = render(load_app(app_ref))
     except GuardrailError as exc:
         raise SystemExit(f"guardrail: {exc}") from None
+    for note in rendered.get("notes", ()):  # deploy notes (SNS filter propagation, ...)
+        print(f"note: {note}", file=sys.stderr)
     if args.format == "sam":
         overrides = " ".join(f"{k}={v}" for k, v in rendered["parameters"].items())
         print(json.dumps({**rendered, "parameter_overrides": overrides}, indent=2))
