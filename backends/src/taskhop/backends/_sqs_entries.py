@@ -23,9 +23,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from taskhop.static_contracts import Envelope, PayloadStore, TransportError, dumps
 from taskhop.static_contracts.limits import (
@@ -220,22 +220,14 @@ class SqsEntries:
     # -- batches ----------------------------------------------------------------------------
 
     def batches(self, envelopes: Sequence[Envelope]) -> Iterator[list[Entry]]:
-        """Entries in groups SendMessageBatch accepts: by count and by total size."""
-        batch: list[Entry] = []
-        size = 0
+        """Entries in groups SendMessageBatch accepts: by count and by total size.
+
+        At most SQS_MAX_BATCH_ENTRIES (10) entries, and their messages at most
+        SQS_MAX_MESSAGE_BYTES (1 MiB) together; a lowered queue limit caps it too.
+        """
         trace = lambda_trace()  # once: it is per invocation
-        for envelope in envelopes:
-            entry = self.entry(envelope, trace)
-            # SendMessageBatch: at most SQS_MAX_BATCH_ENTRIES (10) entries, and their messages
-            # at most SQS_MAX_MESSAGE_BYTES (1 MiB) together; a lowered queue limit caps it too.
-            full = len(batch) == SQS_MAX_BATCH_ENTRIES
-            if batch and (full or size + entry.size > self.max_message_bytes):
-                yield batch
-                batch, size = [], 0
-            batch.append(entry)
-            size += entry.size
-        if batch:
-            yield batch
+        entries = (self.entry(envelope, trace) for envelope in envelopes)
+        return sized_batches(entries, SQS_MAX_BATCH_ENTRIES, self.max_message_bytes)
 
     def send_many(self, envelopes: Sequence[Envelope], send_batch: SendBatch) -> None:
         """Send every envelope through ``send_batch``; raise naming every job not accepted.
@@ -290,3 +282,27 @@ class SqsEntries:
             job_ids=tuple(report.not_sent),
             retryable=report.retryable,
         )
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int:
+        """Bytes the entry adds to its request."""
+        ...
+
+
+_S = TypeVar("_S", bound=_Sized)
+
+
+def sized_batches(entries: Iterable[_S], max_entries: int, max_bytes: int) -> Iterator[list[_S]]:
+    """``entries`` in order, grouped so no group passes ``max_entries`` or ``max_bytes``."""
+    batch: list[_S] = []
+    size = 0
+    for entry in entries:
+        if batch and (len(batch) == max_entries or size + entry.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.size
+    if batch:
+        yield batch

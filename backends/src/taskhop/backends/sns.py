@@ -39,7 +39,7 @@ from taskhop.static_contracts.limits import (
 )
 
 from ._aws import aws_errors, make_client
-from ._sqs_entries import entry_retryable
+from ._sqs_entries import entry_retryable, sized_batches
 
 __all__ = [
     "EVENT_ATTRIBUTE",
@@ -180,18 +180,7 @@ class SnsCarrier:
 
     def _batches(self, entries: list[_Entry]) -> Iterator[list[_Entry]]:
         """Entries in groups PublishBatch accepts: 10 at most, 256 KiB in total."""
-        batch: list[_Entry] = []
-        size = 0
-        for entry in entries:
-            if batch and (
-                len(batch) == SNS_MAX_BATCH_ENTRIES or size + entry.size > self.max_bytes
-            ):
-                yield batch
-                batch, size = [], 0
-            batch.append(entry)
-            size += entry.size
-        if batch:
-            yield batch
+        return sized_batches(entries, SNS_MAX_BATCH_ENTRIES, self.max_bytes)
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -250,19 +250,20 @@ def _malformed_sqs_record(records: Any) -> str | None:
 
 
 def _is_stream(event: dict[str, Any]) -> bool:
-    records: Any = event.get("Records")
-    try:
-        return bool(records[0]["eventSource"] == "aws:dynamodb")
-    except (TypeError, KeyError, IndexError):
-        return False
+    return _records_from(event) == "aws:dynamodb"
 
 
 def _is_sqs(event: dict[str, Any]) -> bool:
+    return _records_from(event) == "aws:sqs"
+
+
+def _records_from(event: dict[str, Any]) -> str | None:
+    """The ``eventSource`` of an event's first record (``aws:sqs``, ``aws:dynamodb``), or None."""
     records: Any = event.get("Records")
     try:
-        return bool(records[0]["eventSource"] == "aws:sqs")
+        return str(records[0]["eventSource"])
     except (TypeError, KeyError, IndexError):
-        return False
+        return None
 
 
 def _rule_name(event: dict[str, Any]) -> str | None:
