@@ -13,6 +13,7 @@ built-in exception it also derives from, so ``except ValueError`` code keeps wor
     ├── ValidationError                sdk               [ValueError] input/output fails schema
     ├── MigrationError                 sdk               [ValueError] input not migratable here
     ├── UnknownTaskError               sdk               [LookupError] no task of that name
+    ├── UnknownEventError              sdk               [LookupError] an event not registered
     ├── AlreadyImplementedError        sdk               [RuntimeError] implement() twice
     ├── JobNotFoundError               sdk               [LookupError] no record of a job id
     ├── StoreError                     sdk               the job store failed (after retries)
