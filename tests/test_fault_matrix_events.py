@@ -191,7 +191,7 @@ def stream_batch() -> list[dict[str, Any]]:
     return records
 
 
-class OutboxStore(FaultyStore):
+class StreamedStore(FaultyStore):
     """A memory store whose 'stream' records carry outbox events (as DynamoStore's do)."""
 
     def outbox_event(self, record: Any) -> EventEnvelope | None:
@@ -209,6 +209,25 @@ def lambda_records(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def deliver(app: App, pending: list[dict[str, Any]]) -> None:
+    """Lambda's event source mapping: deliver until the shard is read, from the failed record
+    on, or the whole batch again when the invocation raised or died."""
+    for _ in range(10):
+        if not pending:
+            return
+        try:
+            answer = serve_stream_records(app, pending)
+        except Exception:
+            continue
+        if answer.failed is None:
+            return
+        index = next(
+            i for i, r in enumerate(pending) if r["dynamodb"]["SequenceNumber"] == answer.failed
+        )
+        pending = pending[index:]
+    raise AssertionError(f"the stream was not read after 10 deliveries: {pending}")
+
+
 def stream_cases() -> Iterator[tuple[str, int, str]]:
     for point, count in (("publish", 3), ("send", 6)):  # 3 outbox publishes, 3 enqueued changes
         for occurrence, mode in itertools.product(range(1, count + 1), MODES):
@@ -221,7 +240,7 @@ def test_a_stream_batch_survives_a_fault_at_each_publish_and_enqueue(
 ) -> None:
     faults = Faults(point, occurrence, mode)
     queue = MemoryQueue(visibility=0.01)
-    store = OutboxStore()
+    store = StreamedStore()
     app = App(transport=queue, store=store)
     app.carrier = FaultyCarrier(app.carrier, faults)
     real_send = queue.send_many
@@ -240,27 +259,109 @@ def test_a_stream_batch_survives_a_fault_at_each_publish_and_enqueue(
 
     queue.serve(app)
     try:
-        pending = lambda_records(stream_batch())
-        for _ in range(10):  # Lambda's event source mapping, delivering until the shard is read
-            if not pending:
-                break
-            try:
-                answer = serve_stream_records(app, pending)
-            except Exception:  # the invocation raised or died: the whole batch comes again
-                continue
-            if answer.failed is None:
-                pending = []
-            else:
-                index = next(
-                    i
-                    for i, r in enumerate(pending)
-                    if r["dynamodb"]["SequenceNumber"] == answer.failed
-                )
-                pending = pending[index:]
-        assert pending == []
+        deliver(app, lambda_records(stream_batch()))
         queue.join(timeout=20)
     finally:
         app.close()
     assert faults.fired, "the fault point was never reached"
     assert runs == {"s1": 1, "s2": 1, "s3": 1, "c1": 1, "c2": 1, "c3": 1}
+    assert queue.dead_letters == []
+
+
+# -- create_app(outbox=True): the job's events are written with its end -----------------------
+
+
+class OutboxMemoryStore(StreamedStore):
+    """DynamoStore's outbox in memory: the end and its events are one atomic write, and only
+    the write that records the end puts them (a repeat of a recorded end writes nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream: list[dict[str, Any]] = []
+        self._writes = threading.Lock()
+
+    def outbox_item(self, event: EventEnvelope) -> dict[str, Any]:
+        return {"outbox": event}
+
+    def outbox_entries(self, job_id: str, events: Any) -> list[dict[str, Any]]:
+        return [self.outbox_item(e) for e in events]
+
+    def complete_with_outbox(self, record: Any, entries: list[dict[str, Any]]) -> bool:
+        def transaction() -> bool:
+            with self._writes:
+                before = MemoryStore.get(self, record.id)
+                written = MemoryStore.complete(self, record)
+                if written and not (before is not None and before.status.is_final):
+                    for entry in entries:
+                        seq = str(len(self.stream) + 1)
+                        self.stream.append({**entry, "dynamodb": {"SequenceNumber": seq}})
+                return written
+
+        if self.faults is None:
+            return transaction()
+        answer: bool = self.faults.call("complete", transaction)
+        return answer
+
+
+def outbox_cases() -> Iterator[tuple[str, int, str]]:
+    # the job's end (with its two events), then two subscribers' ends; two relay publishes
+    for point, count in (("complete", 3), ("publish", 2)):
+        for occurrence, mode in itertools.product(range(1, count + 1), MODES):
+            yield point, occurrence, mode
+
+
+@pytest.mark.parametrize(("point", "occurrence", "mode"), list(outbox_cases()))
+def test_a_job_emitting_through_the_outbox_survives_a_fault_at_each_call(
+    point: str, occurrence: int, mode: str
+) -> None:
+    faults = Faults(point, occurrence, mode)
+    queue = MemoryQueue(visibility=0.01, max_receives=20)
+    store = OutboxMemoryStore()
+    app = App(transport=queue, store=store, outbox=True)
+    published: list[str] = []
+    real = app.carrier
+
+    class Relay:
+        def publish(self, events: Any) -> None:
+            faults.call("publish", real.publish, events)
+            published.extend(e.id for e in events)
+
+        def close(self) -> None: ...
+
+    app.carrier = Relay()
+    app.event(shipped)
+    app.event(packed)
+    runs: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    @app.on("order.*", retry={"attempts": 10, "delay": 0, "jitter": False})
+    def track(event: Event[Shipped], ctx: JobContext) -> None:
+        with lock:
+            runs[f"track:{event.name}"] += 1
+
+    @app.task("ship", retry={"attempts": 10, "delay": 0, "jitter": False})
+    def ship(order_id: str, ctx: JobContext) -> str:
+        with lock:
+            runs[f"ship:{ctx.attempt}"] += 1
+        ctx.emit(shipped, Shipped(order_id))
+        return order_id
+
+    app.publishes(ship, packed, Shipped)
+    store.faults = faults
+    queue.serve(app)
+    try:
+        job = app.get("ship").dispatch("o1")
+        queue.join(timeout=20)
+        assert published == [], "an event left before its job's end was written"
+        deliver(app, list(store.stream))  # the job table's stream, as its mapping serves it
+        queue.join(timeout=20)
+    finally:
+        app.close()
+    assert faults.fired, "the fault point was never reached"
+    record = store.get(job.id)
+    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert len(store.stream) == 2, "the end's events were written more than once"
+    assert all(n == 1 for k, n in runs.items() if k.startswith("ship:")), "an attempt ran twice"
+    assert runs["track:order.shipped"] == 1
+    assert runs["track:order.packed"] == 1
     assert queue.dead_letters == []

@@ -7,6 +7,7 @@ again (a crash after the publish, before the checkpoint) runs no subscriber twic
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -162,3 +163,200 @@ def test_the_memory_store_keeps_no_outbox() -> None:
     with pytest.raises(TaskhopError, match="keeps no outbox"):
         app.outbox(placed, Placed("o", 1))
     app.close()
+
+
+# -- a job's own events through the outbox (create_app(outbox=True)) --------------------------
+
+
+class Recording:
+    """A carrier that records what it is asked to publish, then publishes it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.published = inner, []
+
+    def publish(self, events: Any) -> None:
+        self.published.extend(e.id for e in events)
+        self.inner.publish(events)
+
+    def close(self) -> None: ...
+
+
+shipped = define_event("order.shipped", payload=Placed, key="order_id")
+
+
+@pytest.fixture
+def outbox_stack(server_session: Any) -> Iterator[tuple[App, AwsHarness, Any, Counter[str]]]:
+    """An app whose jobs' events go in their completion's transaction."""
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sqs import SqsQueue
+
+    name = f"ob-{uuid.uuid4().hex[:12]}"
+    sqs = server_session.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    store = DynamoStore(name, session=server_session)
+    store.create_table(stream=True)
+    app = create_app(queue=SqsQueue(url, session=server_session), store=store, outbox=True)
+    app.carrier = Recording(app.carrier)
+    app.event(placed)
+    app.event(shipped)
+    runs: Counter[str] = Counter()
+
+    @app.on(placed | shipped)
+    def bill(event: Event[Placed], ctx: JobContext) -> None:
+        runs[f"{event.name}:{event.payload.order_id}"] += 1
+
+    @app.task("place", retry={"attempts": 3, "delay": 0, "jitter": False})
+    def place(order_id: str, ctx: JobContext) -> Placed:
+        runs[f"place:{order_id}:{ctx.attempt}"] += 1
+        if order_id.startswith("fail") and ctx.attempt > 1:
+            from taskhop.sdk import PermanentError
+
+            raise PermanentError("the order is gone")
+        if order_id.startswith("many"):
+            for n in range(100):
+                ctx.emit(placed, Placed(f"{order_id}-{n}", n))
+        else:
+            ctx.emit(placed, Placed(order_id, 1))
+        return Placed(order_id, 2)
+
+    app.publishes(place, shipped)
+    harness = AwsHarness(app, url, sqs)
+    yield app, harness, server_session, runs
+    app.close()
+
+
+def relay(app: App, session: Any, harness: AwsHarness) -> list[dict[str, Any]]:
+    """Serve the job table's stream as its mapping would (outbox records only), then drain."""
+    from taskhop.lambda_worker import make_handler
+
+    records = [
+        r
+        for r in stream_records(session, app.store.table)  # type: ignore[union-attr]
+        if r["dynamodb"]["Keys"]["pk"]["S"].startswith("outbox#")
+    ]
+    if records:
+        handler = make_handler(app, sqs_client=harness.sqs)
+        assert handler({"Records": records}, None) == {"batchItemFailures": []}
+    harness.drain()
+    return records
+
+
+def test_a_jobs_events_are_written_with_its_success_and_published_from_the_stream(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    app, harness, session, runs = outbox_stack
+    carrier: Any = app.carrier
+    handle = app.get("place").dispatch("o1")
+    harness.drain()
+    assert handle.result(timeout=5) == Placed("o1", 2)
+    assert carrier.published == []  # nothing left the job before its end was written
+    assert len(relay(app, session, harness)) == 2  # ctx.emit's event and the domain event
+    assert runs == {"place:o1:1": 1, "order.placed:o1": 1, "order.shipped:o1": 1}
+    assert sorted(carrier.published) == sorted([f"{handle.id}.e0", f"{handle.id}.p0"])
+
+
+def test_a_crash_before_the_end_then_a_permanent_failure_publishes_nothing(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gap of publishing before the end: attempt 1 succeeds but its host dies as it
+    writes the end; attempt 2 fails for good. No event of the failed job may exist."""
+    import taskhop.sdk._worker as worker_module
+    from faults import Crash
+    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+    from taskhop.sdk import JobStatus
+    from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
+
+    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 1.0)
+    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.5)
+    app, harness, session, runs = outbox_stack
+    store: Any = app.store
+    harness.sqs.set_queue_attributes(QueueUrl=harness.url, Attributes={"VisibilityTimeout": "2"})
+
+    def dies(**_: Any) -> None:
+        raise Crash("TransactWriteItems")  # the process is gone before the request
+
+    store.client.meta.events.register_first("before-call.dynamodb.TransactWriteItems", dies)
+    handle = app.get("place").dispatch("fail-1")
+    mapping = LocalEventSourceMapping(
+        make_handler(app, sqs_client=harness.sqs),
+        harness.url,
+        harness.sqs,
+        wait_time=0,
+        function_timeout=LAMBDA_SAFETY_MARGIN + 1.5,
+    )
+    deadline = time.monotonic() + 30
+    while (record := store.get(handle.id)) is None or not record.status.is_final:
+        assert time.monotonic() < deadline, "the job never ended"
+        try:
+            if not mapping.poll_once():
+                time.sleep(0.2)
+        except Crash:
+            store.client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", dies)
+    assert record.status is JobStatus.FAILED
+    assert runs["place:fail-1:1"] == 1 and runs["place:fail-1:2"] == 1
+    assert relay(app, session, harness) == []
+    assert [k for k in runs if k.startswith("order.")] == []
+
+
+def test_a_lost_answer_from_the_transaction_writes_the_events_once(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    app, harness, session, runs = outbox_stack
+    store: Any = app.store
+    real, lost = store.client.transact_write_items, []
+
+    def answer_lost(**kwargs: Any) -> Any:
+        real(**kwargs)  # committed...
+        if not lost:
+            lost.append(1)
+            raise ConnectionError("...but the answer never came")
+        return {}
+
+    store.client.transact_write_items = answer_lost
+    handle = app.get("place").dispatch("o2")
+    harness.drain()
+    assert handle.result(timeout=5) == Placed("o2", 2)
+    assert lost == [1]
+    assert len(relay(app, session, harness)) == 2  # the retried transaction wrote nothing
+    assert runs["order.placed:o2"] == 1 and runs["order.shipped:o2"] == 1
+    assert runs["place:o2:1"] == 1  # the handler ran once
+
+
+def test_a_stale_attempts_events_are_never_written(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    from taskhop.sdk import JobRecord, JobStatus
+
+    app, _harness, session, _runs = outbox_stack
+    store: Any = app.store
+    now = time.time()
+    newer = JobRecord("j1", "place", JobStatus.SUCCEEDED, 2, result=None, updated_at=now)
+    assert store.complete(newer)
+    envelope = app.emit_envelope(placed, Placed("o3", 1), id="j1.e1")
+    older = JobRecord("j1", "place", JobStatus.SUCCEEDED, 1, result=None, updated_at=now)
+    assert store.complete_with_outbox(older, store.outbox_entries("j1", [envelope])) is False
+    keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in stream_records(session, store.table)]
+    assert not [k for k in keys if k.startswith("outbox#")]
+
+
+def test_too_many_events_fail_the_job_and_publish_nothing(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    from taskhop.sdk import JobStatus
+
+    app, harness, session, runs = outbox_stack
+    handle = app.get("place").dispatch("many")
+    harness.drain()
+    record = app.store.get(handle.id)  # type: ignore[union-attr]
+    assert record is not None and record.status is JobStatus.FAILED
+    assert record.error is not None and record.error.type == "ResultTooLarge"
+    assert "101 events" in record.error.message and "99 at most" in record.error.message
+    assert runs["place:many:1"] == 1  # never retried: the same run gives the same events
+    assert relay(app, session, harness) == []
+
+
+def test_outbox_mode_needs_a_store_with_an_outbox() -> None:
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
+
+    with pytest.raises(TaskhopError, match=r"outbox=True needs a store with an outbox"):
+        create_app(queue=MemoryQueue(), store=MemoryStore(), outbox=True)

@@ -44,6 +44,7 @@ import uuid
 import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
@@ -71,7 +72,11 @@ from taskhop.static_contracts import (
     dumps,
     parse_duration,
 )
-from taskhop.static_contracts.limits import DYNAMODB_MAX_ITEM_BYTES
+from taskhop.static_contracts.limits import (
+    DYNAMODB_MAX_ITEM_BYTES,
+    DYNAMODB_MAX_TRANSACT_BYTES,
+    DYNAMODB_MAX_TRANSACT_ITEMS,
+)
 
 from ._aws import aws_errors, error_code, make_client
 
@@ -408,7 +413,46 @@ class DynamoStore(BaseJobStore):
                 return self._record(_old_item(exc))
         return None
 
-    def _write_outcome(self, record: JobRecord, now: float) -> bool:
+    def outbox_entries(self, job_id: str, events: Sequence[EventEnvelope]) -> list[dict[str, Any]]:
+        """The outbox entries of job ``job_id``'s completion (``complete_with_outbox``).
+
+        Raises:
+            ResultTooLarge: the events do not fit one transaction beside the job's record
+                (100 actions, 4 MB) or one does not fit an item: the same run gives the
+                same events, so the job fails rather than retries.
+
+        """
+        if len(events) + 1 > DYNAMODB_MAX_TRANSACT_ITEMS:
+            raise ResultTooLarge(
+                f"job {job_id} publishes {len(events)} events; its completion's transaction"
+                f" holds {DYNAMODB_MAX_TRANSACT_ITEMS - 1} at most"
+            )
+        try:
+            entries = [self.outbox_item(event) for event in events]
+        except StoreError as exc:
+            raise ResultTooLarge(f"job {job_id}: {exc}") from exc
+        size = sum(len(entry["Put"]["Item"]["event"]["S"]) for entry in entries)
+        if size + DYNAMODB_MAX_ITEM_BYTES > DYNAMODB_MAX_TRANSACT_BYTES:
+            raise ResultTooLarge(
+                f"job {job_id} publishes {size} bytes of events; with its record they do not"
+                f" fit one transaction ({DYNAMODB_MAX_TRANSACT_BYTES} bytes)"
+            )
+        return entries
+
+    def complete_with_outbox(self, record: JobRecord, entries: Sequence[dict[str, Any]]) -> bool:
+        """``complete``, with the ``outbox_entries`` written by the same transaction.
+
+        The events exist if, and only if, this outcome is the one recorded: a stale attempt,
+        a lost race or a crash before the write leaves none, and the table's stream publishes
+        each one that does (``outbox_event``).
+        """
+        if record.lease_until is not None:  # an outcome ends the attempt, and its lease
+            record = replace(record, lease_until=None)
+        return self._write_outcome(record, time.time(), entries)
+
+    def _write_outcome(
+        self, record: JobRecord, now: float, outbox: Sequence[dict[str, Any]] = ()
+    ) -> bool:
         names = {"#s": "status", "#t": "task", "#a": "attempt", "#u": "updated", "#c": "created",
                  "#e": "expires_at", "#l": "lease"}  # fmt: skip
         values: dict[str, Any] = {
@@ -438,14 +482,17 @@ class DynamoStore(BaseJobStore):
         # BaseJobStore.may_complete, evaluated server-side.
         finals = ", ".join(f":f{i}" for i in range(len(_FINAL)))
         condition = f"attribute_not_exists(pk) OR (NOT #s IN ({finals}) AND #a <= :a)"
+        write: dict[str, Any] = {
+            "TableName": self.table, "Key": _key("job", record.id), "UpdateExpression": update,
+            "ConditionExpression": condition, "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }  # fmt: skip
         with aws_errors(StoreError, f"complete job {record.id} in table {self.table}"):
             try:
-                self.client.update_item(
-                    TableName=self.table, Key=_key("job", record.id), UpdateExpression=update,
-                    ConditionExpression=condition, ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )  # fmt: skip
+                if outbox:
+                    _transact(self.client, [{"Update": write}, *outbox])
+                else:
+                    self.client.update_item(**write)
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
@@ -787,6 +834,32 @@ def _shard(number: int) -> str:
 def _stored_workflow(item: dict[str, Any]) -> StoredWorkflow:
     doc: dict[str, Any] = json.loads(item["doc"]["S"])
     return StoredWorkflow(doc, int(item["rev"]["N"]))
+
+
+def _transact(client: Any, items: list[dict[str, Any]]) -> None:
+    """``TransactWriteItems`` with the first item's failed condition raised as ``update_item``'s.
+
+    The first item is the guarded write; the rest have no condition. A cancellation for that
+    condition becomes ``ConditionalCheckFailedException`` carrying the item it saw, so the
+    caller decides as it does for one write. Any other cancellation (a conflict with another
+    transaction) is worth another try.
+    """
+    try:
+        client.transact_write_items(TransactItems=items)
+    except ClientError as exc:
+        if error_code(exc) != "TransactionCanceledException":
+            raise
+        response: dict[str, Any] = dict(exc.response)
+        reasons: list[Any] = response.get("CancellationReasons") or [{}]
+        first: dict[str, Any] = reasons[0]
+        if first.get("Code") == "ConditionalCheckFailed":
+            answer = {
+                "Error": {"Code": "ConditionalCheckFailedException", "Message": str(exc)},
+                "Item": first.get("Item") or {},
+            }
+            raise ClientError(cast("Any", answer), "TransactWriteItems") from exc
+        codes = ", ".join(str(r.get("Code")) for r in reasons)
+        raise StoreError(f"transaction cancelled: {codes}", retryable=True) from exc
 
 
 def _old_item(exc: ClientError) -> dict[str, Any]:

@@ -89,6 +89,7 @@ from ._store import (
     JobStore,
     KeyClaim,
     NoStore,
+    OutboxStore,
     RestartEntry,
     poll_for_final,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "MigrationError",
     "NoStore",
     "NonDeterminismError",
+    "OutboxStore",
     "Outcome",
     "OutcomeKind",
     "PayloadError",

@@ -52,7 +52,7 @@ from ._implementation import Handler, Implementation, ImplementOptions
 from ._middleware import Middleware
 from ._registered import Registered
 from ._schedule import Schedule
-from ._store import MAX_RESTARTS, BaseJobStore, JobStatus, JobStore
+from ._store import MAX_RESTARTS, BaseJobStore, JobStatus, JobStore, outbox_of
 from ._tables import Change, ChangeKind, Table, Where
 from ._triggers import Mode, Triggers
 from ._worker import Worker
@@ -79,7 +79,13 @@ class App:
         middleware: Sequence[Middleware] = (),
         payloads: PayloadStore | None = None,
         events: EventCarrier | None = None,
+        outbox: bool = False,
     ) -> None:
+        if outbox and outbox_of(store) is None:
+            raise TaskhopError(
+                f"outbox=True needs a store with an outbox (DynamoStore), got"
+                f" {type(store).__name__}: its table's stream is what publishes the events"
+            )
         self.transport = transport
         self.payloads = payloads
         self.store = store
@@ -95,6 +101,9 @@ class App:
         """This app's events and subscriptions (the registry ``emit`` and ``on`` use)."""
         self.carrier: EventCarrier = events or DirectCarrier(self)
         """What ``emit`` publishes through: an SNS topic, or in process (the default)."""
+        self.outbox_events = outbox
+        """Whether a succeeding job's events go in its completion's transaction (the store's
+        outbox, published from its stream) rather than straight to the carrier."""
         self.triggers = Triggers(self)
         """This app's table triggers (``on_change``), served by ``serve_stream_records``."""
 
@@ -551,13 +560,13 @@ class App:
 
         """
         envelope = self.events.envelope(event, payload, id=id)
-        make = getattr(self.store, "outbox_item", None)
-        if make is None:
+        store = outbox_of(self.store)
+        if store is None:
             raise TaskhopError(
                 f"the app's store ({type(self.store).__name__}) keeps no outbox: use a"
                 " DynamoStore, whose table's stream publishes it"
             )
-        return make(envelope)
+        return store.outbox_item(envelope)
 
     async def aemit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:
         """``emit`` for async code: the publish runs off the event loop."""
@@ -777,6 +786,7 @@ def create_app(
     middleware: Sequence[Middleware] = (),
     payloads: PayloadStore | None = None,
     events: EventCarrier | None = None,
+    outbox: bool = False,
 ) -> App:
     """Build an app.
 
@@ -796,6 +806,11 @@ def create_app(
         events: what ``emit`` publishes through, e.g. ``taskhop.backends.sns.SnsCarrier``
             (default: in process, one job per subscriber this app declares, sent through
             ``queue``).
+        outbox: publish a succeeding job's events (``ctx.emit``, ``publishes``) from the
+            store's outbox: they are written in the same transaction as the job's success, and
+            the table's stream publishes them (``serve_stream_records``; the infra maps it), so
+            neither a crash nor a later failure can publish events of a job that did not
+            succeed, nor lose those of one that did. Needs a ``DynamoStore``.
 
     """
     if queue is None and store is None:
@@ -811,6 +826,7 @@ def create_app(
             middleware=middleware,
             payloads=payloads,
             events=events,
+            outbox=outbox,
         )
         memory_queue.serve(app, lazy=True)
         return app
@@ -824,4 +840,5 @@ def create_app(
         middleware=middleware,
         payloads=payloads,
         events=events,
+        outbox=outbox,
     )

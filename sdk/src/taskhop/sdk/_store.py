@@ -39,7 +39,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from taskhop.static_contracts import JsonValue
+from taskhop.static_contracts import EventEnvelope, JsonValue
 
 from ._errors import ErrorInfo
 
@@ -55,6 +55,7 @@ __all__ = [
     "JobStore",
     "KeyClaim",
     "NoStore",
+    "OutboxStore",
     "RestartEntry",
     "poll_for_final",
 ]
@@ -381,6 +382,42 @@ class JobStore(Protocol):
     def wait(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Block until the job is final and return its record; None after ``timeout``."""
         ...
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """A job store whose table holds events until its stream publishes them (``DynamoStore``).
+
+    What ``app.outbox`` and ``create_app(outbox=True)`` need: an event put in a transaction
+    exists if, and only if, that transaction committed, and ``serve_stream_records`` publishes
+    it from the table's stream.
+    """
+
+    def outbox_item(self, event: EventEnvelope) -> dict[str, Any]:
+        """A transaction entry that puts ``event`` in the outbox."""
+        ...
+
+    def outbox_event(self, record: Any) -> EventEnvelope | None:
+        """The event a stream record of this store's outbox carries, else None."""
+        ...
+
+    def outbox_entries(self, job_id: str, events: Sequence[EventEnvelope]) -> list[Any]:
+        """What ``complete_with_outbox`` writes for a job's events.
+
+        Raises ``ResultTooLarge`` if they cannot go in one completion.
+        """
+        ...
+
+    def complete_with_outbox(self, record: JobRecord, entries: Sequence[Any]) -> bool:
+        """``complete``, with the ``outbox_entries`` written by the same transaction."""
+        ...
+
+
+def outbox_of(store: JobStore | None) -> OutboxStore | None:
+    """The store as an ``OutboxStore`` if it keeps an outbox, else None."""
+    if store is not None and isinstance(store, OutboxStore):
+        return store
+    return None
 
 
 def _lease_live(lease_until: float | None, now: float) -> bool:

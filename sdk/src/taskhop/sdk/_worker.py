@@ -37,6 +37,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from taskhop.static_contracts import (
@@ -68,7 +69,7 @@ from ._events import SHARED_INPUT, outgoing_events
 from ._fingerprint import input_fingerprint
 from ._invoke import Suspended
 from ._registered import MigrationError
-from ._store import JobRecord, JobStatus, JobStore, NoStore, slot_init
+from ._store import JobRecord, JobStatus, JobStore, NoStore, outbox_of, slot_init
 from ._workflow_continue import continue_after, workflow_ended
 
 if TYPE_CHECKING:
@@ -543,17 +544,25 @@ class Worker:
         except (ValidationError, PayloadError) as exc:  # a publisher's transform is wrong
             bad = PermanentError(f"an event this job publishes is invalid: {exc}")
             return self._failed(step, bad, kind="EventError")
-        if events:  # before the end is recorded: a redelivery publishes the same ids again
-            self._persist(self.app.carrier.publish, events)
         store = self.app.store
+        # outbox=True: the events go in the end's transaction (App checks the store has one).
+        outbox = outbox_of(store) if self.app.outbox_events else None
+        if events and outbox is None:
+            # Before the end is recorded: a redelivery publishes the same ids again.
+            self._persist(self.app.carrier.publish, events)
         if store is not None:  # NoStore keeps nothing: no record to build, no key to complete
             record = _record(
                 envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at
             )
             try:
+                complete: Callable[[JobRecord], bool] = store.complete
+                if outbox is not None and events:  # refused before the key: events are the end's
+                    entries = outbox.outbox_entries(envelope.id, events)
+                    # The events exist if, and only if, this end is the one written.
+                    complete = partial(outbox.complete_with_outbox, entries=entries)
                 if key is not None:  # the key first: see the module docstring
                     self._persist(store.complete_key, key, envelope.id, result)
-                written = self._persist(store.complete, record)
+                written = self._persist(complete, record)
             except ResultTooLarge as exc:  # the same run gives the same result: never retry it
                 return self._failed(step, PermanentError(str(exc)), kind="ResultTooLarge")
             if not written:

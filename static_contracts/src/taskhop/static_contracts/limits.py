@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "DYNAMODB_MAX_ITEM_BYTES",
+    "DYNAMODB_MAX_TRANSACT_BYTES",
+    "DYNAMODB_MAX_TRANSACT_ITEMS",
     "LAMBDA_MAX_TIMEOUT",
     "LAMBDA_SAFETY_MARGIN",
     "SNS_MAX_BATCH_ENTRIES",
@@ -34,6 +36,12 @@ SQS_MAX_BATCH_ENTRIES = 10
 
 DYNAMODB_MAX_ITEM_BYTES = 400 * 1024
 """The largest DynamoDB item, attribute names and values together: 400 KB."""
+
+DYNAMODB_MAX_TRANSACT_ITEMS = 100
+"""Actions in one ``TransactWriteItems`` request."""
+
+DYNAMODB_MAX_TRANSACT_BYTES = 4 * 1024 * 1024
+"""The items of one ``TransactWriteItems`` request together: 4 MB."""
 
 LAMBDA_MAX_TIMEOUT = 900
 """The longest a Lambda function may run: 15 min."""
