@@ -150,6 +150,7 @@ def sections() -> list[tuple[str, Callable[[], Mapping[str, Any]]]]:
         batch_latency,
         cost,
         edge,
+        events,
         imports,
         lambda_cold,
         rss,
@@ -172,6 +173,7 @@ def sections() -> list[tuple[str, Callable[[], Mapping[str, Any]]]]:
         ("cold_starts", imports.run),  # static_contracts import, Lambda init, first jobs
         ("aws", aws.run),  # sqs_throughput, sqs_cold_start
         ("workflow_chord", workflow_chord.run),  # a 100-member chord on the local stack
+        ("events", events.run),  # SNS to three filtered queues, taskhop vs hand-written glue
     ]
 
 

@@ -45,6 +45,9 @@ PRICES = {
     "dynamodb_read": 0.125 / 1e6,  # on-demand, per strongly consistent read unit (4 KB)
     "lambda_request": 0.20 / 1e6,
     "lambda_arm_gb_second": 0.0000133334,
+    # https://aws.amazon.com/sns/pricing/ (standard topic): per request, each 64 KiB chunk
+    # of a Publish or PublishBatch request one request
+    "sns_publish": 0.50 / 1e6,
 }
 LAMBDA_MEMORY_GB = 0.5
 # What the queue bills per batch of jobs besides the worker's own calls, as the cases count it:

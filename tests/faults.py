@@ -402,3 +402,28 @@ class FaultySqs:
 
     def get_queue_attributes(self, **kw: Any) -> Any:
         return self.faults.call("sqs.get_queue_attributes", self.sqs.get_queue_attributes, **kw)
+
+
+def inject_call(client: Any, service: str, operation: str, occurrence: int, kind: str) -> list[int]:
+    """Make a real boto3 client's ``occurrence``-th ``operation`` fail, lose its answer, or
+    crash right after it (``kind``: fail, lost, crash), with botocore's own event hooks.
+
+    A ``before-call`` handler that raises is a call that failed; an ``after-call`` handler
+    that raises is a call that landed but whose answer was lost, or (``Crash``) the process
+    dying right after it. Returns the count of calls so far (``[n]``), for the test to check
+    the fault was reached.
+    """
+    seen = [0]
+
+    def before(**_: Any) -> None:
+        seen[0] += 1
+        if seen[0] == occurrence and kind == "fail":
+            raise InjectedFault(f"injected: {operation} failed")
+
+    def after(**_: Any) -> None:
+        if seen[0] == occurrence and kind != "fail":
+            raise Crash(operation) if kind == "crash" else InjectedFault(f"{operation} lost")
+
+    client.meta.events.register(f"before-call.{service}.{operation}", before)
+    client.meta.events.register(f"after-call.{service}.{operation}", after)
+    return seen

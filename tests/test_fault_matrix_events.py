@@ -359,7 +359,8 @@ def test_a_job_emitting_through_the_outbox_survives_a_fault_at_each_call(
         app.close()
     assert faults.fired, "the fault point was never reached"
     record = store.get(job.id)
-    assert record is not None and record.status is JobStatus.SUCCEEDED
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
     assert len(store.stream) == 2, "the end's events were written more than once"
     assert all(n == 1 for k, n in runs.items() if k.startswith("ship:")), "an attempt ran twice"
     assert runs["track:order.shipped"] == 1

@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from faults import Crash, Done, InjectedFault, Work, work_task
+from faults import Crash, Done, InjectedFault, Work, inject_call, work_task
 from taskhop.backends.dynamodb import DynamoStore
 from taskhop.backends.sqs import SqsQueue
 from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
@@ -46,22 +46,6 @@ SLICE = [
     ("sqs", "ChangeMessageVisibility", 1, "lost"),
     ("sqs", "DeleteMessageBatch", 1, "crash"),  # the poller's delete after the batch
 ]
-
-
-def _inject(client: Any, service: str, operation: str, occurrence: int, kind: str) -> None:
-    seen = [0]
-
-    def before(**_: Any) -> None:
-        seen[0] += 1
-        if seen[0] == occurrence and kind == "fail":
-            raise InjectedFault(f"injected: {operation} failed")
-
-    def after(**_: Any) -> None:
-        if seen[0] == occurrence and kind != "fail":
-            raise Crash(operation) if kind == "crash" else InjectedFault(f"{operation} lost")
-
-    client.meta.events.register(f"before-call.{service}.{operation}", before)
-    client.meta.events.register(f"after-call.{service}.{operation}", after)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +93,9 @@ def test_fault_slice_on_moto(
         sqs.send_message(QueueUrl=queue_url, MessageBody=envelope.encode().decode())
     if fault is not None:
         service, operation, occurrence, kind = fault
-        _inject(dynamodb if service == "dynamodb" else sqs, service, operation, occurrence, kind)
+        inject_call(
+            dynamodb if service == "dynamodb" else sqs, service, operation, occurrence, kind
+        )
     mapping = LocalEventSourceMapping(
         make_handler(app, sqs_client=sqs, dlq_url=dlq_url),
         queue_url,

@@ -293,7 +293,8 @@ def test_a_crash_before_the_end_then_a_permanent_failure_publishes_nothing(
         except Crash:
             store.client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", dies)
     assert record.status is JobStatus.FAILED
-    assert runs["place:fail-1:1"] == 1 and runs["place:fail-1:2"] == 1
+    assert runs["place:fail-1:1"] == 1
+    assert runs["place:fail-1:2"] == 1
     assert relay(app, session, harness) == []
     assert [k for k in runs if k.startswith("order.")] == []
 
@@ -318,7 +319,8 @@ def test_a_lost_answer_from_the_transaction_writes_the_events_once(
     assert handle.result(timeout=5) == Placed("o2", 2)
     assert lost == [1]
     assert len(relay(app, session, harness)) == 2  # the retried transaction wrote nothing
-    assert runs["order.placed:o2"] == 1 and runs["order.shipped:o2"] == 1
+    assert runs["order.placed:o2"] == 1
+    assert runs["order.shipped:o2"] == 1
     assert runs["place:o2:1"] == 1  # the handler ran once
 
 
@@ -348,9 +350,12 @@ def test_too_many_events_fail_the_job_and_publish_nothing(
     handle = app.get("place").dispatch("many")
     harness.drain()
     record = app.store.get(handle.id)  # type: ignore[union-attr]
-    assert record is not None and record.status is JobStatus.FAILED
-    assert record.error is not None and record.error.type == "ResultTooLarge"
-    assert "101 events" in record.error.message and "99 at most" in record.error.message
+    assert record is not None
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.type == "ResultTooLarge"
+    assert "101 events" in record.error.message
+    assert "99 at most" in record.error.message
     assert runs["place:many:1"] == 1  # never retried: the same run gives the same events
     assert relay(app, session, harness) == []
 
