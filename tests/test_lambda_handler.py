@@ -183,6 +183,27 @@ def test_exhausted_attempts_are_recorded_failed_and_dead_lettered(rig: Rig) -> N
     assert record.status is JobStatus.FAILED
 
 
+def test_a_dead_letter_whose_queue_url_lookup_fails_is_still_sent_once(rig: Rig) -> None:
+    """After the DLQ send, the early delete needs the source queue's URL. Failing to find it
+    must not fail the record: it would come back and be dead-lettered a second time."""
+
+    def down(data: SendEmail, ctx: JobContext) -> EmailSent:
+        raise ConnectionError("down")
+
+    rig.app.implement(send_email, down)
+    body = job({"to": "a", "subject": "s"}, attempt=FAST_RETRY["attempts"])
+    event = rig.event(body)
+
+    def no_url(**_: Any) -> None:
+        raise ConnectionError("injected: GetQueueUrl failed")
+
+    rig.sqs.meta.events.register("before-call.sqs.GetQueueUrl", no_url)
+    answer = rig.handler(dlq_url=rig.dlq)(event, LocalContext())
+    rig.sqs.meta.events.unregister("before-call.sqs.GetQueueUrl", no_url)
+    assert failures(answer) == []  # Lambda deletes it after the answer
+    assert len(rig.dead_letters()) == 1
+
+
 def test_without_a_dlq_url_dead_letters_are_left_to_redrive(rig: Rig) -> None:
     """Poison is reported failed so the queue's redrive policy moves it: nothing is lost."""
     rig.app.implement(send_email, ok)

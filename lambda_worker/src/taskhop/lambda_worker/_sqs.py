@@ -120,7 +120,12 @@ def _settle(
             entry["DelaySeconds"] = actions.delay_seconds
         sqs().send_message(**entry)
     if actions.delete and (actions.dead_letter is not None or actions.delay_seconds is not None):
-        _delete_now(record, sqs(), queue_url(source))
+        _delete_now(
+            record,
+            lambda: sqs().delete_message(
+                QueueUrl=queue_url(source), ReceiptHandle=record["receiptHandle"]
+            ),
+        )
     if actions.visibility_timeout is not None:
         sqs().change_message_visibility(
             QueueUrl=queue_url(source),
@@ -130,14 +135,16 @@ def _settle(
     return actions.delete
 
 
-def _delete_now(record: dict[str, Any], client: Any, url: str) -> None:
+def _delete_now(record: dict[str, Any], delete: Callable[[], Any]) -> None:
     """Delete a record whose copy was just sent elsewhere, without waiting for the batch's end.
 
     Lambda deletes the record too once the batch answers, but a crash later in the batch
-    would bring it back, to be sent a second time. If this delete fails, Lambda's remains.
+    would bring it back, to be sent a second time. If this delete fails, Lambda's remains:
+    even finding the queue's URL happens inside, since failing the record now would bring it
+    back to be sent again.
     """
     try:
-        client.delete_message(QueueUrl=url, ReceiptHandle=record["receiptHandle"])
+        delete()
     except Exception:
         _log.warning("could not delete record %s now; Lambda deletes it", record["messageId"])
 
