@@ -1,8 +1,9 @@
 """Events and table triggers deployed, verified offline: cfn-lint, the SAM transform, guardrails.
 
-``render(app)`` adds the topic, one filtered queue per subscriber (with its DLQ, queue policy
-and mapping) and one stream mapping per watched table; merged into the shipped SAM template
-they must lint, transform, and name every resource their IAM statements grant.
+``render(app)`` adds the topic, one filtered queue per subscriber (with its DLQ, queue
+policies, mapping and alarm), the outbox relay from the job table's stream and one stream
+mapping per watched table; merged into the shipped SAM template they must lint, transform,
+and name every resource their IAM statements grant.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import pytest
 from taskhop.infra import GuardrailError
 from taskhop.infra._guardrails import check_stream_mapping
 from taskhop.lambda_worker._infra import render
-from taskhop.sdk import App, Event, F, JobContext, create_app, define_event, define_table
+from taskhop.sdk import (
+    App,
+    ContractError,
+    Event,
+    F,
+    JobContext,
+    create_app,
+    define_event,
+    define_table,
+)
 from test_infra import SAM, assert_no_wildcards, cfn_yaml, statements
 
 
@@ -135,6 +145,10 @@ def test_subscriptions_filter_and_deliver_raw(transformed: dict[str, Any], app: 
     assert "FifoQueue" not in resources["EvAuditQueue"]["Properties"]
     variables = resources["Worker"]["Properties"]["Environment"]["Variables"]
     assert variables["TASKHOP_EVENT_QUEUE_PREFIX"] == {"Fn::Sub": "${AWS::StackName}-ev-"}
+    assert variables["TASKHOP_EVENT_TOPIC_ARN"] == {"Ref": "EventTopic"}
+    outputs = transformed["Outputs"]
+    assert outputs["EventTopicArn"]["Value"] == {"Ref": "EventTopic"}
+    assert outputs["EventProducerPolicyArn"]["Value"] == {"Ref": "EventProducerPolicy"}
 
 
 def test_queue_names_are_what_the_worker_looks_up(app: App) -> None:
@@ -150,10 +164,13 @@ def test_queue_names_are_what_the_worker_looks_up(app: App) -> None:
 
 
 def test_queue_policies_take_only_the_topic(transformed: dict[str, Any]) -> None:
-    """Each queue accepts sns:SendMessage from the topic only (aws:SourceArn); DLQs redrive."""
+    """Each queue and DLQ accepts sns:SendMessage from the topic only (aws:SourceArn)."""
     resources = transformed["Resources"]
     policies = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
-    assert len(policies) == 3
+    assert len(policies) == 6  # a queue and its DLQ per subscriber
+    assert sorted(p["Queues"][0]["Ref"] for p in policies) == sorted(
+        f"Ev{t}{kind}" for t in ("Audit", "Bill", "Notify") for kind in ("Queue", "DeadLetterQueue")
+    )
     for policy in policies:
         [statement] = policy["PolicyDocument"]["Statement"]
         assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
@@ -168,6 +185,66 @@ def test_queue_policies_take_only_the_topic(transformed: dict[str, Any]) -> None
     }
 
 
+def test_subscriptions_redrive_what_sns_cannot_deliver(transformed: dict[str, Any]) -> None:
+    """Each subscription's RedrivePolicy names its subscriber's DLQ (SNS's own dead letters)."""
+    resources = transformed["Resources"]
+    for task in ("Audit", "Bill", "Notify"):
+        props = resources[f"Ev{task}Subscription"]["Properties"]
+        assert props["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [f"Ev{task}DeadLetterQueue", "Arn"]}
+        }
+
+
+def test_dead_letters_and_stream_failures_alarm(transformed: dict[str, Any]) -> None:
+    """Each subscriber DLQ and the stream failure queue alarm on a message, as the base's do."""
+    resources = transformed["Resources"]
+    base = resources["DeadLettersAlarm"]["Properties"]
+    expected = {
+        "EvAuditDeadLettersAlarm": "EvAuditDeadLetterQueue",
+        "EvBillDeadLettersAlarm": "EvBillDeadLetterQueue",
+        "EvNotifyDeadLettersAlarm": "EvNotifyDeadLetterQueue",
+        "StreamFailuresAlarm": "StreamFailureQueue",
+    }
+    for name, queue in expected.items():
+        props = resources[name]["Properties"]
+        assert props["Dimensions"] == [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+        ]
+        for key in ("Namespace", "MetricName", "Statistic", "Period", "Threshold"):
+            assert props[key] == base[key], key
+        for key in ("ComparisonOperator", "TreatMissingData", "AlarmActions", "OKActions"):
+            assert props[key] == base[key], key
+
+
+def test_topic_uses_the_stack_key_or_the_sns_managed_one(transformed: dict[str, Any]) -> None:
+    """With KmsKeyArn the topic uses it; without, alias/aws/sns (queues stay SQS-managed)."""
+    resources = transformed["Resources"]
+    assert resources["EventTopic"]["Properties"]["KmsMasterKeyId"] == {
+        "Fn::If": ["WithKey", {"Ref": "KmsKeyArn"}, "alias/aws/sns"]
+    }
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::SQS::Queue":  # never alias/aws/sqs: SNS cannot use it
+            props = resource["Properties"]
+            assert props["SqsManagedSseEnabled"] == {
+                "Fn::If": ["WithKey", {"Ref": "AWS::NoValue"}, True]
+            }, name
+
+
+def test_job_table_stream_is_on_and_an_update_in_place(transformed: dict[str, Any]) -> None:
+    """JobTable streams new images; CloudFormation updates StreamSpecification in place."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    table = transformed["Resources"]["JobTable"]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert cfn_yaml(SAM)["Resources"]["JobTable"]["Properties"]["StreamSpecification"] == {
+        "StreamViewType": "NEW_IMAGE"
+    }
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", "AWS::DynamoDB::Table")
+    replacing = schema.schema["createOnlyProperties"]  # a change to these replaces the table
+    assert "/properties/StreamSpecification" not in replacing
+    assert "/properties/TableName" in replacing
+
+
 def test_mappings_report_partial_batches_and_bound_retries(transformed: dict[str, Any]) -> None:
     """Queue mappings report item failures; the stream's retries, age, destination, filters."""
     resources = transformed["Resources"]
@@ -176,7 +253,7 @@ def test_mappings_report_partial_batches_and_bound_retries(transformed: dict[str
         for k, r in resources.items()
         if r["Type"] == "AWS::Lambda::EventSourceMapping"
     }
-    assert len(mappings) == 1 + 3 + 1  # the jobs queue, three subscribers, one table
+    assert len(mappings) == 1 + 3 + 1 + 1  # the jobs queue, subscribers, one table, relay
     for props in mappings.values():
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     stream = mappings["StreamOrdersMapping"]
@@ -196,6 +273,38 @@ def test_mappings_report_partial_batches_and_bound_retries(transformed: dict[str
     check_stream_mapping(stream)
 
 
+def test_outbox_relay_reads_the_job_table_stream(transformed: dict[str, Any]) -> None:
+    """The relay maps JobTable's stream, outbox items only, with the triggers' settings."""
+    resources = transformed["Resources"]
+    relay = resources["OutboxRelayMapping"]["Properties"]
+    trigger = resources["StreamOrdersMapping"]["Properties"]
+    assert relay["EventSourceArn"] == {"Fn::GetAtt": ["JobTable", "StreamArn"]}
+    [pattern] = [json.loads(f["Pattern"]) for f in relay["FilterCriteria"]["Filters"]]
+    assert pattern == {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "outbox#"}]}}},
+    }
+    different = {k for k in relay.keys() | trigger.keys() if relay.get(k) != trigger.get(k)}
+    assert different == {"EventSourceArn", "FilterCriteria"}
+    check_stream_mapping(relay)
+
+
+def test_outbox_filter_takes_outbox_items_only() -> None:
+    """The relay's pattern delivers an outbox insert or overwrite, not a job, not a removal."""
+    from taskhop.lambda_worker._infra import OUTBOX_FILTER
+    from taskhop.sdk._tables import matches
+
+    criteria = {"Filters": [{"Pattern": json.dumps(OUTBOX_FILTER)}]}
+
+    def record(name: str, pk: str) -> dict[str, Any]:
+        return {"eventName": name, "dynamodb": {"Keys": {"pk": {"S": pk}}}}
+
+    assert matches(criteria, record("INSERT", "outbox#e1"))
+    assert matches(criteria, record("MODIFY", "outbox#e1"))
+    assert not matches(criteria, record("REMOVE", "outbox#e1"))  # the TTL's
+    assert not matches(criteria, record("INSERT", "job#j1"))
+
+
 def test_iam_names_exactly_the_new_resources(transformed: dict[str, Any]) -> None:
     """The worker gets SQS on its event queues and DLQs, the stream's reads; producers Publish."""
     assert assert_no_wildcards(transformed) >= 14
@@ -204,7 +313,10 @@ def test_iam_names_exactly_the_new_resources(transformed: dict[str, Any]) -> Non
     assert queues == sorted(
         f"Ev{t}{kind}" for t in ("Audit", "Bill", "Notify") for kind in ("Queue", "DeadLetterQueue")
     )
-    assert by_sid["ReadStreams"]["Resource"] == [{"Ref": "OrdersStreamArn"}]
+    assert by_sid["ReadStreams"]["Resource"] == [
+        {"Ref": "OrdersStreamArn"},
+        {"Fn::GetAtt": ["JobTable", "StreamArn"]},
+    ]
     assert sorted(by_sid["ReadStreams"]["Action"]) == [
         "dynamodb:DescribeStream",
         "dynamodb:GetRecords",
@@ -227,14 +339,42 @@ def test_render_notes_the_filter_policy_delay(app: App) -> None:
 
 
 def test_six_filters_on_a_table_are_refused() -> None:
-    """Six triggers' filters on one table exceed Lambda's 5 per mapping: refused, quota named."""
+    """The trigger that would give a table's mapping a 6th filter is refused when declared."""
     app = create_app()
-    for status in ("a", "b", "c", "d", "e", "f"):
+    for status in ("a", "b", "c", "d", "e"):
         app.on_change(orders, on={"modify"}, where=F.status == status, name=f"on-{status}")(
             lambda change, ctx: None
         )
+    with pytest.raises(ContractError, match=r"table 'orders'.* 6 filters, over Lambda's default"):
+        app.on_change(orders, on={"modify"}, where=F.status == "f", name="on-f")(
+            lambda change, ctx: None
+        )
+    assert "on-f" not in app.tasks
+    mapping = render(app)["sam_resources"]["StreamOrdersMapping"]["Properties"]
+    assert len(mapping["FilterCriteria"]["Filters"]) == 5
+    six = {"Filters": [*mapping["FilterCriteria"]["Filters"], {"Pattern": "{}"}]}
     with pytest.raises(GuardrailError, match="6 filters, over Lambda's quota of 5"):
-        render(app)
+        check_stream_mapping({**mapping, "FilterCriteria": six})
+    app.close()
+
+
+def test_a_tables_criteria_are_its_triggers_filters_once_each() -> None:
+    """Two triggers sharing a pattern give the mapping one filter; a shared one is no 6th."""
+    app = create_app()
+    for name in ("first", "second"):
+        app.on_change(orders, on={"modify"}, where=F.status == "paid", name=name)(
+            lambda change, ctx: None
+        )
+    app.on_change(orders, on={"insert"}, name="third")(lambda change, ctx: None)
+    criteria = app.triggers.mapping_criteria("orders")
+    patterns = [json.loads(f["Pattern"]) for f in criteria["Filters"]]
+    assert patterns == [
+        {"eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}},
+        {"eventName": ["INSERT"]},
+    ]
+    assert app.triggers.mapping_criteria("elsewhere") == {"Filters": []}
+    [section] = render(app)["triggers"]
+    assert section["mapping"]["FilterCriteria"] == criteria
     app.close()
 
 
@@ -243,6 +383,13 @@ def test_a_third_stream_consumer_is_refused(app: App) -> None:
     render(app, stream_consumers={"orders": 1})
     with pytest.raises(GuardrailError, match="3 consumers of its stream, over 2"):
         render(app, stream_consumers={"orders": 2})
+
+
+def test_the_relay_counts_as_a_job_table_stream_reader(app: App) -> None:
+    """The outbox relay reads JobTable's stream: two other readers there are one too many."""
+    render(app, stream_consumers={"JobTable": 1})
+    with pytest.raises(GuardrailError, match="'JobTable': 3 consumers of its stream, over 2"):
+        render(app, stream_consumers={"JobTable": 2})
 
 
 @pytest.mark.parametrize(
@@ -262,6 +409,16 @@ def test_unsafe_stream_mappings_are_refused(app: App, change: dict[str, Any], me
     check_stream_mapping(mapping)
     with pytest.raises(GuardrailError, match=message):
         check_stream_mapping({**mapping, **change})
+
+
+def test_filter_policy_is_defined_once() -> None:
+    """The SNS carrier's names are the static contracts' own, which the render uses too."""
+    import taskhop.backends.sns as sns
+    import taskhop.lambda_worker._infra as infra
+    import taskhop.static_contracts as static
+
+    assert sns.filter_policy is static.filter_policy is infra.filter_policy
+    assert sns.EVENT_ATTRIBUTE is static.EVENT_ATTRIBUTE == "taskhop-event"
 
 
 def test_topic_quotas_are_refused() -> None:
@@ -342,20 +499,62 @@ def test_cdk_builds_the_same_events_and_streams(cdk_template: dict[str, Any], ap
         assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
         assert list(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == ["Ref"]
     mappings = list(of_type(cdk_template, "AWS::Lambda::EventSourceMapping").values())
-    assert len(mappings) == 1 + 3 + 1
+    assert len(mappings) == 1 + 3 + 1 + 1  # jobs, subscribers, one table, the outbox relay
     assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
     [stream] = [m for m in mappings if m["EventSourceArn"] == STREAM_ARN]
     assert (stream["MaximumRetryAttempts"], stream["MaximumRecordAgeInSeconds"]) == (10, 3600)
     assert stream["BisectBatchOnFunctionError"] is False
     assert list(stream["DestinationConfig"]["OnFailure"]["Destination"]) == ["Fn::GetAtt"]
     check_stream_mapping(stream)
+    [table] = of_type(cdk_template, "AWS::DynamoDB::Table")
+    [relay] = [m for m in mappings if m["EventSourceArn"] == {"Fn::GetAtt": [table, "StreamArn"]}]
+    assert json.loads(relay["FilterCriteria"]["Filters"][0]["Pattern"])["dynamodb"] == {
+        "Keys": {"pk": {"S": [{"prefix": "outbox#"}]}}
+    }
+    assert relay["DestinationConfig"] == stream["DestinationConfig"]
+    check_stream_mapping(relay)
+    tables = of_type(cdk_template, "AWS::DynamoDB::Table")
+    assert tables[table]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+
+
+def test_cdk_redrives_alarms_and_keys_like_the_render(cdk_template: dict[str, Any]) -> None:
+    """Subscriptions redrive to their DLQ, DLQs take the topic, alarms watch them, alias key."""
+    queues = of_type(cdk_template, "AWS::SQS::Queue")
+    by_name = {q.get("QueueName"): k for k, q in queues.items()}
+    for sub in of_type(cdk_template, "AWS::SNS::Subscription").values():
+        [dlq] = sub["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][:1]
+        assert queues[dlq]["QueueName"].startswith("Events-evdlq-")
+    taking = {
+        p["Queues"][0]["Ref"] for p in of_type(cdk_template, "AWS::SQS::QueuePolicy").values()
+    }
+    assert {by_name[f"Events-evdlq-{t}"] for t in ("audit", "bill.fifo", "notify")} <= taking
+    alarms = of_type(cdk_template, "AWS::CloudWatch::Alarm").values()
+    watched = [
+        a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms
+        if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+    ]
+    failures = [k for k in queues if k.startswith("WStreamFailureQueue")]
+    assert sorted(watched) == sorted(
+        [
+            *failures,
+            *(by_name[f"Events-evdlq-{t}"] for t in ("audit", "bill.fifo", "notify")),
+            next(k for k in queues if k.startswith("WDeadLetterQueue")),
+        ]
+    )
+    [topic] = [t for t in of_type(cdk_template, "AWS::SNS::Topic").values() if "FifoTopic" in t]
+    assert "alias/aws/sns" in json.dumps(topic["KmsMasterKeyId"])
 
 
 def test_cdk_iam_names_exactly_the_new_resources(cdk_template: dict[str, Any]) -> None:
     """No wildcards; the stream read names the given ARN; producers may publish to the topic."""
     assert assert_no_wildcards(cdk_template) >= 10
     by_sid = {s.get("Sid"): s for s in statements(cdk_template) if s.get("Sid")}
-    assert by_sid["ReadStreams"]["Resource"] == STREAM_ARN
+    [table] = of_type(cdk_template, "AWS::DynamoDB::Table")
+    assert by_sid["ReadStreams"]["Resource"] == [
+        STREAM_ARN,
+        {"Fn::GetAtt": [table, "StreamArn"]},
+    ]
     assert len(by_sid["EventQueues"]["Resource"]) == 6
     assert by_sid["Emit"]["Action"] == "sns:Publish"
     assert list(by_sid["Emit"]["Resource"]) == ["Ref"]
@@ -391,15 +590,19 @@ def test_cdk_refuses_an_unsafe_stream_mapping(app: App, jsii: None) -> None:
         )
 
 
-@pytest.mark.parametrize("shape", ["standard events", "triggers only", "nothing"])
+@pytest.mark.parametrize(
+    "shape", ["standard events", "events, no subscriber", "triggers only", "nothing"]
+)
 def test_other_shapes_lint(shape: str) -> None:
-    """No ordered subscriber: a standard topic; triggers alone; neither: nothing added."""
+    """Standard topic; a topic and relay alone; triggers alone; nothing: nothing added."""
     from cfnlint.api import lint_all
 
     app = create_app()
     if shape == "standard events":
         app.event(placed)
         app.on(placed, name="bill")(lambda event, ctx: None)  # type: ignore[arg-type]
+    elif shape == "events, no subscriber":
+        app.event(placed)
     elif shape == "triggers only":
         app.on_change(orders, name="welcome")(lambda change, ctx: None)
     rendered = render(app)
@@ -407,13 +610,20 @@ def test_other_shapes_lint(shape: str) -> None:
     resources = rendered["sam_resources"]
     if shape == "nothing":
         assert resources == rendered["sam_parameters"] == rendered["sam_environment"] == {}
+        assert rendered["sam_outputs"] == {}
         assert rendered["notes"] == []
         return
     if shape == "standard events":
         assert "FifoTopic" not in resources["EventTopic"]["Properties"]
-        assert "StreamFailureQueue" not in resources
+        assert "StreamOrdersMapping" not in resources
+        assert {"OutboxRelayMapping", "StreamFailureQueue"} <= set(resources)
+    elif shape == "events, no subscriber":  # emitted for other stacks' subscribers
+        assert {"EventTopic", "OutboxRelayMapping", "EventProducerPolicy"} <= set(resources)
+        assert not [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
+        assert set(rendered["sam_environment"]) == {"TASKHOP_EVENT_TOPIC_ARN"}
     else:
         assert "EventTopic" not in resources
+        assert "OutboxRelayMapping" not in resources
     problems = [m for m in lint_all(json.dumps(merged(rendered))) if m.rule.id[0] in "EW"]
     assert problems == [], [str(m) for m in problems]
 
@@ -436,3 +646,89 @@ def test_merge_refuses_to_overwrite_the_template(app: App) -> None:
     rendered["sam_resources"]["Queue"] = {"Type": "AWS::SQS::Queue", "Properties": {}}
     with pytest.raises(GuardrailError, match=r"clash with the template's: \['Queue'\]"):
         merge_sam(cfn_yaml(SAM), rendered)
+
+
+def test_merged_template_text_is_merge_sam_as_yaml(app: App, tmp_path: Path) -> None:
+    """The template's text with the render inserted reads back as ``merge_sam``'s template."""
+    from cfnlint.api import lint_all
+    from taskhop.infra import sam_template
+    from taskhop.lambda_worker._infra import merged_template_text, sam_schedule_events
+
+    rendered = render(app)
+    schedule = {"name": "hourly", "expression": "rate(1 hour)", "task": "audit"}
+    rendered["sam_events"] = sam_schedule_events([schedule])
+    text = merged_template_text(sam_template(), rendered)
+    assert text.startswith(sam_template().split("Parameters:")[0])  # comments, tags kept
+    (tmp_path / "template.yaml").write_text(text)
+    assert json.loads(json.dumps(cfn_yaml(tmp_path / "template.yaml"))) == json.loads(
+        json.dumps(merged(rendered))
+    )
+    assert [m for m in lint_all(text) if m.rule.id[0] in "EW"] == []
+    rendered["sam_resources"]["Queue"] = {"Type": "AWS::SQS::Queue", "Properties": {}}
+    with pytest.raises(GuardrailError, match=r"clash with the template's: \['Queue'\]"):
+        merged_template_text(sam_template(), rendered)
+
+
+def test_cdk_topic_takes_the_customer_key(app: App, jsii: None, tmp_path: Path) -> None:
+    """With encryption_key the topic, queues and DLQs use it, and emitters are granted it."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_kms as kms
+    from aws_cdk import aws_lambda as lambda_
+    from aws_cdk.assertions import Template
+    from taskhop.infra.cdk import TaskhopWorker
+
+    rendered = json.loads(json.dumps(render(app)))
+    stack = cdk.Stack(cdk.App(), "Keyed")
+    key = kms.Key(stack, "Key")
+    TaskhopWorker(
+        stack,
+        "W",
+        code=lambda_.Code.from_asset(str(tmp_path)),
+        handler="worker.main.handler",
+        encryption_key=key,  # pyright: ignore[reportArgumentType]
+        subscriptions=rendered["events"],
+    )
+    template = dict(Template.from_stack(stack).to_json())
+    key_arn = {"Fn::GetAtt": [stack.get_logical_id(key.node.default_child), "Arn"]}  # type: ignore[arg-type]
+    [events_topic] = [t for t in of_type(template, "AWS::SNS::Topic").values() if "FifoTopic" in t]
+    assert events_topic["KmsMasterKeyId"] == key_arn
+    queues = of_type(template, "AWS::SQS::Queue").values()
+    assert all(q["KmsMasterKeyId"] == key_arn for q in queues)
+    by_sid = {s.get("Sid"): s for s in statements(template) if s.get("Sid")}
+    assert by_sid["Emit"]["Resource"]  # the producer policy: publish, and the key
+    producer = of_type(template, "AWS::IAM::ManagedPolicy")
+    granted = [
+        s
+        for p in producer.values()
+        for s in p["PolicyDocument"]["Statement"]
+        if "kms:GenerateDataKey" in s["Action"]
+    ]
+    assert granted
+    assert all(s["Resource"] == key_arn for s in granted)
+
+
+def test_cdk_example_app_deploys_events_and_triggers(app: App, jsii: None, tmp_path: Path) -> None:
+    """docs/examples/cdk/app.py passes the rendered sections and the stream_arns context."""
+    import sys
+
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+    from test_infra import CDK
+
+    context = {
+        "taskhop": json.loads(json.dumps(render(app))),
+        "stream_arns": {"orders": STREAM_ARN},
+    }
+    sys.path.insert(0, str(CDK))
+    try:
+        from app import build  # type: ignore[import-not-found]
+
+        template = dict(
+            Template.from_stack(build(cdk.App(context=context), str(tmp_path))).to_json()
+        )
+    finally:
+        sys.path.remove(str(CDK))
+    mappings = of_type(template, "AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == 1 + 3 + 1 + 1
+    assert STREAM_ARN in [m["EventSourceArn"] for m in mappings]
+    assert {"EventTopicArn", "EventProducerPolicyArn"} <= set(template["Outputs"])

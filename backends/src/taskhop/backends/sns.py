@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.config import Config
-from taskhop.static_contracts import EventEnvelope, PayloadStore, TransportError
-from taskhop.static_contracts.limits import (
-    SNS_MAX_BATCH_ENTRIES,
-    SNS_MAX_FILTER_VALUES,
-    SNS_MAX_MESSAGE_BYTES,
+from taskhop.static_contracts import (
+    EVENT_ATTRIBUTE,
+    EventEnvelope,
+    PayloadStore,
+    TransportError,
+    filter_policy,
 )
+from taskhop.static_contracts.limits import SNS_MAX_BATCH_ENTRIES, SNS_MAX_MESSAGE_BYTES
 
 from ._aws import aws_errors, make_client
 from ._sqs_entries import entry_retryable, sized_batches
@@ -47,10 +49,6 @@ __all__ = [
     "filter_policy",
     "subscribe_queue",
 ]
-
-
-EVENT_ATTRIBUTE = "taskhop-event"
-"""The message attribute carrying the event's name; subscription filter policies match it."""
 
 _WIRE_ONLY = ("taskhop_event", "trace", "payload_ref")
 _SNS_ID = re.compile(r"[!-~]{1,128}")  # group and deduplication ids: printable ASCII, <= 128
@@ -113,10 +111,18 @@ class SnsCarrier:
         not_sent: list[str] = []
         reasons: list[str] = []
         retryable = False
+        held: set[str | None] = set()  # FIFO groups with an event not accepted
         batches = list(self._batches(entries))
         for index, batch in enumerate(batches):
+            # SNS orders a FIFO group as it accepts its events: one accepted after an earlier
+            # one was refused would run before the caller's retry of it. It waits, not sent.
+            waiting = [entry.event.id for entry in batch if _group(entry) in held]
+            if waiting:
+                not_sent += waiting
+                reasons.append("held back behind an earlier event of its FIFO message group")
+                batch = batches[index] = [entry for entry in batch if _group(entry) not in held]
             try:
-                failed = self._send(batch)
+                failed = self._send(batch) if batch else []
             except TransportError as exc:  # the request failed whole: this and later batches
                 rest = [entry.event.id for later in batches[index:] for entry in later]
                 raise self._error(not_sent + rest, [*reasons, str(exc)], exc.retryable) from exc
@@ -124,6 +130,8 @@ class SnsCarrier:
                 not_sent.append(entry.event.id)
                 reasons.append(reason)
                 retryable = retryable or again
+                if self.fifo:
+                    held.add(_group(entry))
         if not_sent:
             raise self._error(not_sent, reasons, retryable)
 
@@ -219,24 +227,6 @@ class SnsCarrier:
         )
 
 
-def filter_policy(event_names: Sequence[str]) -> dict[str, list[str]]:
-    """The subscription filter policy taking exactly these events (by ``taskhop-event``).
-
-    Raises:
-        ValueError: no names, or more than SNS's 150 filter values per policy.
-
-    """
-    names = sorted(set(event_names))
-    if not names:
-        raise ValueError("filter_policy: a subscription takes at least one event")
-    if len(names) > SNS_MAX_FILTER_VALUES:
-        raise ValueError(
-            f"filter_policy: {len(names)} events, but an SNS filter policy holds at most"
-            f" {SNS_MAX_FILTER_VALUES} values: split the subscriber, or subscribe it to fewer"
-        )
-    return {EVENT_ATTRIBUTE: names}
-
-
 def subscribe_queue(
     topic_arn: str, queue_arn: str, event_names: Sequence[str], *, client: Any
 ) -> str:
@@ -258,6 +248,11 @@ def subscribe_queue(
             ReturnSubscriptionArn=True,
         )
     return str(answer["SubscriptionArn"])
+
+
+def _group(entry: _Entry) -> str | None:
+    """The entry's FIFO message group (None on a standard topic)."""
+    return entry.fields.get("MessageGroupId")
 
 
 def _size(body: bytes, name: str) -> int:

@@ -7,9 +7,10 @@ has no resource-level permissions, is the one ``"*"``, and only with tracing on)
 
 With ``subscriptions=`` and ``triggers=`` (the ``events`` and ``triggers`` sections
 ``taskhop infra render --format cdk-json`` prints) it builds what the SAM render adds: the
-event topic, each subscriber's filtered queue, DLQ, queue policy and mapping, and each
-watched table's stream mapping, checked by the same guardrails (``check_subscriptions``,
-``check_stream_mapping``, ``check_stream_consumers``).
+event topic, each subscriber's filtered queue, DLQ (the subscription's too), queue policies,
+mapping and DLQ alarm, the outbox relay from the job table's stream, and each watched
+table's stream mapping, with an alarm on their on-failure queue, checked by the same
+guardrails (``check_subscriptions``, ``check_stream_mapping``, ``check_stream_consumers``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ from ._guardrails import (
 
 __all__ = ["FAILED_JOBS_QUERY", "TaskhopWorker"]
 
+JOB_TABLE = "JobTable"
+"""The job table, as ``stream_consumers`` names it (the outbox relay reads its stream)."""
+SNS_MANAGED_KEY = "alias/aws/sns"
+"""The event topic's key without ``encryption_key`` (``taskhop infra render`` uses the same)."""
 OPEN_WORKFLOWS_INDEX = "open-workflows"
 """The job table's sparse GSI of open workflows (``taskhop.backends.dynamodb`` makes the same)."""
 FAILED_JOBS_QUERY = "SELECT SUM(jobs_failed) FROM SCHEMA(taskhop, task)"
@@ -85,11 +90,11 @@ class TaskhopWorker(Construct):
         alarm_topic: where the alarms notify; ``None`` creates a topic (``alarm_topic``).
         subscriptions: the ``events`` section ``taskhop infra render`` prints: an event topic
             and per subscriber a filtered queue, its DLQ and mapping (``event_producer_policy``
-            lets producers publish).
+            lets producers publish), and the outbox relay's mapping.
         triggers: its ``triggers`` section: per watched table a stream mapping.
         stream_arns: each watched table's stream ARN, by table name (the table is yours).
         stream_consumers: the readers each watched table's stream has besides this worker
-            (a stream takes at most 2).
+            (a stream takes at most 2); the job table's as ``"JobTable"``.
 
     Attributes:
         producer_policy: a managed policy to attach to producers' roles (send jobs, read
@@ -183,6 +188,8 @@ class TaskhopWorker(Construct):
             if encryption_key is None
             else dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=encryption_key,
+            # Always on: the outbox relay publishes from it; unread it costs nothing.
+            stream=dynamodb.StreamViewType.NEW_IMAGE,
         )
         # Open workflows by due time (sparse: only running workflows with a due time have the
         # keys), read by the workflow sweeper (DynamoStore.due_workflows).
@@ -278,14 +285,31 @@ class TaskhopWorker(Construct):
         }
         self.event_topic: sns.Topic | None = None
         self.event_producer_policy: iam.ManagedPolicy | None = None
-        if subscriptions and subscriptions.get("subscriptions"):
-            self._events(subscriptions, timeout_s, max_receive_count, queue_encryption)
+        # (construct id, queue, description): alarms on any message in these queues.
+        self._watched: list[tuple[str, sqs.IQueue, str]] = []
+        section = subscriptions or {}
+        if section.get("subscriptions") or section.get("relay"):
+            self._events(section, timeout_s, max_receive_count, queue_encryption)
+        streams: list[tuple[Mapping[str, Any], str]] = []
         if triggers:
+            arns = stream_arns or {}
+            missing = [t["table"] for t in triggers if t["table"] not in arns]
+            if missing:
+                raise GuardrailError(f"triggers: stream_arns has no stream ARN for {missing}")
+            streams += [(t, arns[t["table"]]) for t in triggers]
+        if section.get("relay"):
+            streams.append((section["relay"], self._job_stream_arn()))
+        if streams:
             others = stream_consumers or {}
-            check_stream_consumers({t["table"]: 1 + others.get(t["table"], 0) for t in triggers})
-            self._triggers(triggers, dict(stream_arns or {}), queue_encryption)
+            check_stream_consumers({s["table"]: 1 + others.get(s["table"], 0) for s, _ in streams})
+            self._streams(streams, queue_encryption)
         self.alarm_topic = alarm_topic or sns.Topic(self, "AlarmTopic")
         self._alarms()
+
+    def _job_stream_arn(self) -> str:
+        arn = self.table.table_stream_arn
+        assert arn is not None  # the table is made with a stream
+        return arn
 
     def _events(
         self,
@@ -304,7 +328,8 @@ class TaskhopWorker(Construct):
             "EventTopic",
             fifo=fifo_topic or None,
             topic_name=f"{stack}-events" + (".fifo" if fifo_topic else ""),
-            master_key=self.encryption_key,
+            master_key=self.encryption_key
+            or kms.Alias.from_alias_name(self, "SnsManagedKey", SNS_MANAGED_KEY),
         )
         self.event_topic = topic
         consumed: list[str] = []
@@ -337,13 +362,21 @@ class TaskhopWorker(Construct):
                 **extra,
             )
             consumed += [queue.queue_arn, dlq.queue_arn]
-            queue.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid="FromTheTopicOnly",
-                    principals=[iam.ServicePrincipal("sns.amazonaws.com")],  # pyright: ignore[reportArgumentType]
-                    actions=["sqs:SendMessage"],
-                    resources=[queue.queue_arn],
-                    conditions={"ArnEquals": {"aws:SourceArn": topic.topic_arn}},
+            for target in (queue, dlq):  # the DLQ is the subscription's too
+                target.add_to_resource_policy(
+                    iam.PolicyStatement(
+                        sid="FromTheTopicOnly",
+                        principals=[iam.ServicePrincipal("sns.amazonaws.com")],  # pyright: ignore[reportArgumentType]
+                        actions=["sqs:SendMessage"],
+                        resources=[target.queue_arn],
+                        conditions={"ArnEquals": {"aws:SourceArn": topic.topic_arn}},
+                    )
+                )
+            self._watched.append(
+                (
+                    f"{logical}DeadLetters",
+                    dlq,
+                    f"Events for subscriber {sub['task']} are in its dead-letter queue",
                 )
             )
             sns.CfnSubscription(
@@ -355,6 +388,8 @@ class TaskhopWorker(Construct):
                 raw_message_delivery=True,
                 filter_policy_scope="MessageAttributes",
                 filter_policy=dict(sub["filter_policy"]),
+                # What SNS cannot deliver to the queue goes to the DLQ, not away.
+                redrive_policy={"deadLetterTargetArn": dlq.queue_arn},
             )
             self._mapping(
                 f"{logical}Mapping",
@@ -367,20 +402,23 @@ class TaskhopWorker(Construct):
                     "ScalingConfig": {"MaximumConcurrency": self._batch["concurrency"]},
                 },
             )
-        self.function.add_environment("TASKHOP_EVENT_QUEUE_PREFIX", f"{stack}-ev-")
+        if subs:
+            self.function.add_environment("TASKHOP_EVENT_QUEUE_PREFIX", f"{stack}-ev-")
+            self._events_policy.add_statements(
+                iam.PolicyStatement(
+                    sid="EventQueues",
+                    actions=[
+                        "sqs:ReceiveMessage",
+                        "sqs:DeleteMessage",
+                        "sqs:ChangeMessageVisibility",
+                        "sqs:GetQueueAttributes",
+                        "sqs:SendMessage",
+                    ],
+                    resources=consumed,
+                )
+            )
         self.function.add_environment("TASKHOP_EVENT_TOPIC_ARN", topic.topic_arn)
         self._events_policy.add_statements(
-            iam.PolicyStatement(
-                sid="EventQueues",
-                actions=[
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                    "sqs:GetQueueAttributes",
-                    "sqs:SendMessage",
-                ],
-                resources=consumed,
-            ),
             iam.PolicyStatement(
                 sid="EmitEvents", actions=["sns:Publish"], resources=[topic.topic_arn]
             ),
@@ -397,25 +435,26 @@ class TaskhopWorker(Construct):
             statements=statements,
         )
 
-    def _triggers(
-        self,
-        sections: Sequence[Mapping[str, Any]],
-        stream_arns: dict[str, str],
-        encryption: dict[str, Any],
+    def _streams(
+        self, streams: Sequence[tuple[Mapping[str, Any], str]], encryption: dict[str, Any]
     ) -> None:
-        """The on-failure queue and one mapping per watched table's stream."""
-        missing = [s["table"] for s in sections if s["table"] not in stream_arns]
-        if missing:
-            raise GuardrailError(f"triggers: stream_arns has no stream ARN for {missing}")
+        """The on-failure queue and one mapping per (section, stream ARN): triggers, relay."""
         failures = sqs.Queue(
             self, "StreamFailureQueue", retention_period=Duration.days(14), **encryption
         )
-        for section in sections:
+        self._watched.append(
+            (
+                "StreamFailures",
+                failures,
+                "A stream mapping gave up on records (triggers or outbox relay)",
+            )
+        )
+        for section, arn in streams:
             self._mapping(
                 section["logical_id"] + "Mapping",
                 {
                     "FunctionName": self.function.function_name,
-                    "EventSourceArn": stream_arns[section["table"]],
+                    "EventSourceArn": arn,
                     **section["mapping"],
                     "DestinationConfig": {"OnFailure": {"Destination": failures.queue_arn}},
                 },
@@ -430,7 +469,7 @@ class TaskhopWorker(Construct):
                     "dynamodb:DescribeStream",
                     "dynamodb:ListStreams",
                 ],
-                resources=[stream_arns[s["table"]] for s in sections],
+                resources=[arn for _, arn in streams],
             ),
             iam.PolicyStatement(
                 sid="StreamFailures", actions=["sqs:SendMessage"], resources=[failures.queue_arn]
@@ -575,6 +614,9 @@ class TaskhopWorker(Construct):
             ("FailedJobs", failed, 0, 1,
              "Jobs failed (their handler raised on the last attempt)"),
         ]  # fmt: skip
+        for name, queue, description in self._watched:
+            visible = queue.metric_approximate_number_of_messages_visible
+            alarms.append((name, visible(period=minute, statistic="Maximum"), 0, 1, description))
         for name, metric, threshold, periods, description in alarms:
             alarm = cloudwatch.Alarm(
                 self,

@@ -14,16 +14,21 @@ The numbers come from the contracts:
 - the contracts' ``queue`` names (one worker serves one queue: deploy one stack per name),
   and an EventBridge rule per schedule (``sam_events``, to merge into the function's
   ``Events``; the CDK construct takes ``schedules=``);
-- events: an SNS topic (FIFO when a subscriber is ordered), per
-  subscribing task a queue ``<stack>-ev-<task>`` (what the worker's
-  ``$TASKHOP_EVENT_QUEUE_PREFIX`` plus ``subscriber_queue_name`` finds), its DLQ, a queue policy
-  letting only the topic send, the filtered subscription and the queue's mapping;
+- events: an SNS topic (FIFO when a subscriber is ordered; the stack's KMS key, else
+  ``alias/aws/sns``), per subscribing task a queue ``<stack>-ev-<task>`` (what the worker's
+  ``$TASKHOP_EVENT_QUEUE_PREFIX`` plus ``subscriber_queue_name`` finds), its DLQ (also the
+  subscription's, for what SNS cannot deliver), queue policies letting only the topic send,
+  the filtered subscription, the queue's mapping and an alarm on the DLQ; and the outbox
+  relay, a mapping from the job table's stream filtered to its outbox items;
 - table triggers: per watched table, a stream mapping with finite retries, a maximum record
   age, an on-failure queue, partial batch responses and the union of its triggers' filters,
   reading the stream whose ARN is a parameter (``<Table>StreamArn``: the table is yours).
+  Every stream mapping (the relay's too) sends what it gives up on to one on-failure queue,
+  which has an alarm.
 
-``sam_resources``, ``sam_parameters`` and ``sam_environment`` merge into the SAM template's
-``Resources``, ``Parameters`` and the worker's ``Environment.Variables`` (``merge_sam``);
+``sam_resources``, ``sam_parameters``, ``sam_outputs`` and ``sam_environment`` merge into the
+SAM template's ``Resources``, ``Parameters``, ``Outputs`` and the worker's
+``Environment.Variables`` (``merge_sam``);
 ``events`` and ``triggers`` are what the CDK construct takes (``subscriptions=``,
 ``triggers=``).
 """
@@ -44,21 +49,22 @@ from taskhop.infra._guardrails import (
     check_subscriptions,
 )
 from taskhop.sdk import App, Subscription, Trigger
-from taskhop.static_contracts import subscriber_queue_name
+from taskhop.static_contracts import filter_policy, subscriber_queue_name
 from taskhop.static_contracts.limits import (
     LAMBDA_MAX_TIMEOUT,
     LAMBDA_SAFETY_MARGIN,
     SQS_MAX_QUEUE_NAME,
 )
 
-__all__ = ["filter_policy", "merge_sam", "render", "sam_schedule_events"]
+__all__ = ["merge_sam", "merged_template_text", "render", "sam_schedule_events"]
 
 
 def render(app: App, *, stream_consumers: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The parameters and resources an app needs, checked against the guardrails.
 
     ``stream_consumers`` counts the readers a watched table's stream has besides this worker
-    (by table name), for the guardrail of two readers per stream.
+    (by table name; the job table's, which the outbox relay reads, as ``JobTable``), for the
+    guardrail of two readers per stream.
     """
     contracts = [bound.contract for bound in app]
     timed = [c for c in contracts if c.timeout is not None]
@@ -121,8 +127,6 @@ def _words(name: str) -> list[str]:
 
 # -- events and table triggers ------------------------------------------------------------
 
-EVENT_ATTRIBUTE = "taskhop-event"
-"""The message attribute SNS filters on (``taskhop.backends.sns.EVENT_ATTRIBUTE``)."""
 QUEUE_PREFIX = "${AWS::StackName}-ev-"
 """Subscriber queues' names start with the stack's name, so two stacks do not collide."""
 STACK_NAME_ROOM = 32
@@ -133,9 +137,27 @@ STREAM_RECORD_AGE = 3600
 """Seconds after which a stream record is given up on (the stream keeps it 24 h)."""
 STREAM_BATCH = 100
 """Records per stream batch (Lambda's default); the worker stops at the first failure."""
+JOB_TABLE = "JobTable"
+"""The job table, as ``stream_consumers`` names it (its name is the stack's, unknown here)."""
+OUTBOX_FILTER = {
+    "eventName": ["INSERT", "MODIFY"],
+    "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "outbox#"}]}}},
+}
+"""The job table's outbox items (``taskhop.backends.dynamodb``: ``pk = "outbox#<event id>"``).
+
+A removal (the TTL's) publishes nothing, and job records never invoke the relay.
+"""
+SNS_MANAGED_KEY = "alias/aws/sns"
+"""The topic's key without a customer key: SNS's AWS-managed key, whose policy lets this
+account's principals publish through SNS. (SNS delivers to the queues because they use
+SQS-managed encryption: the AWS-managed ``alias/aws/sqs`` key's policy, which no one can
+change, does not let SNS use it.)"""
 _RETENTION = 1_209_600  # 14 days, SQS's longest
 _NO_VALUE = {"Ref": "AWS::NoValue"}
 _KEY = {"Fn::If": ["WithKey", {"Ref": "KmsKeyArn"}, _NO_VALUE]}
+_TOPIC_KEY = {"Fn::If": ["WithKey", {"Ref": "KmsKeyArn"}, SNS_MANAGED_KEY]}
+_ALARM_TOPIC = {"Fn::If": ["WithTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}
+_JOB_STREAM = {"Fn::GetAtt": [JOB_TABLE, "StreamArn"]}
 _SSE = {"Fn::If": ["WithKey", _NO_VALUE, True]}
 NOTES = {
     "events": "SNS takes up to 15 minutes to apply a changed filter policy: an event emitted"
@@ -165,52 +187,67 @@ def _queue_slug(task: str) -> str:
     return slug
 
 
-def filter_policy(events: tuple[str, ...]) -> dict[str, list[str]]:
-    """The subscription's filter policy (as ``taskhop.backends.sns.filter_policy`` makes it)."""
-    return {EVENT_ATTRIBUTE: sorted(set(events))}
-
-
 def events_infra(app: App, stream_consumers: Mapping[str, int]) -> dict[str, Any]:
     """The events and triggers sections, their SAM resources, parameters and notes."""
     subscriptions = sorted(app.events.subscriptions.values(), key=lambda s: s.task)
     by_table: dict[str, list[Trigger]] = {}
     for trigger in sorted(app.triggers.all.values(), key=lambda t: t.task):
         by_table.setdefault(trigger.table.name, []).append(trigger)
-    events = _events_section(subscriptions)
-    triggers = [_trigger_section(table, found) for table, found in sorted(by_table.items())]
+    events = _events_section(subscriptions, relay=bool(app.events.registered))
+    triggers = [_trigger_section(app, table, found) for table, found in sorted(by_table.items())]
     parameters_of = [t["parameter"] for t in triggers]
     if len(set(parameters_of)) < len(parameters_of):
         raise GuardrailError(f"two watched tables share a parameter name: {parameters_of}")
-    check_stream_consumers({t["table"]: 1 + stream_consumers.get(t["table"], 0) for t in triggers})
+    streams = [(t, {"Ref": t["parameter"]}) for t in triggers]
+    if events["relay"]:
+        streams.append((events["relay"], _JOB_STREAM))
+    check_stream_consumers(
+        {s["table"]: 1 + stream_consumers.get(s["table"], 0) for s, _ in streams}
+    )
     resources: dict[str, Any] = {}
     parameters: dict[str, Any] = {}
     environment: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
     notes: list[str] = []
     consume: list[Any] = []
-    if events["subscriptions"]:
+    topic = bool(events["subscriptions"] or events["relay"])
+    if topic:
         resources.update(_sam_events(events, consume))
-        environment["TASKHOP_EVENT_QUEUE_PREFIX"] = {"Fn::Sub": QUEUE_PREFIX}
         environment["TASKHOP_EVENT_TOPIC_ARN"] = {"Ref": "EventTopic"}
+        outputs["EventTopicArn"] = {
+            "Description": "Where events are emitted (SnsCarrier(arn))",
+            "Value": {"Ref": "EventTopic"},
+        }
+        outputs["EventProducerPolicyArn"] = {
+            "Description": "The managed policy a role attaches to emit events",
+            "Value": {"Ref": "EventProducerPolicy"},
+        }
+    if events["subscriptions"]:
+        environment["TASKHOP_EVENT_QUEUE_PREFIX"] = {"Fn::Sub": QUEUE_PREFIX}
         notes += [NOTES["events"], NOTES["stack"]]
+    for section in triggers:
+        parameters[section["parameter"]] = {
+            "Type": "String",
+            "AllowedPattern": "^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/"
+            + re.escape(section["table"])
+            + "/stream/.+$",
+            "Description": f"The stream ARN of table {section['table']} (its triggers"
+            f" {', '.join(section['tasks'])} read it)",
+        }
     if triggers:
-        for section in triggers:
-            parameters[section["parameter"]] = {
-                "Type": "String",
-                "AllowedPattern": "^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/"
-                + re.escape(section["table"])
-                + "/stream/.+$",
-                "Description": f"The stream ARN of table {section['table']} (its triggers"
-                f" {', '.join(section['tasks'])} read it)",
-            }
-        resources.update(_sam_streams(triggers))
         notes.append(NOTES["streams"])
-    if consume or triggers:
-        resources["WorkerEventsPolicy"] = _worker_events_policy(consume, triggers)
+    if streams:
+        resources.update(_sam_streams(streams))
+    if topic or streams:
+        resources["WorkerEventsPolicy"] = _worker_events_policy(
+            consume, topic, [source for _, source in streams]
+        )
     return {
         "events": events,
         "triggers": triggers,
         "sam_resources": resources,
         "sam_parameters": parameters,
+        "sam_outputs": outputs,
         "sam_environment": environment,
         "notes": notes,
     }
@@ -222,19 +259,57 @@ def merge_sam(template: dict[str, Any], rendered: Mapping[str, Any]) -> dict[str
     A rendered name the template already has is an error, never an overwrite.
     """
     merged = copy.deepcopy(template)
-    for section, key in (("Resources", "sam_resources"), ("Parameters", "sam_parameters")):
-        clash = set(merged[section]) & set(rendered[key])
+    sections = (
+        ("Resources", "sam_resources"),
+        ("Parameters", "sam_parameters"),
+        ("Outputs", "sam_outputs"),
+    )
+    for section, key in sections:
+        adding = rendered.get(key, {})
+        clash = set(merged.setdefault(section, {})) & set(adding)
         if clash:
             raise GuardrailError(f"rendered {section} clash with the template's: {sorted(clash)}")
-        merged[section].update(copy.deepcopy(rendered[key]))
+        merged[section].update(copy.deepcopy(adding))
     worker = merged["Resources"]["Worker"]["Properties"]
     worker["Environment"]["Variables"].update(copy.deepcopy(rendered["sam_environment"]))
     worker["Events"].update(copy.deepcopy(rendered["sam_events"]))
     return merged
 
 
-def _events_section(subscriptions: list[Subscription]) -> dict[str, Any]:
-    """What the CDK construct takes as ``subscriptions=``: the topic and each queue."""
+_INSERT_AFTER = {  # (rendered key, the template line its entries go under, their indent)
+    "sam_parameters": ("Parameters:", 2),
+    "sam_resources": ("Resources:", 2),
+    "sam_outputs": ("Outputs:", 2),
+    "sam_environment": ("        Variables:", 10),
+    "sam_events": ("      Events:", 8),
+}
+
+
+def merged_template_text(template: str, rendered: Mapping[str, Any]) -> str:
+    """The SAM template's text with a render merged in: ``merge_sam``'s template, as YAML.
+
+    The template is kept as written (short-form tags, comments); each rendered entry goes
+    under its section as one line of JSON, which YAML reads as a flow mapping. This needs no
+    YAML library, which the Lambda worker's distribution does not require.
+    """
+    lines = template.splitlines(keepends=True)
+    for key, (header, indent) in _INSERT_AFTER.items():
+        entries: Mapping[str, Any] = rendered.get(key, {})
+        [at] = [i for i, line in enumerate(lines) if line.rstrip("\n") == header]
+        for name in entries:
+            taken = re.compile(rf"^ {{{indent}}}{re.escape(name)}:", re.MULTILINE)
+            if taken.search(template):
+                raise GuardrailError(f"rendered {key} clash with the template's: [{name!r}]")
+        added = [f"{' ' * indent}{name}: {json.dumps(value)}\n" for name, value in entries.items()]
+        lines[at + 1 : at + 1] = added
+    return "".join(lines)
+
+
+def _events_section(subscriptions: list[Subscription], *, relay: bool) -> dict[str, Any]:
+    """What the CDK construct takes as ``subscriptions=``: the topic, each queue, the relay.
+
+    ``relay`` (the app registers events) adds the outbox relay's stream mapping.
+    """
     fifo = any(s.ordered for s in subscriptions)
     section: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -247,40 +322,99 @@ def _events_section(subscriptions: list[Subscription]) -> dict[str, Any]:
                 f" ({slug}): rename one"
             )
         seen[logical] = slug
+        try:
+            policy = filter_policy(sub.events)
+        except ValueError as exc:  # over SNS's 150 values: a guardrail, like the others
+            raise GuardrailError(f"subscriber {sub.task!r}: {exc}") from exc
         section.append(
             {
                 "task": sub.task,
                 "slug": slug,
                 "logical_id": logical,
                 "fifo": sub.ordered,
-                "filter_policy": filter_policy(sub.events),
+                "filter_policy": policy,
             }
         )
     check_subscriptions([s["filter_policy"] for s in section])
-    return {"fifo_topic": fifo, "subscriptions": section}
+    outbox = {"Filters": [{"Pattern": json.dumps(OUTBOX_FILTER)}]}
+    return {
+        "fifo_topic": fifo,
+        "subscriptions": section,
+        "relay": {
+            "table": JOB_TABLE,
+            "logical_id": "OutboxRelay",
+            "mapping": _stream_mapping(outbox),
+        }
+        if relay
+        else None,
+    }
 
 
-def _trigger_section(table: str, triggers: list[Trigger]) -> dict[str, Any]:
+def _trigger_section(app: App, table: str, triggers: list[Trigger]) -> dict[str, Any]:
     """One watched table: its stream mapping's settings (the CDK construct's ``triggers=``)."""
-    filters: list[dict[str, Any]] = []
-    for trigger in triggers:
-        for found in trigger.criteria["Filters"]:
-            if found not in filters:  # two triggers may share a pattern
-                filters.append(found)
     return {
         "table": table,
         "logical_id": "Stream" + _camel(table),
         "parameter": _camel(table) + "StreamArn",
         "tasks": [t.task for t in triggers],
-        "mapping": {
-            "StartingPosition": "TRIM_HORIZON",
-            "BatchSize": STREAM_BATCH,
-            "ParallelizationFactor": 1,  # one batch per shard at a time: per-key order
-            "MaximumRetryAttempts": STREAM_RETRIES,
-            "MaximumRecordAgeInSeconds": STREAM_RECORD_AGE,
-            "BisectBatchOnFunctionError": False,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "FilterCriteria": {"Filters": filters},
+        "mapping": _stream_mapping(app.triggers.mapping_criteria(table)),
+    }
+
+
+def _stream_mapping(criteria: dict[str, Any]) -> dict[str, Any]:
+    """A stream mapping's settings, the same for every table's triggers and the relay."""
+    return {
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": STREAM_BATCH,
+        "ParallelizationFactor": 1,  # one batch per shard at a time: per-key order
+        "MaximumRetryAttempts": STREAM_RETRIES,
+        "MaximumRecordAgeInSeconds": STREAM_RECORD_AGE,
+        "BisectBatchOnFunctionError": False,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "FilterCriteria": criteria,
+    }
+
+
+def _dead_letters_alarm(queue: str, description: str) -> dict[str, Any]:
+    """An alarm on any message in ``queue``, in the template's own alarms' style."""
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}],
+            "Statistic": "Maximum",
+            "Period": 60,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [_ALARM_TOPIC],
+            "OKActions": [_ALARM_TOPIC],
+        },
+    }
+
+
+def _from_the_topic(queue: str) -> dict[str, Any]:
+    """A queue policy letting only the event topic send to ``queue``."""
+    return {
+        "Type": "AWS::SQS::QueuePolicy",
+        "Properties": {
+            "Queues": [{"Ref": queue}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "FromTheTopicOnly",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sns.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+                        "Condition": {"ArnEquals": {"aws:SourceArn": {"Ref": "EventTopic"}}},
+                    }
+                ],
+            },
         },
     }
 
@@ -311,7 +445,7 @@ def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
                     "Fn::Sub": "${AWS::StackName}-events" + (".fifo" if fifo_topic else "")
                 },
                 **({"FifoTopic": True} if fifo_topic else {}),
-                "KmsMasterKeyId": _KEY,
+                "KmsMasterKeyId": _TOPIC_KEY,
             },
         },
         "EventProducerPolicy": {
@@ -348,27 +482,13 @@ def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
                 "maxReceiveCount": {"Ref": "MaxReceiveCount"},
             },
         )
-        queue_arn = {"Fn::GetAtt": [queue, "Arn"]}
-        consume += [queue_arn, {"Fn::GetAtt": [dlq, "Arn"]}]
-        resources[f"{logical}QueuePolicy"] = {
-            "Type": "AWS::SQS::QueuePolicy",
-            "Properties": {
-                "Queues": [{"Ref": queue}],
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "FromTheTopicOnly",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "sns.amazonaws.com"},
-                            "Action": "sqs:SendMessage",
-                            "Resource": queue_arn,
-                            "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
-                        }
-                    ],
-                },
-            },
-        }
+        queue_arn, dlq_arn = {"Fn::GetAtt": [queue, "Arn"]}, {"Fn::GetAtt": [dlq, "Arn"]}
+        consume += [queue_arn, dlq_arn]
+        resources[f"{logical}QueuePolicy"] = _from_the_topic(queue)
+        resources[f"{logical}DeadLetterQueuePolicy"] = _from_the_topic(dlq)
+        resources[f"{logical}DeadLettersAlarm"] = _dead_letters_alarm(
+            dlq, f"Events for subscriber {sub['task']} are in its dead-letter queue"
+        )
         resources[f"{logical}Subscription"] = {
             "Type": "AWS::SNS::Subscription",
             "Properties": {
@@ -378,6 +498,9 @@ def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
                 "RawMessageDelivery": True,  # the body is the event envelope itself
                 "FilterPolicyScope": "MessageAttributes",
                 "FilterPolicy": sub["filter_policy"],
+                # What SNS cannot deliver to the queue (a KMS or queue policy fault) goes to
+                # the DLQ rather than being dropped once SNS's retries run out.
+                "RedrivePolicy": {"deadLetterTargetArn": dlq_arn},
             },
         }
         resources[f"{logical}Mapping"] = {
@@ -395,25 +518,29 @@ def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
     return resources
 
 
-def _sam_streams(triggers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The on-failure queue and one mapping per watched table's stream."""
+def _sam_streams(streams: list[tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+    """The on-failure queue, its alarm, and one mapping per (section, stream ARN)."""
     resources: dict[str, Any] = {
-        "StreamFailureQueue": _queue({"Fn::Sub": "${AWS::StackName}-stream-failures"}, False)
+        "StreamFailureQueue": _queue({"Fn::Sub": "${AWS::StackName}-stream-failures"}, False),
+        "StreamFailuresAlarm": _dead_letters_alarm(
+            "StreamFailureQueue", "A stream mapping gave up on records (triggers or outbox relay)"
+        ),
     }
-    for section in triggers:
+    for section, source in streams:
+        properties = {
+            "FunctionName": {"Ref": "Worker"},
+            "EventSourceArn": source,
+            **section["mapping"],
+            "DestinationConfig": {
+                "OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}}
+            },
+        }
+        check_stream_mapping(properties)
         resources[section["logical_id"] + "Mapping"] = {
             "Type": "AWS::Lambda::EventSourceMapping",
             "DependsOn": "WorkerEventsPolicy",
-            "Properties": {
-                "FunctionName": {"Ref": "Worker"},
-                "EventSourceArn": {"Ref": section["parameter"]},
-                **section["mapping"],
-                "DestinationConfig": {
-                    "OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}}
-                },
-            },
+            "Properties": properties,
         }
-        check_stream_mapping(resources[section["logical_id"] + "Mapping"]["Properties"])
     return resources
 
 
@@ -432,8 +559,8 @@ def _key_statement() -> dict[str, Any]:
     }
 
 
-def _worker_events_policy(consume: list[Any], triggers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The worker's rights on exactly the event queues and the watched streams."""
+def _worker_events_policy(consume: list[Any], topic: bool, streams: list[Any]) -> dict[str, Any]:
+    """The worker's rights on exactly the event queues, the topic and the streams it reads."""
     statements: list[Any] = []
     if consume:
         statements.append(
@@ -450,6 +577,7 @@ def _worker_events_policy(consume: list[Any], triggers: list[dict[str, Any]]) ->
                 "Resource": consume,
             }
         )
+    if topic:
         statements.append(
             {
                 "Sid": "EmitEvents",  # ctx.emit and domain events publish from the worker
@@ -458,7 +586,7 @@ def _worker_events_policy(consume: list[Any], triggers: list[dict[str, Any]]) ->
                 "Resource": {"Ref": "EventTopic"},
             }
         )
-    if triggers:
+    if streams:
         statements.append(
             {
                 "Sid": "ReadStreams",
@@ -469,7 +597,7 @@ def _worker_events_policy(consume: list[Any], triggers: list[dict[str, Any]]) ->
                     "dynamodb:DescribeStream",
                     "dynamodb:ListStreams",
                 ],
-                "Resource": [{"Ref": t["parameter"]} for t in triggers],
+                "Resource": streams,
             }
         )
         statements.append(

@@ -229,6 +229,21 @@ def _patch_sqs() -> None:
         if message.visible and message in queue.pending_messages:
             queue.pending_messages.remove(message)
 
+    def pending_message_groups(self: Any) -> set[str]:
+        """FIFO groups held back: those with a message still in flight (not yet visible again).
+
+        Stock moto counts a message in flight until a receive walks past it, even after its
+        visibility ended: one receive then skips a group's first message (the group looks
+        held by later ones), releases those one by one and hands out the last alone, ahead of
+        the rest. SQS gives a group's messages out oldest first, none behind one in flight.
+        """
+        instant = now()
+        return {
+            m.group_id
+            for m in self.pending_messages
+            if m.group_id is not None and not instant > m.visible_at
+        }
+
     def retained(self: Any, queue_name: str, message: Any) -> bool:
         """The retention check, reading the one attribute it needs."""
         period = self.get_queue(queue_name).message_retention_period
@@ -272,6 +287,7 @@ def _patch_sqs() -> None:
     _replace(backend_cls, "receive_message", receive_message)
     _replace(queue_cls, "attributes", property(attributes))
     _replace(queue_cls, "messages", property(messages))
+    _replace(queue_cls, "pending_message_groups", property(pending_message_groups))
     _replace(queue_cls, "delete_message", delete_message)
     _replace(backend_cls, "change_message_visibility", change_message_visibility)
     _replace(backend_cls, "is_message_valid_based_on_retention_period", retained)

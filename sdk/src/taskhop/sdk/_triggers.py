@@ -26,7 +26,7 @@ the field paths, and the shard moves on.
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +42,7 @@ from taskhop.static_contracts import (
 from ._contract import TaskContract
 from ._errors import ValidationError
 from ._tables import (
+    _MAX_FILTERS,  # pyright: ignore[reportPrivateUsage]
     Change,
     ChangeKind,
     Table,
@@ -116,6 +117,14 @@ class Triggers:
         """The triggers watching the table called ``name``."""
         return [t for t in self._triggers.values() if t.table.name == name]
 
+    def mapping_criteria(self, name: str) -> dict[str, Any]:
+        """The ``FilterCriteria`` of table ``name``'s one event source mapping.
+
+        Every filter of its triggers, each once (two triggers may share a pattern): Lambda
+        delivers a record any filter matches, and each trigger filters again (``takes``).
+        """
+        return {"Filters": _union(t.criteria for t in self.of_table(name))}
+
     def add(
         self,
         table: Table[Any],
@@ -161,6 +170,14 @@ class Triggers:
         )
         if task in self._app.tasks:
             raise ContractError(f"trigger {task!r}: a task of this name already exists")
+        filters = _union([*(t.criteria for t in self.of_table(table.name)), criteria])
+        if len(filters) > _MAX_FILTERS:
+            # One mapping per table: its filters are every trigger's, and Lambda takes 5.
+            raise ContractError(
+                f"trigger {task!r}: table {table.name!r}'s triggers would need {len(filters)}"
+                f" filters, over Lambda's default of {_MAX_FILTERS} per event source mapping:"
+                " merge their where= filters"
+            )
         bound = self._app.implement(contract, handler)
         self._triggers[task] = Trigger(task, table, kinds, criteria, tuple(changed), mode)
         return bound
@@ -267,6 +284,16 @@ def serve_stream_records(
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += len(outgoing)
     return StreamAnswer(None, jobs, filtered)
+
+
+def _union(criteria: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The filters of several ``FilterCriteria``, in order, duplicates dropped."""
+    filters: list[dict[str, Any]] = []
+    for one in criteria:
+        for found in one["Filters"]:
+            if found not in filters:
+                filters.append(found)
+    return filters
 
 
 def _sequence(record: Mapping[str, Any]) -> str | None:

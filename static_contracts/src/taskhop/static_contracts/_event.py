@@ -22,15 +22,17 @@ from ._errors import ContractError, EnvelopeError
 from ._ids import new_job_id
 from ._json import JsonValue
 from ._reasons import Reason
-from .limits import SQS_MAX_QUEUE_NAME
+from .limits import SNS_MAX_FILTER_VALUES, SQS_MAX_QUEUE_NAME
 
 __all__ = [
     "DEFAULT_QUEUE_PREFIX",
+    "EVENT_ATTRIBUTE",
     "EVENT_PROTOCOL_VERSION",
     "EventEnvelope",
     "EventSet",
     "StaticEvent",
     "check_pattern",
+    "filter_policy",
     "pattern_matches",
     "static_event",
     "subscriber_queue_name",
@@ -208,6 +210,30 @@ def _match(pattern: list[str], words: list[str]) -> bool:
     if not words:
         return False
     return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
+EVENT_ATTRIBUTE = "taskhop-event"
+"""The message attribute carrying an event's name; subscription filter policies match it."""
+
+
+def filter_policy(event_names: Sequence[str]) -> dict[str, list[str]]:
+    """The subscription filter policy taking exactly these events (by ``EVENT_ATTRIBUTE``).
+
+    The one definition the SNS carrier's ``subscribe_queue`` and the deployment render share.
+
+    Raises:
+        ValueError: no names, or more than SNS's 150 filter values per policy.
+
+    """
+    names = sorted(set(event_names))
+    if not names:
+        raise ValueError("filter_policy: a subscription takes at least one event")
+    if len(names) > SNS_MAX_FILTER_VALUES:
+        raise ValueError(
+            f"filter_policy: {len(names)} events, but an SNS filter policy holds at most"
+            f" {SNS_MAX_FILTER_VALUES} values: split the subscriber, or subscribe it to fewer"
+        )
+    return {EVENT_ATTRIBUTE: names}
 
 
 class EventEnvelope:
