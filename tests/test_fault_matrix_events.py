@@ -191,12 +191,41 @@ def stream_batch() -> list[dict[str, Any]]:
     return records
 
 
-class StreamedStore(FaultyStore):
-    """A memory store whose 'stream' records carry outbox events (as DynamoStore's do)."""
+class OutboxMemoryStore(FaultyStore):
+    """DynamoStore's outbox in memory: the end and its events are one atomic write, and only
+    the write that records the end puts them (a repeat of a recorded end writes nothing). Its
+    'stream' records carry the outbox events, as DynamoStore's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream: list[dict[str, Any]] = []
+        self._writes = threading.Lock()
+
+    def outbox_item(self, event: EventEnvelope) -> dict[str, Any]:
+        return {"outbox": event}
 
     def outbox_event(self, record: Any) -> EventEnvelope | None:
         event: EventEnvelope | None = record.get("outbox")
         return event
+
+    def outbox_entries(self, job_id: str, events: Any) -> list[dict[str, Any]]:
+        return [self.outbox_item(e) for e in events]
+
+    def complete_with_outbox(self, record: Any, entries: list[dict[str, Any]]) -> bool:
+        def transaction() -> bool:
+            with self._writes:
+                before = MemoryStore.get(self, record.id)
+                written = MemoryStore.complete(self, record)
+                if written and not (before is not None and before.status.is_final):
+                    for entry in entries:
+                        seq = str(len(self.stream) + 1)
+                        self.stream.append({**entry, "dynamodb": {"SequenceNumber": seq}})
+                return written
+
+        if self.faults is None:
+            return transaction()
+        answer: bool = self.faults.call("complete", transaction)
+        return answer
 
 
 def lambda_records(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,7 +269,7 @@ def test_a_stream_batch_survives_a_fault_at_each_publish_and_enqueue(
 ) -> None:
     faults = Faults(point, occurrence, mode)
     queue = MemoryQueue(visibility=0.01)
-    store = StreamedStore()
+    store = OutboxMemoryStore()
     app = App(transport=queue, store=store)
     app.carrier = FaultyCarrier(app.carrier, faults)
     real_send = queue.send_many
@@ -269,38 +298,6 @@ def test_a_stream_batch_survives_a_fault_at_each_publish_and_enqueue(
 
 
 # -- create_app(outbox=True): the job's events are written with its end -----------------------
-
-
-class OutboxMemoryStore(StreamedStore):
-    """DynamoStore's outbox in memory: the end and its events are one atomic write, and only
-    the write that records the end puts them (a repeat of a recorded end writes nothing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stream: list[dict[str, Any]] = []
-        self._writes = threading.Lock()
-
-    def outbox_item(self, event: EventEnvelope) -> dict[str, Any]:
-        return {"outbox": event}
-
-    def outbox_entries(self, job_id: str, events: Any) -> list[dict[str, Any]]:
-        return [self.outbox_item(e) for e in events]
-
-    def complete_with_outbox(self, record: Any, entries: list[dict[str, Any]]) -> bool:
-        def transaction() -> bool:
-            with self._writes:
-                before = MemoryStore.get(self, record.id)
-                written = MemoryStore.complete(self, record)
-                if written and not (before is not None and before.status.is_final):
-                    for entry in entries:
-                        seq = str(len(self.stream) + 1)
-                        self.stream.append({**entry, "dynamodb": {"SequenceNumber": seq}})
-                return written
-
-        if self.faults is None:
-            return transaction()
-        answer: bool = self.faults.call("complete", transaction)
-        return answer
 
 
 def outbox_cases() -> Iterator[tuple[str, int, str]]:

@@ -517,6 +517,42 @@ def test_cdk_builds_the_same_events_and_streams(cdk_template: dict[str, Any], ap
     assert tables[table]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
 
 
+def test_an_ordered_subscribers_mapping_is_fifo_shaped(
+    transformed: dict[str, Any], cdk_template: dict[str, Any]
+) -> None:
+    """Lambda takes at most 10 records a batch from a FIFO queue, and no batching window."""
+    resources = transformed["Resources"]
+    bill = resources["EvBillMapping"]["Properties"]
+    assert bill["BatchSize"] == 10
+    assert "MaximumBatchingWindowInSeconds" not in bill
+    audit = resources["EvAuditMapping"]["Properties"]
+    assert audit["BatchSize"] == {"Ref": "BatchSize"}
+    assert audit["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindow"}
+    queues = of_type(cdk_template, "AWS::SQS::Queue")
+    fifo_arns = [
+        {"Fn::GetAtt": [logical, "Arn"]} for logical, q in queues.items() if q.get("FifoQueue")
+    ]
+    mappings = of_type(cdk_template, "AWS::Lambda::EventSourceMapping").values()
+    [cdk_bill] = [m for m in mappings if m["EventSourceArn"] in fifo_arns]
+    assert cdk_bill["BatchSize"] <= 10
+    assert "MaximumBatchingWindowInSeconds" not in cdk_bill
+
+
+@pytest.mark.parametrize(
+    ("fifo", "message"),
+    [
+        ({"BatchSize": 20}, "BatchSize 20 is over the 10 records"),
+        ({"BatchingWindow": 5}, "BatchingWindow must be 0 on a FIFO queue"),
+    ],
+)
+def test_a_fifo_queue_refuses_what_lambda_refuses(fifo: dict[str, Any], message: str) -> None:
+    from taskhop.infra import check_parameters
+
+    check_parameters({"Fifo": "false", **fifo})  # a standard queue takes both
+    with pytest.raises(GuardrailError, match=message):
+        check_parameters({"Fifo": "true", **fifo})
+
+
 def test_cdk_redrives_alarms_and_keys_like_the_render(cdk_template: dict[str, Any]) -> None:
     """Subscriptions redrive to their DLQ, DLQs take the topic, alarms watch them, alias key."""
     queues = of_type(cdk_template, "AWS::SQS::Queue")
@@ -732,3 +768,30 @@ def test_cdk_example_app_deploys_events_and_triggers(app: App, jsii: None, tmp_p
     assert len(mappings) == 1 + 3 + 1 + 1
     assert STREAM_ARN in [m["EventSourceArn"] for m in mappings]
     assert {"EventTopicArn", "EventProducerPolicyArn"} <= set(template["Outputs"])
+
+
+def test_infra_render_template_with_an_app_prints_the_merged_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``taskhop infra render --format template --app m:app``: one file to deploy."""
+    from taskhop.sdk import load_app
+    from taskhop.sdk._cli import main
+
+    (tmp_path / "evapp.py").write_text(
+        "import attrs\n"
+        "from taskhop.sdk import Event, JobContext, create_app, define_event\n\n\n"
+        "@attrs.frozen\nclass Placed:\n    order_id: str\n\n\n"
+        "placed = define_event('order.placed', payload=Placed)\n"
+        "app = create_app()\napp.event(placed)\n\n\n"
+        "@app.on(placed)\ndef bill(event: Event[Placed], ctx: JobContext) -> None: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["infra", "render", "--format", "template", "--app", "evapp:app"]) == 0
+    captured = capsys.readouterr()
+    assert "note:" in captured.err  # the filter-policy delay, on stderr
+    (tmp_path / "template.yaml").write_text(captured.out)
+    expected = merged(render(load_app("evapp:app")))
+    assert json.loads(json.dumps(cfn_yaml(tmp_path / "template.yaml"))) == json.loads(
+        json.dumps(expected)
+    )
+    assert "EvBillSubscription" in expected["Resources"]

@@ -33,8 +33,10 @@ from typing import Any
 
 from taskhop.static_contracts import TaskhopError
 from taskhop.static_contracts.limits import (
+    LAMBDA_MAX_FILTERS,
     LAMBDA_MAX_TIMEOUT,
     SNS_MAX_FILTER_VALUES,
+    SQS_FIFO_MAX_BATCH,
     SQS_MAX_VISIBILITY,
 )
 
@@ -67,7 +69,7 @@ VISIBILITY_FACTOR = 6
 """The queue's visibility timeout over the function timeout, at least."""
 SNS_MAX_SUBSCRIPTIONS = 200
 """SNS's quota of subscription filter policies per topic (one per subscribing task)."""
-STREAM_MAX_FILTERS = 5
+STREAM_MAX_FILTERS = LAMBDA_MAX_FILTERS
 """Lambda's default quota of filters per event source mapping."""
 STREAM_MAX_CONSUMERS = 2
 """Readers per DynamoDB stream before its shards throttle them (AWS's advice)."""
@@ -106,6 +108,15 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
             f"MaxReceiveCount {receives} is under {MIN_RECEIVES}: throttled batches would reach"
             " the DLQ without a real failure"
         )
+    if str(parameters.get("Fifo", "false")).lower() == "true":
+        batch = int(parameters.get("BatchSize", SQS_FIFO_MAX_BATCH))
+        if batch > SQS_FIFO_MAX_BATCH:
+            raise GuardrailError(
+                f"BatchSize {batch} is over the {SQS_FIFO_MAX_BATCH} records a batch from a"
+                " FIFO queue may hold"
+            )
+        if int(parameters.get("BatchingWindow", 0)):
+            raise GuardrailError("BatchingWindow must be 0 on a FIFO queue (Lambda has none)")
 
 
 def check_subscriptions(filter_policies: Sequence[Mapping[str, Sequence[Any]]]) -> None:

@@ -35,6 +35,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from taskhop.static_contracts import subscriber_queue_name
+from taskhop.static_contracts.limits import SQS_FIFO_MAX_BATCH
 
 from ._guardrails import (
     DEFAULT_RECEIVES,
@@ -396,8 +397,15 @@ class TaskhopWorker(Construct):
                 {
                     "FunctionName": self.function.function_name,
                     "EventSourceArn": queue.queue_arn,
-                    "BatchSize": self._batch["batch_size"],
-                    "MaximumBatchingWindowInSeconds": self._batch["window"],
+                    # FIFO: at most 10 a batch and no batching window (Lambda refuses both).
+                    **(
+                        {"BatchSize": min(self._batch["batch_size"], SQS_FIFO_MAX_BATCH)}
+                        if fifo
+                        else {
+                            "BatchSize": self._batch["batch_size"],
+                            "MaximumBatchingWindowInSeconds": self._batch["window"],
+                        }
+                    ),
                     "FunctionResponseTypes": ["ReportBatchItemFailures"],
                     "ScalingConfig": {"MaximumConcurrency": self._batch["concurrency"]},
                 },

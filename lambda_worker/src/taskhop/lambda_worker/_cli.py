@@ -102,7 +102,9 @@ def register(commands: Any) -> None:
         "render", help="print the SAM template, or an app's SAM parameters or CDK context"
     )
     render.add_argument(
-        "--app", help="module:attribute of the App (for sam and cdk-json; default $TASKHOP_APP)"
+        "--app",
+        help="module:attribute of the App (for sam and cdk-json, default $TASKHOP_APP; with"
+        " template, the template with the app's events and triggers merged in)",
     )
     render.add_argument(
         "--format",
@@ -118,9 +120,9 @@ def infra_render(args: argparse.Namespace) -> int:
     from taskhop.infra import GuardrailError, sam_template
     from taskhop.sdk import load_app
 
-    from ._infra import render
+    from ._infra import merged_template_text, render
 
-    if args.format == "template":
+    if args.format == "template" and not args.app:  # only --app: $TASKHOP_APP is for the others
         sys.stdout.write(sam_template())
         return 0
     app_ref = args.app or os.environ.get("TASKHOP_APP")
@@ -134,7 +136,9 @@ def infra_render(args: argparse.Namespace) -> int:
         raise SystemExit(f"guardrail: {exc}") from None
     for note in rendered.get("notes", ()):  # deploy notes (SNS filter propagation, ...)
         print(f"note: {note}", file=sys.stderr)
-    if args.format == "sam":
+    if args.format == "template":
+        sys.stdout.write(merged_template_text(sam_template(), rendered))
+    elif args.format == "sam":
         overrides = " ".join(f"{k}={v}" for k, v in rendered["parameters"].items())
         print(json.dumps({**rendered, "parameter_overrides": overrides}, indent=2))
     else:

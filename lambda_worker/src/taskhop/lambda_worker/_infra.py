@@ -53,6 +53,7 @@ from taskhop.static_contracts import filter_policy, subscriber_queue_name
 from taskhop.static_contracts.limits import (
     LAMBDA_MAX_TIMEOUT,
     LAMBDA_SAFETY_MARGIN,
+    SQS_FIFO_MAX_BATCH,
     SQS_MAX_QUEUE_NAME,
 )
 
@@ -509,8 +510,15 @@ def _sam_events(events: dict[str, Any], consume: list[Any]) -> dict[str, Any]:
             "Properties": {
                 "FunctionName": {"Ref": "Worker"},
                 "EventSourceArn": queue_arn,
-                "BatchSize": {"Ref": "BatchSize"},
-                "MaximumBatchingWindowInSeconds": {"Ref": "BatchingWindow"},
+                # FIFO: at most 10 a batch and no batching window (Lambda refuses both).
+                **(
+                    {"BatchSize": SQS_FIFO_MAX_BATCH}
+                    if fifo
+                    else {
+                        "BatchSize": {"Ref": "BatchSize"},
+                        "MaximumBatchingWindowInSeconds": {"Ref": "BatchingWindow"},
+                    }
+                ),
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
                 "ScalingConfig": {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}},
             },

@@ -35,6 +35,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 import attrs
 from cattrs import Converter
 from taskhop.static_contracts import ContractError
+from taskhop.static_contracts.limits import LAMBDA_MAX_FILTERS
 
 from ._converter import field_errors
 from ._errors import FieldError, ValidationError
@@ -57,7 +58,6 @@ __all__ = [
 T = TypeVar("T")
 ChangeKind = Literal["insert", "modify", "remove"]
 _EVENT_NAMES: dict[str, ChangeKind] = {"INSERT": "insert", "MODIFY": "modify", "REMOVE": "remove"}
-_MAX_FILTERS = 5  # Lambda's default quota of filters per event source mapping
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
@@ -351,10 +351,10 @@ def filter_criteria(
             if group:
                 pattern = {image: _image_pattern(table, alternative)}
                 patterns.append({"eventName": group, "dynamodb": pattern})
-    if len(patterns) > _MAX_FILTERS:
+    if len(patterns) > LAMBDA_MAX_FILTERS:
         raise ContractError(
             f"table {table.name!r}: this filter needs {len(patterns)} patterns, over Lambda's "
-            f"default of {_MAX_FILTERS} per event source mapping (a removal takes its own)"
+            f"default of {LAMBDA_MAX_FILTERS} per event source mapping (a removal takes its own)"
         )
     return {"Filters": [{"Pattern": json.dumps(p)} for p in patterns]}
 

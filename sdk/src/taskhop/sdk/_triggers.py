@@ -38,11 +38,12 @@ from taskhop.static_contracts import (
     RetrySpec,
     TransportError,
 )
+from taskhop.static_contracts.limits import LAMBDA_MAX_FILTERS
 
 from ._contract import TaskContract
 from ._errors import ValidationError
+from ._store import outbox_of
 from ._tables import (
-    _MAX_FILTERS,  # pyright: ignore[reportPrivateUsage]
     Change,
     ChangeKind,
     Table,
@@ -171,11 +172,11 @@ class Triggers:
         if task in self._app.tasks:
             raise ContractError(f"trigger {task!r}: a task of this name already exists")
         filters = _union([*(t.criteria for t in self.of_table(table.name)), criteria])
-        if len(filters) > _MAX_FILTERS:
+        if len(filters) > LAMBDA_MAX_FILTERS:
             # One mapping per table: its filters are every trigger's, and Lambda takes 5.
             raise ContractError(
                 f"trigger {task!r}: table {table.name!r}'s triggers would need {len(filters)}"
-                f" filters, over Lambda's default of {_MAX_FILTERS} per event source mapping:"
+                f" filters, over Lambda's default of {LAMBDA_MAX_FILTERS} per event source mapping:"
                 " merge their where= filters"
             )
         bound = self._app.implement(contract, handler)
@@ -248,10 +249,10 @@ def serve_stream_records(
     from ._worker import OutcomeKind
 
     jobs = filtered = 0
-    outbox = getattr(app.store, "outbox_event", None)
+    outbox = outbox_of(app.store)
     for record in records:
         sequence = _sequence(record) or ""
-        event = None if outbox is None else outbox(record)
+        event = None if outbox is None else outbox.outbox_event(record)
         if event is not None:  # the job table's outbox: publish, and go on only once it is
             try:
                 app.carrier.publish([event])

@@ -10,11 +10,13 @@ __all__ = [
     "DYNAMODB_MAX_ITEM_BYTES",
     "DYNAMODB_MAX_TRANSACT_BYTES",
     "DYNAMODB_MAX_TRANSACT_ITEMS",
+    "LAMBDA_MAX_FILTERS",
     "LAMBDA_MAX_TIMEOUT",
     "LAMBDA_SAFETY_MARGIN",
     "SNS_MAX_BATCH_ENTRIES",
     "SNS_MAX_FILTER_VALUES",
     "SNS_MAX_MESSAGE_BYTES",
+    "SQS_FIFO_MAX_BATCH",
     "SQS_MAX_BATCH_ENTRIES",
     "SQS_MAX_DELAY",
     "SQS_MAX_MESSAGE_BYTES",
@@ -31,6 +33,9 @@ SQS_MAX_VISIBILITY = 43_200
 SQS_MAX_MESSAGE_BYTES = 1024 * 1024
 """The largest SQS message, and the largest ``SendMessageBatch`` request in total: 1 MiB."""
 
+SQS_FIFO_MAX_BATCH = 10
+"""Records per Lambda batch from a FIFO queue; a FIFO mapping has no batching window."""
+
 SQS_MAX_BATCH_ENTRIES = 10
 """Entries in one ``SendMessageBatch`` / ``DeleteMessageBatch`` request."""
 
@@ -42,6 +47,9 @@ DYNAMODB_MAX_TRANSACT_ITEMS = 100
 
 DYNAMODB_MAX_TRANSACT_BYTES = 4 * 1024 * 1024
 """The items of one ``TransactWriteItems`` request together: 4 MB."""
+
+LAMBDA_MAX_FILTERS = 5
+"""Filters in one event source mapping's ``FilterCriteria`` (Lambda's default quota)."""
 
 LAMBDA_MAX_TIMEOUT = 900
 """The longest a Lambda function may run: 15 min."""
