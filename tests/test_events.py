@@ -351,3 +351,40 @@ def test_emit_many_validates_everything_first_then_publishes_once(
     harness.join()
     assert len(ids) == 3
     assert seen.runs == {"audit": 3, "bill": 3}
+
+
+def test_an_ordered_subscriber_gets_each_keys_events_in_order_in_process() -> None:
+    """The embedded default keeps per-key order too: three workers, one key's event failing
+    once holds that key's later events until its retry succeeds; other keys go on."""
+    import time
+
+    from taskhop.sdk import create_app
+    from taskhop.sdk.memory import MemoryQueue, MemoryStore
+
+    queue = MemoryQueue(workers=3, visibility=0.01)
+    app = create_app(queue=queue, store=MemoryStore())
+    app.event(placed)
+    order: dict[str, list[int]] = {}
+    lock = threading.Lock()
+    failed: list[int] = []
+
+    @app.on(placed, ordered=True, retry={"attempts": 3, "delay": 0.05, "jitter": False})
+    def bill(event: Event[Placed], ctx: JobContext) -> None:
+        with lock:
+            order.setdefault(event.payload.order_id, []).append(event.payload.total)
+        if event.payload.order_id == "A" and event.payload.total == 2 and not failed:
+            failed.append(1)
+            raise ConnectionError("the ledger is down for a moment")
+        time.sleep(0.002)
+
+    queue.serve(app)
+    try:
+        for n in range(1, 6):
+            app.emit_many(placed, [Placed(key, n) for key in "ABC"])
+        queue.join(timeout=20)
+    finally:
+        app.close()
+    assert order["A"] == [1, 2, 2, 3, 4, 5]
+    assert order["B"] == [1, 2, 3, 4, 5]
+    assert order["C"] == [1, 2, 3, 4, 5]
+    assert queue.dead_letters == []

@@ -174,10 +174,15 @@ def delivery_envelope(app: App, event: EventEnvelope, subscriber: str) -> Envelo
     """``subscriber``'s job for ``event``: the envelope every delivery of it turns into.
 
     The input is the event (name, id, key, time, payload); the job id derives from the
-    event's id and the subscriber, and the trace is the emitter's.
+    event's id and the subscriber, and the trace is the emitter's. An ordered subscriber's
+    job carries the event's key (its name if it has none) as its ``group`` header, the group
+    an in-process queue keeps in order (SQS FIFO gets it from the message instead).
     """
     bound = app.get(subscriber)
+    sub = app.events.subscriptions.get(subscriber)
+    group = (event.key if event.key is not None else event.name) if sub and sub.ordered else None
     return Envelope(
+        headers=None if group is None else {"group": group},
         task=subscriber,
         input=None if event.payload_ref else event_input(event),
         id=delivery_job_id(event.id, subscriber),

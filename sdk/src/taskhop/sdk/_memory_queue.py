@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from taskhop.static_contracts import Envelope, Reason, TransportError
@@ -47,6 +47,10 @@ class MemoryQueue:
     outage) comes back after ``visibility`` seconds, and one received ``max_receives`` times
     moves to ``dead_letters`` (SQS's redrive policy), so no message is ever dropped.
 
+    Envelopes with a ``group`` header keep a FIFO queue's order within their group (an
+    ordered subscriber's events per key): one message of a group is taken at a time, oldest
+    first, and one hidden for a retry holds the group's later messages until it is done.
+
     Args:
         workers: worker threads.
         visibility: seconds before a message whose processing raised is delivered again.
@@ -64,7 +68,8 @@ class MemoryQueue:
         self._workers = workers
         self.visibility = visibility
         self.max_receives = max_receives
-        self._heap: list[tuple[float, int, bytes, int]] = []  # (ready at, seq, body, receives)
+        self._heap: list[_Message] = []
+        self._busy_groups: set[str] = set()  # groups with a message in flight
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._in_flight = 0
@@ -88,7 +93,9 @@ class MemoryQueue:
         with self._cond:
             self._check_open([e.id for e in envelopes])
             for envelope in envelopes:
-                self._push(envelope.encode(), now + envelope.delay_seconds())
+                group = (envelope.headers or {}).get("group")
+                self._push(_Message(now + envelope.delay_seconds(), next(self._seq),
+                                    envelope.encode(), 0, group))  # fmt: skip
             self._cond.notify_all()
             start = self._lazy and not self._threads
         if start:
@@ -98,7 +105,7 @@ class MemoryQueue:
         """Queue bytes as they are (to test what workers do with poison messages)."""
         with self._cond:
             self._check_open([])
-            self._push(body, time.monotonic() + delay)
+            self._push(_Message(time.monotonic() + delay, next(self._seq), body, 0))
             self._cond.notify_all()
             start = self._lazy and not self._threads
         if start:
@@ -179,8 +186,8 @@ class MemoryQueue:
                 "the memory queue is closed", job_ids=tuple(job_ids), retryable=False
             )
 
-    def _push(self, body: bytes, ready_at: float, receives: int = 0) -> None:
-        heapq.heappush(self._heap, (ready_at, next(self._seq), body, receives))
+    def _push(self, message: _Message) -> None:
+        heapq.heappush(self._heap, message)
 
     def _start(self) -> None:
         with self._cond:
@@ -193,59 +200,101 @@ class MemoryQueue:
                 self._threads.append(thread)
                 thread.start()
 
-    def _take(self) -> tuple[bytes, int] | None:
-        """The next visible message and its receive count, this receive included."""
+    def _take(self) -> _Message | None:
+        """The next visible message, its receive count raised by this receive."""
         with self._cond:
             while not self._stopping:
-                if self._heap:
-                    wait = self._heap[0][0] - time.monotonic()
-                    if wait <= 0:
-                        _, _, body, receives = heapq.heappop(self._heap)
-                        if receives >= self.max_receives:  # the redrive policy moves it
-                            moved = DeadLetter(body, Reason.MAX_RECEIVES, None, None)
-                            self.dead_letters.append(moved)
-                            self._cond.notify_all()
-                            continue
-                        self._in_flight += 1
-                        return body, receives + 1
-                    self._cond.wait(wait)
-                else:
-                    self._cond.wait()
+                message, wait = self._next(time.monotonic())
+                if message is not None:
+                    if message.receives >= self.max_receives:  # the redrive policy moves it
+                        moved = DeadLetter(message.body, Reason.MAX_RECEIVES, None, None)
+                        self.dead_letters.append(moved)
+                        self._cond.notify_all()
+                        continue
+                    self._in_flight += 1
+                    if message.group is not None:
+                        self._busy_groups.add(message.group)
+                    return replace(message, receives=message.receives + 1)
+                self._cond.wait(wait)
             return None
+
+    def _next(self, now: float) -> tuple[_Message | None, float | None]:
+        """Pop the message to deliver now, or say how long until one may be (None: unknown).
+
+        A grouped message may go only when it is its group's oldest and no other message of
+        the group is in flight; ungrouped ones go by visibility alone.
+        """
+        if not any(m.group is not None for m in self._heap):  # the common case: a heap pop
+            if not self._heap:
+                return None, None
+            if self._heap[0].ready_at <= now:
+                return heapq.heappop(self._heap), None
+            return None, self._heap[0].ready_at - now
+        oldest: dict[str, int] = {}
+        for m in self._heap:
+            if m.group is not None and (m.group not in oldest or m.seq < oldest[m.group]):
+                oldest[m.group] = m.seq
+        eligible = [
+            m
+            for m in self._heap
+            if m.group is None or (m.group not in self._busy_groups and oldest[m.group] == m.seq)
+        ]
+        if not eligible:
+            return None, None  # a group's message in flight: its end notifies
+        first = min(eligible)
+        if first.ready_at > now:
+            return None, first.ready_at - now
+        self._heap.remove(first)
+        heapq.heapify(self._heap)
+        return first, None
 
     def _run(self) -> None:
         assert self._app is not None
         worker = self._app.worker()
-        while (taken := self._take()) is not None:
-            body, receives = taken
+        while (message := self._take()) is not None:
             try:
-                self._apply(body, receives, worker.process(body, attempt=receives))
+                outcome = worker.process(message.body, attempt=message.receives)
+                self._apply(message, outcome)
             except Exception:  # a store outage, say: it comes back, as on SQS
                 _log.exception("message could not be processed; delivering it again")
-                self._requeue(body, self.visibility, receives)
+                self._requeue(message, self.visibility)
             finally:
                 with self._cond:
                     self._in_flight -= 1
+                    if message.group is not None:
+                        self._busy_groups.discard(message.group)
                     self._cond.notify_all()
 
-    def _apply(self, body: bytes, receives: int, outcome: Outcome) -> None:
+    def _apply(self, message: _Message, outcome: Outcome) -> None:
         """Carry out the queue actions ``outcome`` calls for (``queue_actions``), SQS-style.
 
         The dead-letter list is this queue's DLQ. Hiding a message for a retry stands for
         ChangeMessageVisibility: the same message comes back, one receive later. A re-send is
         a new message, the body as it arrived, whose receive count starts again.
         """
-        actions = queue_actions(outcome, has_dlq=True, receives=receives)
+        actions = queue_actions(outcome, has_dlq=True, receives=message.receives)
         if actions.dead_letter is not None:
             self.dead_letters.append(
-                DeadLetter(body, actions.dead_letter, outcome.job_id, outcome.error)
+                DeadLetter(message.body, actions.dead_letter, outcome.job_id, outcome.error)
             )
-        if actions.resend_after is not None:
-            self._requeue(body, actions.resend_after)
+        if actions.resend_after is not None:  # a new message: the back of its group
+            self._requeue(replace(message, seq=next(self._seq), receives=0), actions.resend_after)
         elif actions.hide_for is not None:
-            self._requeue(body, actions.hide_for, receives)
+            self._requeue(message, actions.hide_for)
 
-    def _requeue(self, body: bytes, delay: float, receives: int = 0) -> None:
+    def _requeue(self, message: _Message, delay: float) -> None:
+        """Make ``message`` visible again after ``delay``; it keeps its place in its group."""
         with self._cond:
-            self._push(body, time.monotonic() + delay, receives)
+            self._push(replace(message, ready_at=time.monotonic() + delay))
             self._cond.notify_all()
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Message:
+    """A queued message, ordered by when it is visible, then by when it was sent."""
+
+    ready_at: float
+    seq: int
+    body: bytes = field(compare=False)
+    receives: int = field(compare=False)
+    group: str | None = field(default=None, compare=False)
