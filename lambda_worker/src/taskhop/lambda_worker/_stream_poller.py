@@ -44,9 +44,8 @@ _log = logging.getLogger("taskhop.local")
 
 
 def table_criteria(app: App, table: str) -> dict[str, Any]:
-    """The mapping's ``FilterCriteria`` for ``table``: every filter of its triggers (any one)."""
-    triggers = app.triggers.of_table(table)
-    return {"Filters": [f for t in triggers for f in t.criteria["Filters"]]}
+    """The mapping's ``FilterCriteria`` for ``table``: its triggers' filters, each once."""
+    return app.triggers.mapping_criteria(table)
 
 
 class LocalStreamPoller:
@@ -100,6 +99,8 @@ class LocalStreamPoller:
         self.starting_position = starting_position
         self.region = stream_arn.split(":")[3]
         self.invocations = 0
+        self.records = 0
+        """Records read from the stream, those the filter dropped too."""
         self.discarded: list[dict[str, Any]] = []
         self._iterators: dict[str, str] = {}  # open shard -> where its next read starts
         self._closed: set[str] = set()
@@ -110,6 +111,16 @@ class LocalStreamPoller:
     def stop(self) -> None:
         """Stop after the batch in flight."""
         self._stop.set()
+
+    def open(self) -> None:
+        """Open each shard's iterator now, so LATEST means from here, not from the first poll."""
+        if not self._iterators:
+            self._discover()
+
+    @property
+    def retrying(self) -> bool:
+        """Whether a shard waits on a failed record (its next poll delivers it again)."""
+        return bool(self._failures)
 
     def run(self, *, idle_exit: float | None = None, interval: float = 0.25) -> None:
         """Poll until ``stop()`` (or ``idle_exit`` seconds with nothing to read)."""
@@ -168,6 +179,7 @@ class LocalStreamPoller:
             ShardIterator=self._iterators[shard], Limit=self.batch_size
         )
         records = [self._record(r) for r in answer.get("Records", [])]
+        self.records += len(records)
         following = answer.get("NextShardIterator")
         batch = [r for r in records if self.criteria is None or matches(self.criteria, r)]
         failed = self._deliver(batch) if batch else None
