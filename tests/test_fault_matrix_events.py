@@ -208,6 +208,9 @@ class OutboxMemoryStore(FaultyStore):
         event: EventEnvelope | None = record.get("outbox")
         return event
 
+    def outbox_events(self, since: Any = None) -> list[EventEnvelope]:
+        return [record["outbox"] for record in self.stream]
+
     def outbox_entries(self, job_id: str, events: Any) -> list[dict[str, Any]]:
         return [self.outbox_item(e) for e in events]
 

@@ -365,3 +365,92 @@ def test_outbox_mode_needs_a_store_with_an_outbox() -> None:
 
     with pytest.raises(TaskhopError, match=r"outbox=True needs a store with an outbox"):
         create_app(queue=MemoryQueue(), store=MemoryStore(), outbox=True)
+
+
+def test_what_the_relay_gave_up_on_is_published_again_and_runs_once(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    """SNS down past the mapping's retries: the relay discards the records (its on-failure
+    queue says which), but the outbox still holds the events; ``republish_outbox`` sends
+    them, and a second republish runs no subscriber twice."""
+    import datetime as dt
+
+    from taskhop.lambda_worker import LocalStreamPoller, make_handler
+
+    app, harness, session, runs = outbox_stack
+    handle = app.get("place").dispatch("o5")
+    harness.drain()
+    assert handle.result(timeout=5) == Placed("o5", 2)
+    real = app.carrier
+
+    class Down:
+        def publish(self, events: Any) -> None:
+            raise ConnectionError("SNS is down")
+
+        def close(self) -> None: ...
+
+    app.carrier = Down()
+    table = app.store.table  # type: ignore[union-attr]
+    arn = session.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    outbox_only = {
+        "Filters": [{"Pattern": '{"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "outbox#"}]}}}}'}]
+    }
+    relay_ = LocalStreamPoller(
+        make_handler(app, sqs_client=harness.sqs),
+        arn,
+        session.client("dynamodbstreams"),
+        criteria=outbox_only,
+        max_retries=1,
+    )
+    while relay_.poll_once():
+        pass
+    assert len(relay_.discarded) == 2  # both events given up on, one record at a time
+    harness.drain()
+    assert [k for k in runs if k.startswith("order.")] == []
+    app.carrier = real
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert app.republish_outbox(since=later) == []
+    ids = app.republish_outbox()
+    assert sorted(ids) == sorted([f"{handle.id}.e0", f"{handle.id}.p0"])
+    harness.drain()
+    assert app.republish_outbox() == ids  # again: the subscribers' jobs are already done
+    harness.drain()
+    assert runs["order.placed:o5"] == 1
+    assert runs["order.shipped:o5"] == 1
+
+
+def test_events_republish_on_the_command_line(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from taskhop.sdk._cli import main
+
+    app, harness, _session, _runs = outbox_stack
+    app.get("place").dispatch("o6")
+    harness.drain()
+    capsys.readouterr()  # the worker's job lines
+    (tmp_path / "republish_app.py").write_text(
+        "import os\n"
+        "from taskhop.backends.dynamodb import DynamoStore\n"
+        "from taskhop.backends.sqs import SqsQueue\n"
+        "from taskhop.sdk import create_app\n"
+        "app = create_app(SqsQueue(os.environ['T_QUEUE']), DynamoStore(os.environ['T_TABLE']))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("T_QUEUE", harness.url)
+    monkeypatch.setenv("T_TABLE", app.store.table)  # type: ignore[union-attr]
+    assert main(["events", "republish", "--app", "republish_app:app", "--since", "2026-01-01"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["republished"] == 2
+    assert sorted(i.rsplit(".", 1)[1] for i in answer["event_ids"]) == ["e0", "p0"]
+    with pytest.raises(SystemExit) as refused:
+        main(["events", "republish", "--app", "republish_app:app", "--since", "yesterday"])
+    assert refused.value.code == 2
+    assert "not an ISO 8601 time: 'yesterday'" in capsys.readouterr().err

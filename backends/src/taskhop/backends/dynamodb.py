@@ -42,9 +42,10 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
@@ -232,6 +233,26 @@ class DynamoStore(BaseJobStore):
             return None
         body: Any = image["event"]["S"]
         return EventEnvelope.decode(str(body))
+
+    def outbox_events(self, since: datetime | None = None) -> Iterator[EventEnvelope]:
+        """The events the outbox holds, emitted at ``since`` or later (``republish_outbox``).
+
+        Each stays until ``retention`` ends, so what the stream relay gave up on can be
+        published again. A Scan of the whole table, paged: an operator's tool, not a hot path.
+        """
+        pages = self.client.get_paginator("scan").paginate(
+            TableName=self.table,
+            FilterExpression="begins_with(pk, :outbox)",
+            ExpressionAttributeValues={":outbox": {"S": "outbox#"}},
+            ProjectionExpression="pk, event",
+        )
+        with aws_errors(StoreError, f"read the outbox of table {self.table}"):
+            for page in pages:
+                items: list[dict[str, Any]] = cast("Any", page.get("Items", []))
+                for item in items:
+                    event = EventEnvelope.decode(str(item["event"]["S"]))
+                    if since is None or event.emitted_at >= since:
+                        yield event
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from cattrs import Converter
@@ -64,6 +65,9 @@ I = TypeVar("I")
 O = TypeVar("O")
 P = TypeVar("P")
 T = TypeVar("T")
+
+_REPUBLISH_BATCH = 100
+"""Events handed to the carrier at once by ``republish_outbox`` (it batches them further)."""
 
 
 class App:
@@ -567,6 +571,34 @@ class App:
                 " DynamoStore, whose table's stream publishes it"
             )
         return store.outbox_item(envelope)
+
+    def republish_outbox(self, *, since: datetime | None = None) -> list[str]:
+        """Publish again the events the store's outbox holds, emitted at ``since`` or later.
+
+        For when the stream relay gave up on some (its on-failure queue and alarm say so, with
+        the shard and sequence numbers but not the events): the outbox keeps each event until
+        the store's retention ends. Publishing one again is safe, since every subscriber still
+        runs it once. Returns the ids published.
+
+        Raises:
+            TaskhopError: the app's store keeps no outbox.
+
+        """
+        store = outbox_of(self.store)
+        if store is None:
+            raise TaskhopError(f"the app's store ({type(self.store).__name__}) keeps no outbox")
+        published: list[str] = []
+        batch: list[EventEnvelope] = []
+        for event in store.outbox_events(since):
+            batch.append(event)
+            if len(batch) == _REPUBLISH_BATCH:
+                self.carrier.publish(batch)
+                published += [e.id for e in batch]
+                batch = []
+        if batch:
+            self.carrier.publish(batch)
+            published += [e.id for e in batch]
+        return published
 
     async def aemit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:
         """``emit`` for async code: the publish runs off the event loop."""

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,28 @@ def _job_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc_time(text: str) -> datetime:
+    """An ISO 8601 time; one without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _events_republish(args: argparse.Namespace) -> int:
+    """``taskhop events republish``: ``App.republish_outbox``, answered as one JSON object."""
+    from ._errors import TaskhopError
+
+    app = load_app(args.app)
+    try:
+        ids = app.republish_outbox(since=args.since)
+    except TaskhopError as exc:
+        raise SystemExit(f"--app {args.app}: {exc}") from None
+    print(json.dumps({"republished": len(ids), "event_ids": ids}))
+    return 0
+
+
 def _workflows_of(args: argparse.Namespace) -> WorkflowEngine:
     """The loaded app's workflow engine; exits as ``jobs status`` does if its store keeps none."""
     from ._errors import TaskhopError
@@ -363,6 +386,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry.add_argument("--app", **APP_OPTION)
     retry.add_argument("--dry-run", action="store_true", help="say what would happen, send nothing")
     retry.set_defaults(run=_job_retry)
+    events = commands.add_parser("events", help="the app's events")
+    event_commands = events.add_subparsers(dest="events_command", required=True)
+    republish = event_commands.add_parser(
+        "republish",
+        help="publish again the events the outbox holds (what the stream relay gave up on)",
+    )
+    republish.add_argument("--app", **APP_OPTION)
+    republish.add_argument(
+        "--since",
+        type=_utc_time,
+        default=None,
+        metavar="TIME",
+        help="only events emitted at TIME or later (ISO 8601, e.g. 2026-12-03T08:00:00Z)",
+    )
+    republish.set_defaults(run=_events_republish)
     workflows = commands.add_parser(
         "workflows", help="read, cancel and repair workflows in the app's store"
     )

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -410,6 +411,10 @@ class OutboxStore(Protocol):
 
     def complete_with_outbox(self, record: JobRecord, entries: Sequence[Any]) -> bool:
         """``complete``, with the ``outbox_entries`` written by the same transaction."""
+        ...
+
+    def outbox_events(self, since: datetime | None = None) -> Iterable[EventEnvelope]:
+        """The events the outbox still holds, emitted at ``since`` or later."""
         ...
 
 
