@@ -29,6 +29,7 @@ from taskhop.sdk import (
     Event,
     JobContext,
     JobStatus,
+    KeyClaim,
     define_event,
     define_table,
     serve_stream_records,
@@ -211,6 +212,24 @@ class OutboxMemoryStore(FaultyStore):
     def outbox_events(self, since: Any = None) -> list[EventEnvelope]:
         return [record["outbox"] for record in self.stream]
 
+    def complete_key_with_outbox(
+        self, key: str, job_id: str, result: Any, entries: list[dict[str, Any]]
+    ) -> None:
+        def transaction() -> None:
+            with self._writes:
+                if self._complete_claim(key, KeyClaim("completed", job_id, result=result)):
+                    self._append(entries)
+
+        if self.faults is None:
+            return transaction()
+        self.faults.call("complete_key", transaction)
+        return None
+
+    def _append(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            seq = str(len(self.stream) + 1)
+            self.stream.append({**entry, "dynamodb": {"SequenceNumber": seq}})
+
     def outbox_entries(self, job_id: str, events: Any) -> list[dict[str, Any]]:
         return [self.outbox_item(e) for e in events]
 
@@ -220,9 +239,7 @@ class OutboxMemoryStore(FaultyStore):
                 before = MemoryStore.get(self, record.id)
                 written = MemoryStore.complete(self, record)
                 if written and not (before is not None and before.status.is_final):
-                    for entry in entries:
-                        seq = str(len(self.stream) + 1)
-                        self.stream.append({**entry, "dynamodb": {"SequenceNumber": seq}})
+                    self._append(entries)
                 return written
 
         if self.faults is None:
@@ -303,16 +320,19 @@ def test_a_stream_batch_survives_a_fault_at_each_publish_and_enqueue(
 # -- create_app(outbox=True): the job's events are written with its end -----------------------
 
 
-def outbox_cases() -> Iterator[tuple[str, int, str]]:
-    # the job's end (with its two events), then two subscribers' ends; two relay publishes
-    for point, count in (("complete", 3), ("publish", 2)):
-        for occurrence, mode in itertools.product(range(1, count + 1), MODES):
-            yield point, occurrence, mode
+def outbox_cases() -> Iterator[tuple[bool, str, int, str]]:
+    # the job's end (with its two events, or its key's end with them), then two subscribers'
+    # ends; two relay publishes
+    for keyed in (False, True):
+        points = (("complete", 3), ("publish", 2)) + ((("complete_key", 1),) if keyed else ())
+        for point, count in points:
+            for occurrence, mode in itertools.product(range(1, count + 1), MODES):
+                yield keyed, point, occurrence, mode
 
 
-@pytest.mark.parametrize(("point", "occurrence", "mode"), list(outbox_cases()))
+@pytest.mark.parametrize(("keyed", "point", "occurrence", "mode"), list(outbox_cases()))
 def test_a_job_emitting_through_the_outbox_survives_a_fault_at_each_call(
-    point: str, occurrence: int, mode: str
+    keyed: bool, point: str, occurrence: int, mode: str
 ) -> None:
     faults = Faults(point, occurrence, mode)
     queue = MemoryQueue(visibility=0.01, max_receives=20)
@@ -350,7 +370,7 @@ def test_a_job_emitting_through_the_outbox_survives_a_fault_at_each_call(
     store.faults = faults
     queue.serve(app)
     try:
-        job = app.get("ship").dispatch("o1")
+        job = app.get("ship").dispatch("o1", idempotency_key="ship-o1" if keyed else None)
         queue.join(timeout=20)
         assert published == [], "an event left before its job's end was written"
         deliver(app, list(store.stream))  # the job table's stream, as its mapping serves it

@@ -299,6 +299,66 @@ def test_a_crash_before_the_end_then_a_permanent_failure_publishes_nothing(
     assert [k for k in runs if k.startswith("order.")] == []
 
 
+def test_a_crash_after_the_keys_end_still_publishes_the_jobs_events_once(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an idempotency key the key is completed first; a crash right after it ends the
+    job from the key on redelivery, without running the handler again. The events went with
+    the key's write, so they are there, once."""
+    import taskhop.sdk._worker as worker_module
+    from faults import Crash
+    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+    from taskhop.sdk import JobStatus
+    from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
+
+    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 1.0)
+    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.5)
+    app, harness, session, runs = outbox_stack
+    store: Any = app.store
+    harness.sqs.set_queue_attributes(QueueUrl=harness.url, Attributes={"VisibilityTimeout": "2"})
+    crashed: list[str] = []
+
+    def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        items = params.get("TransactItems") or [{"Update": params}]
+        update = items[0].get("Update", {})
+        key = update.get("Key", {}).get("pk", {}).get("S", "")
+        values = update.get("ExpressionAttributeValues", {})
+        context["the key's write"] = key.startswith("key#") and {"S": "completed"} in [
+            *values.values()
+        ]
+
+    def dies(context: dict[str, Any], **_: Any) -> None:
+        if context.get("the key's write") and not crashed:
+            crashed.append("after the key's write")  # whichever request writes it
+            raise Crash("the host died right after the key's write")
+
+    store.client.meta.events.register("before-parameter-build.dynamodb", mark)
+    store.client.meta.events.register("after-call.dynamodb", dies)
+    handle = app.get("place").dispatch("o7", idempotency_key="order-o7")
+    mapping = LocalEventSourceMapping(
+        make_handler(app, sqs_client=harness.sqs),
+        harness.url,
+        harness.sqs,
+        wait_time=0,
+        function_timeout=LAMBDA_SAFETY_MARGIN + 1.5,
+    )
+    deadline = time.monotonic() + 30
+    while (record := store.get(handle.id)) is None or not record.status.is_final:
+        assert time.monotonic() < deadline, "the job never ended"
+        try:
+            if not mapping.poll_once():
+                time.sleep(0.2)
+        except Crash:
+            pass
+    assert crashed
+    assert record.status is JobStatus.SUCCEEDED
+    assert runs["place:o7:1"] == 1
+    assert not [k for k in runs if k.startswith("place:o7:") and k != "place:o7:1"]
+    assert len(relay(app, session, harness)) == 2
+    assert runs["order.placed:o7"] == 1
+    assert runs["order.shipped:o7"] == 1
+
+
 def test_a_lost_answer_from_the_transaction_writes_the_events_once(
     outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
 ) -> None:

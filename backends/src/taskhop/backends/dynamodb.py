@@ -471,6 +471,17 @@ class DynamoStore(BaseJobStore):
             record = replace(record, lease_until=None)
         return self._write_outcome(record, time.time(), entries)
 
+    def complete_key_with_outbox(
+        self, key: str, job_id: str, result: JsonValue, entries: Sequence[dict[str, Any]]
+    ) -> None:
+        """``complete_key``, with the ``outbox_entries`` written by the same transaction.
+
+        For a job with an idempotency key, whose key is completed before its record: a crash
+        between the two ends the job from the completed key, without running the handler
+        again, so its events must already exist by then.
+        """
+        self._complete_claim(key, KeyClaim("completed", job_id, result=result), entries)
+
     def _write_outcome(
         self, record: JobRecord, now: float, outbox: Sequence[dict[str, Any]] = ()
     ) -> bool:
@@ -568,7 +579,9 @@ class DynamoStore(BaseJobStore):
                 return KeyClaim("in_progress", holder, lease_until=held, fingerprint=fingerprint)
         return None
 
-    def _complete_claim(self, key: str, claim: KeyClaim) -> bool:
+    def _complete_claim(
+        self, key: str, claim: KeyClaim, outbox: Sequence[dict[str, Any]] = ()
+    ) -> bool:
         names = {"#h": "holder", "#st": "state", "#l": "lease", "#e": "expires_at"}
         values: dict[str, Any] = {":j": {"S": claim.holder}, ":c": {"S": "completed"},
                                   ":ip": {"S": "in_progress"},
@@ -586,13 +599,17 @@ class DynamoStore(BaseJobStore):
         with aws_errors(
             StoreError, f"complete idempotency key {key_digest(key)} in table {self.table}"
         ):
+            write: dict[str, Any] = {
+                "TableName": self.table, "Key": _key("key", key),
+                "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE #l",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            }  # fmt: skip
             try:
-                self.client.update_item(
-                    TableName=self.table, Key=_key("key", key),
-                    UpdateExpression="SET " + ", ".join(sets) + " REMOVE #l",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                )  # fmt: skip
+                if outbox:
+                    _transact(self.client, [{"Update": write}, *outbox])
+                else:
+                    self.client.update_item(**write)
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise

@@ -413,6 +413,12 @@ class OutboxStore(Protocol):
         """``complete``, with the ``outbox_entries`` written by the same transaction."""
         ...
 
+    def complete_key_with_outbox(
+        self, key: str, job_id: str, result: JsonValue, entries: Sequence[Any]
+    ) -> None:
+        """``complete_key``, with the ``outbox_entries`` written by the same transaction."""
+        ...
+
     def outbox_events(self, since: datetime | None = None) -> Iterable[EventEnvelope]:
         """The events the outbox still holds, emitted at ``since`` or later."""
         ...

@@ -556,12 +556,18 @@ class Worker:
             )
             try:
                 complete: Callable[[JobRecord], bool] = store.complete
+                complete_key: Callable[[str, str, JsonValue], None] = store.complete_key
                 if outbox is not None and events:  # refused before the key: events are the end's
                     entries = outbox.outbox_entries(envelope.id, events)
-                    # The events exist if, and only if, this end is the one written.
-                    complete = partial(outbox.complete_with_outbox, entries=entries)
+                    # The events are written with the first write that ends the job: the key's
+                    # (a crash after it ends the job from the key, never running it again), or
+                    # the record's. So they exist if, and only if, the job succeeded.
+                    if key is None:
+                        complete = partial(outbox.complete_with_outbox, entries=entries)
+                    else:
+                        complete_key = partial(outbox.complete_key_with_outbox, entries=entries)
                 if key is not None:  # the key first: see the module docstring
-                    self._persist(store.complete_key, key, envelope.id, result)
+                    self._persist(complete_key, key, envelope.id, result)
                 written = self._persist(complete, record)
             except ResultTooLarge as exc:  # the same run gives the same result: never retry it
                 return self._failed(step, PermanentError(str(exc)), kind="ResultTooLarge")
