@@ -213,10 +213,13 @@ class OutboxMemoryStore(FaultyStore):
         return [record["outbox"] for record in self.stream]
 
     def complete_key_with_outbox(
-        self, key: str, job_id: str, result: Any, entries: list[dict[str, Any]]
+        self, key: str, job_id: str, result: Any, entries: list[dict[str, Any]], *, attempt: int
     ) -> None:
         def transaction() -> None:
             with self._writes:
+                job = MemoryStore.get(self, job_id)
+                if job is None or job.status is not JobStatus.RUNNING or job.attempt != attempt:
+                    return  # a stale attempt: neither the key nor its events
                 if self._complete_claim(key, KeyClaim("completed", job_id, result=result)):
                     self._append(entries)
 

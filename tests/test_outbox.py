@@ -514,3 +514,59 @@ def test_events_republish_on_the_command_line(
         main(["events", "republish", "--app", "republish_app:app", "--since", "yesterday"])
     assert refused.value.code == 2
     assert "not an ISO 8601 time: 'yesterday'" in capsys.readouterr().err
+
+
+def test_a_stale_keyed_attempt_writes_no_events_for_a_job_that_failed(
+    server_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt 1 outlives its lease; attempt 2 takes the job and fails for good; then attempt 1
+    returns after emitting. Its key's end carries its events, and the transaction checks that
+    attempt 1 still owns the job: it does not, so neither is written."""
+    import threading
+
+    import taskhop.sdk._worker as worker_module
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sqs import SqsQueue
+    from taskhop.sdk import JobStatus, OutcomeKind, PermanentError
+
+    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 0.5)
+    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.2)
+    name = f"p1-{uuid.uuid4().hex[:10]}"
+    sqs = server_session.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    store = DynamoStore(name, session=server_session)
+    store.create_table(stream=True)
+    app = create_app(queue=SqsQueue(url, session=server_session), store=store, outbox=True)
+    app.event(placed)
+
+    @app.on(placed)
+    def bill(event: Any, ctx: JobContext) -> None: ...
+
+    body: list[str] = []
+    inner: list[Any] = []
+
+    @app.task("place", retry={"attempts": 3, "delay": 0, "jitter": False})
+    def place(order_id: str, ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            time.sleep(1.0)  # the lease lapses: the host redelivers, attempt 2 takes the job
+            t = threading.Thread(target=lambda: inner.append(app.worker().process(body[0])))
+            t.start()
+            t.join()
+            ctx.emit(placed, Placed(order_id, 1))  # the stale attempt emits and "succeeds"
+            return "stale"
+        raise PermanentError("attempt 2: the order is gone")
+
+    handle = app.get("place").dispatch("o1", idempotency_key="order-o1")
+    msg = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"][0]
+    body.append(msg["Body"])
+    outer = app.worker().process(body[0])
+    assert outer.kind is OutcomeKind.SKIPPED  # the stale attempt: nothing written
+    record = store.get(handle.id)
+    assert record is not None
+    assert record.status is JobStatus.FAILED  # the job did not succeed...
+    items = store.client.scan(TableName=name)["Items"]
+    outbox = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("outbox#")]
+    keys = [i for i in items if i["pk"]["S"].startswith("key#")]
+    assert keys == []  # attempt 2 released it; the stale attempt did not complete it
+    app.close()
+    assert outbox == [], f"events of a FAILED job are in the outbox: {outbox}"

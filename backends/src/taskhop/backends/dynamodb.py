@@ -472,15 +472,36 @@ class DynamoStore(BaseJobStore):
         return self._write_outcome(record, time.time(), entries)
 
     def complete_key_with_outbox(
-        self, key: str, job_id: str, result: JsonValue, entries: Sequence[dict[str, Any]]
+        self,
+        key: str,
+        job_id: str,
+        result: JsonValue,
+        entries: Sequence[dict[str, Any]],
+        *,
+        attempt: int,
     ) -> None:
         """``complete_key``, with the ``outbox_entries`` written by the same transaction.
 
         For a job with an idempotency key, whose key is completed before its record: a crash
         between the two ends the job from the completed key, without running the handler
-        again, so its events must already exist by then.
+        again, so its events must already exist by then. The transaction also checks that
+        ``attempt`` still owns the job (running, not superseded), so a stale attempt that
+        finishes late writes neither the key nor its events.
         """
-        self._complete_claim(key, KeyClaim("completed", job_id, result=result), entries)
+        owner = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _key("job", job_id),
+                "ConditionExpression": "#s = :running AND #a = :a",
+                "ExpressionAttributeNames": {"#s": "status", "#a": "attempt"},
+                "ExpressionAttributeValues": {
+                    ":running": {"S": JobStatus.RUNNING.value},
+                    ":a": _n(attempt),
+                },
+            }
+        }
+        claim = KeyClaim("completed", job_id, result=result)
+        self._complete_claim(key, claim, [owner, *entries])
 
     def _write_outcome(
         self, record: JobRecord, now: float, outbox: Sequence[dict[str, Any]] = ()
@@ -877,10 +898,10 @@ def _stored_workflow(item: dict[str, Any]) -> StoredWorkflow:
 def _transact(client: Any, items: list[dict[str, Any]]) -> None:
     """``TransactWriteItems`` with the first item's failed condition raised as ``update_item``'s.
 
-    The first item is the guarded write; the rest have no condition. A cancellation for that
-    condition becomes ``ConditionalCheckFailedException`` carrying the item it saw, so the
-    caller decides as it does for one write. Any other cancellation (a conflict with another
-    transaction) is worth another try.
+    The first item is the guarded write, and later ones may be condition checks. A
+    cancellation for any condition becomes ``ConditionalCheckFailedException`` carrying the item
+    it saw, so the caller decides as it does for one write. Any other cancellation (a conflict
+    with another transaction) is worth another try.
     """
     try:
         client.transact_write_items(TransactItems=items)
@@ -889,11 +910,11 @@ def _transact(client: Any, items: list[dict[str, Any]]) -> None:
             raise
         response: dict[str, Any] = dict(exc.response)
         reasons: list[Any] = response.get("CancellationReasons") or [{}]
-        first: dict[str, Any] = reasons[0]
-        if first.get("Code") == "ConditionalCheckFailed":
+        failed = [r for r in reasons if r.get("Code") == "ConditionalCheckFailed"]
+        if failed:
             answer = {
                 "Error": {"Code": "ConditionalCheckFailedException", "Message": str(exc)},
-                "Item": first.get("Item") or {},
+                "Item": failed[0].get("Item") or {},
             }
             raise ClientError(cast("Any", answer), "TransactWriteItems") from exc
         codes = ", ".join(str(r.get("Code")) for r in reasons)

@@ -414,9 +414,12 @@ class OutboxStore(Protocol):
         ...
 
     def complete_key_with_outbox(
-        self, key: str, job_id: str, result: JsonValue, entries: Sequence[Any]
+        self, key: str, job_id: str, result: JsonValue, entries: Sequence[Any], *, attempt: int
     ) -> None:
-        """``complete_key``, with the ``outbox_entries`` written by the same transaction."""
+        """``complete_key`` and the ``outbox_entries`` at once, if ``attempt`` owns the job.
+
+        A stale attempt writes neither.
+        """
         ...
 
     def outbox_events(self, since: datetime | None = None) -> Iterable[EventEnvelope]:

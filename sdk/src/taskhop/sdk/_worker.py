@@ -565,7 +565,11 @@ class Worker:
                     if key is None:
                         complete = partial(outbox.complete_with_outbox, entries=entries)
                     else:
-                        complete_key = partial(outbox.complete_key_with_outbox, entries=entries)
+                        complete_key = partial(
+                            outbox.complete_key_with_outbox,
+                            entries=entries,
+                            attempt=envelope.attempt,
+                        )
                 if key is not None:  # the key first: see the module docstring
                     self._persist(complete_key, key, envelope.id, result)
                 written = self._persist(complete, record)
