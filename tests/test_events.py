@@ -166,6 +166,8 @@ def test_an_invalid_payload_or_unknown_event_raises_before_anything_is_sent(
             sent.append(events)
             real.publish(events)
 
+        def check(self, events: Any) -> None: ...
+
         def close(self) -> None: ...
 
     app.carrier = Counting()
@@ -388,3 +390,80 @@ def test_an_ordered_subscriber_gets_each_keys_events_in_order_in_process() -> No
     assert order["B"] == [1, 2, 3, 4, 5]
     assert order["C"] == [1, 2, 3, 4, 5]
     assert queue.dead_letters == []
+
+
+def test_events_emitted_from_a_handlers_threads_each_get_their_own_id() -> None:
+    """400 ``ctx.emit`` calls from 8 threads of one handler: 400 ids, 400 deliveries."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taskhop.sdk import create_app
+    from taskhop.sdk.testing import in_memory
+
+    app = create_app()
+    app.event(placed)
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    ids: list[str] = []
+
+    @app.on(placed)
+    def bill(event: Event[Placed], ctx: JobContext) -> None:
+        with lock:
+            seen[event.payload.order_id] += 1
+
+    @app.task("fan")
+    def fan(n: int, ctx: JobContext) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            ids.extend(pool.map(lambda i: ctx.emit(placed, Placed(f"o{i}", i)), range(n)))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as much as the interpreter can
+    try:
+        with in_memory(app) as harness:
+            app.get("fan").dispatch(400)
+            harness.join()
+    finally:
+        sys.setswitchinterval(old)
+        app.close()
+    assert len(set(ids)) == 400
+    assert len(seen) == 400
+    assert set(seen.values()) == {1}
+
+
+def test_a_carrier_that_refuses_for_good_fails_the_job_once() -> None:
+    """A refusal no retry can fix (not retryable) ends the job as an EventError at once,
+    rather than leaving it running until its lease ends and running the handler again."""
+    from taskhop.sdk import TransportError, create_app
+    from taskhop.sdk.testing import in_memory
+
+    app = create_app()
+    app.event(placed)
+    runs: list[int] = []
+
+    class Refusing:
+        def publish(self, events: Any) -> None:
+            raise TransportError("refused", job_ids=tuple(e.id for e in events), retryable=False)
+
+        def check(self, events: Any) -> None: ...
+
+        def close(self) -> None: ...
+
+    @app.on(placed)
+    def bill(event: Event[Placed], ctx: JobContext) -> None: ...
+
+    @app.task("place", retry={"attempts": 3, "delay": 0, "jitter": False})
+    def place(order_id: str, ctx: JobContext) -> None:
+        runs.append(ctx.attempt)
+        ctx.emit(placed, Placed(order_id, 1))
+
+    app.carrier = Refusing()
+    with in_memory(app) as harness:
+        handle = app.get("place").dispatch("o1")
+        harness.join()
+        record = app.store.get(handle.id)  # type: ignore[union-attr]
+    app.close()
+    assert record is not None
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.type == "EventError"
+    assert runs == [1]

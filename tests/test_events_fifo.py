@@ -467,8 +467,10 @@ class StubSns:
 
 
 def test_a_refused_event_holds_back_its_groups_later_batches() -> None:
-    """e9 refused twice (end of batch 1): e10, its group's next, is not published after it."""
-    stub = StubSns({9}, {0})  # batch 1 entry 9, then its retry
+    """e9 refused twice: e10, its group's next, is not published after it.
+
+    One group's events go one per request (see the next test), so e9 is request 10."""
+    stub = StubSns(*[set[int]()] * 9, {0}, {0})  # e9, then its retry
     events = [
         EventEnvelope("ledger.step", {"order_id": "A"}, id=f"e{i}", key="A") for i in range(11)
     ]
@@ -478,3 +480,26 @@ def test_a_refused_event_holds_back_its_groups_later_batches() -> None:
     # or the caller's retry of e9 lands behind e10.
     assert stub.accepted == [f"e{i}" for i in range(9)]
     assert caught.value.job_ids == ("e9", "e10")
+
+
+def test_a_request_never_holds_two_events_of_one_group() -> None:
+    """SNS answers per entry, in no promised order: within one request it could accept a
+    group's later event and refuse its earlier one. So a group's events go one per request,
+    in order, while other groups share them."""
+    stub = StubSns()
+    groups: list[list[str]] = []
+    real = stub.publish_batch
+
+    def recording(**request: Any) -> dict[str, Any]:
+        groups.append([e["MessageGroupId"] for e in request["PublishBatchRequestEntries"]])
+        return real(**request)
+
+    stub.publish_batch = recording  # type: ignore[method-assign]
+    keys = ["A", "B", "A", "C", "B", "A"]
+    events = [
+        EventEnvelope("ledger.step", {"order_id": k}, id=f"e{i}", key=k) for i, k in enumerate(keys)
+    ]
+    SnsCarrier("arn:aws:sns:us-east-1:1:t.fifo", client=stub).publish(events)
+    assert all(len(set(g)) == len(g) for g in groups), groups
+    assert groups == [["A", "B"], ["A", "C", "B"], ["A"]]
+    assert stub.accepted == [f"e{i}" for i in range(6)]

@@ -90,6 +90,9 @@ class FaultyCarrier:
     def publish(self, events: Any) -> None:
         self.faults.call("publish", self.inner.publish, events)
 
+    def check(self, events: Any) -> None:
+        self.inner.check(events)
+
     def close(self) -> None: ...
 
 
@@ -348,6 +351,8 @@ def test_a_job_emitting_through_the_outbox_survives_a_fault_at_each_call(
         def publish(self, events: Any) -> None:
             faults.call("publish", real.publish, events)
             published.extend(e.id for e in events)
+
+        def check(self, events: Any) -> None: ...
 
         def close(self) -> None: ...
 

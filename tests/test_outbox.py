@@ -144,6 +144,8 @@ def test_a_failed_publish_stops_the_batch_at_its_record(
                 raise ConnectionError("SNS is down")
             real.publish(events)
 
+        def check(self, events: Any) -> None: ...
+
         def close(self) -> None: ...
 
     app.carrier = Flaky()
@@ -177,6 +179,9 @@ class Recording:
     def publish(self, events: Any) -> None:
         self.published.extend(e.id for e in events)
         self.inner.publish(events)
+
+    def check(self, events: Any) -> None:
+        self.inner.check(events)
 
     def close(self) -> None: ...
 
@@ -447,6 +452,8 @@ def test_what_the_relay_gave_up_on_is_published_again_and_runs_once(
         def publish(self, events: Any) -> None:
             raise ConnectionError("SNS is down")
 
+        def check(self, events: Any) -> None: ...
+
         def close(self) -> None: ...
 
     app.carrier = Down()
@@ -570,3 +577,131 @@ def test_a_stale_keyed_attempt_writes_no_events_for_a_job_that_failed(
     assert keys == []  # attempt 2 released it; the stale attempt did not complete it
     app.close()
     assert outbox == [], f"events of a FAILED job are in the outbox: {outbox}"
+
+
+def test_an_event_the_carrier_can_never_send_fails_the_job_before_anything_is_written(
+    server_session: Any,
+) -> None:
+    """outbox=True with an SnsCarrier that has no payloads=: a 300 KB event fits an outbox
+    item but never an SNS message. The job fails (EventError) and nothing is in the outbox,
+    rather than succeeding with an event that would hold the stream."""
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.backends.sns import SnsCarrier
+    from taskhop.backends.sqs import SqsQueue
+    from taskhop.sdk import JobStatus
+
+    name = f"big-{uuid.uuid4().hex[:10]}"
+    sqs, sns = server_session.client("sqs"), server_session.client("sns")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    store = DynamoStore(name, session=server_session)
+    store.create_table(stream=True)
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    app = create_app(
+        queue=SqsQueue(url, session=server_session),
+        store=store,
+        events=SnsCarrier(topic, client=sns),
+        outbox=True,
+    )
+    app.event(placed)
+
+    @app.task("place")
+    def place(order_id: str, ctx: JobContext) -> None:
+        ctx.emit(placed, Placed(order_id + "x" * 300_000, 1))
+
+    harness = AwsHarness(app, url, sqs)
+    handle = app.get("place").dispatch("o1")
+    harness.drain()
+    record = store.get(handle.id)
+    app.close()
+    assert record is not None
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None
+    assert record.error.type == "EventError"
+    assert "pass payloads=S3Payloads" in record.error.message
+    keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in stream_records(server_session, name)]
+    assert not [k for k in keys if k.startswith("outbox#")]
+
+
+def test_create_table_turns_the_stream_on_for_a_table_made_without_one(
+    server_session: Any,
+) -> None:
+    """Upgrading to the outbox: a table made before has no stream; asking for one turns it
+    on, and a stream without new images is refused, never read past."""
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.sdk import StoreError
+
+    name = f"up-{uuid.uuid4().hex[:10]}"
+    store = DynamoStore(name, session=server_session)
+    store.create_table()
+    client = server_session.client("dynamodb")
+    assert "StreamSpecification" not in client.describe_table(TableName=name)["Table"]
+    store.create_table(stream=True)
+    spec = client.describe_table(TableName=name)["Table"]["StreamSpecification"]
+    assert spec == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    keys_only = f"ko-{uuid.uuid4().hex[:10]}"
+    client.create_table(
+        TableName=keys_only,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    with pytest.raises(StoreError, match="needs new images"):
+        DynamoStore(keys_only, session=server_session).create_table(stream=True)
+
+
+def test_an_outbox_record_without_its_image_is_an_error_not_no_event() -> None:
+    """A KEYS_ONLY stream's outbox record names an event it cannot carry: raise, so the batch
+    stops there, rather than answer None and let the checkpoint pass the event."""
+    from taskhop.backends.dynamodb import DynamoStore
+    from taskhop.sdk import StoreError
+
+    store = DynamoStore("jobs", client=object())
+    record = {
+        "eventName": "INSERT",
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/jobs/stream/x",
+        "dynamodb": {"Keys": {"pk": {"S": "outbox#e1"}}, "SequenceNumber": "1"},
+    }
+    with pytest.raises(StoreError, match="no new image with its event"):
+        store.outbox_event(record)
+
+
+def test_republish_skips_what_it_cannot_read_and_reports_what_was_refused(
+    outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    from taskhop.sdk import TransportError
+
+    app, harness, session, _runs = outbox_stack
+    for order in ("o8", "o9"):
+        app.get("place").dispatch(order)
+    harness.drain()
+    table = app.store.table  # type: ignore[union-attr]
+    session.client("dynamodb").put_item(
+        TableName=table, Item={"pk": {"S": "outbox#broken"}, "event": {"S": "{not json"}}
+    )
+    real, calls = app.carrier, []
+
+    class FirstBatchRefused:
+        def publish(self, events: Any) -> None:
+            calls.append(len(events))
+            if len(calls) == 1:
+                raise TransportError("down", job_ids=tuple(e.id for e in events))
+            real.publish(events)
+
+        def check(self, events: Any) -> None: ...
+
+        def close(self) -> None: ...
+
+    import taskhop.sdk._app as app_module
+
+    app.carrier = FirstBatchRefused()
+    original = app_module._REPUBLISH_BATCH
+    app_module._REPUBLISH_BATCH = 2  # two batches of two events
+    try:
+        with pytest.raises(TransportError) as refused:
+            app.republish_outbox()
+    finally:
+        app_module._REPUBLISH_BATCH = original
+    assert calls == [2, 2]  # the broken item skipped; the second batch sent after the first
+    assert len(refused.value.job_ids) == 2
+    assert "2 events published again" in str(refused.value)

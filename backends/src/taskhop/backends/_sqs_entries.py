@@ -294,15 +294,30 @@ class _Sized(Protocol):
 _S = TypeVar("_S", bound=_Sized)
 
 
-def sized_batches(entries: Iterable[_S], max_entries: int, max_bytes: int) -> Iterator[list[_S]]:
-    """``entries`` in order, grouped so no group passes ``max_entries`` or ``max_bytes``."""
+def sized_batches(
+    entries: Iterable[_S],
+    max_entries: int,
+    max_bytes: int,
+    *,
+    apart: Callable[[_S], object] | None = None,
+) -> Iterator[list[_S]]:
+    """``entries`` in order, grouped so no group passes ``max_entries`` or ``max_bytes``.
+
+    With ``apart``, two entries it maps to the same value never share a group: a FIFO message
+    group's events go one per request, so the service cannot accept a later one of them
+    while it refuses an earlier one (its answers are per entry, in no promised order).
+    """
     batch: list[_S] = []
     size = 0
+    seen: set[object] = set()
     for entry in entries:
-        if batch and (len(batch) == max_entries or size + entry.size > max_bytes):
+        mark = None if apart is None else apart(entry)
+        full = len(batch) == max_entries or size + entry.size > max_bytes
+        if batch and (full or (apart is not None and mark in seen)):
             yield batch
-            batch, size = [], 0
+            batch, size, seen = [], 0, set[object]()
         batch.append(entry)
         size += entry.size
+        seen.add(mark)
     if batch:
         yield batch

@@ -39,6 +39,7 @@ Per workflow call: create 1 PutItem, load 1 GetItem, save 1 conditional PutItem,
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 import zlib
@@ -66,6 +67,7 @@ from taskhop.sdk import (
 )
 from taskhop.static_contracts import (
     Duration,
+    EnvelopeError,
     EventEnvelope,
     JsonValue,
     PayloadStore,
@@ -85,6 +87,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 __all__ = ["DynamoStore"]
+
+_log = logging.getLogger("taskhop.dynamodb")
 
 RESULT_LIMIT = 350 * 1024
 """Results larger than this go to S3: the rest of the item needs headroom under the item limit."""
@@ -173,6 +177,8 @@ class DynamoStore(BaseJobStore):
                 if error_code(exc) != "ResourceInUseException":
                     raise
                 described = self.client.describe_table(TableName=self.table)["Table"]
+                if stream:
+                    self._ensure_stream(described)
                 names = {i.get("IndexName") for i in described.get("GlobalSecondaryIndexes", [])}
                 if OPEN_WORKFLOWS_INDEX not in names:
                     self.client.update_table(
@@ -185,6 +191,19 @@ class DynamoStore(BaseJobStore):
             self.client.update_time_to_live(
                 TableName=self.table,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
+
+    def _ensure_stream(self, described: Any) -> None:
+        """Turn on the stream of an existing table asked for one; refuse one without images."""
+        spec: Any = described.get("StreamSpecification") or {}
+        if not spec.get("StreamEnabled"):
+            self.client.update_table(TableName=self.table, StreamSpecification=_NEW_IMAGES)
+            return
+        if spec.get("StreamViewType") not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+            raise StoreError(
+                f"table {self.table}'s stream shows {spec.get('StreamViewType')}: the outbox"
+                " needs new images (NEW_IMAGE or NEW_AND_OLD_IMAGES)",
+                retryable=False,
             )
 
     # -- the outbox ---------------------------------------------------------------------------
@@ -217,6 +236,12 @@ class DynamoStore(BaseJobStore):
         """The event a stream record of this table's outbox carries, or None for any other.
 
         Inserts and overwrites publish; a removal (the TTL's) publishes nothing.
+
+        Raises:
+            StoreError: an outbox record without its new image (the stream's view is not
+                NEW_IMAGE or NEW_AND_OLD_IMAGES): never read past as if it were no event.
+            EnvelopeError: the item's event is not one this version can read.
+
         """
         if not isinstance(record, dict):
             return None
@@ -227,12 +252,19 @@ class DynamoStore(BaseJobStore):
         if fields.get("eventName") not in ("INSERT", "MODIFY"):
             return None
         stream: Any = fields.get("dynamodb") or {}
-        image: Any = stream.get("NewImage") or {}
-        key: Any = image.get("pk", {}).get("S", "")
-        if not str(key).startswith("outbox#"):
+        keys: Any = stream.get("Keys") or {}
+        key = str(keys.get("pk", {}).get("S", ""))  # the keys are in every view
+        if not key.startswith("outbox#"):
             return None
-        body: Any = image["event"]["S"]
-        return EventEnvelope.decode(str(body))
+        image: Any = stream.get("NewImage") or {}
+        body: object = image.get("event", {}).get("S")
+        if not isinstance(body, str):
+            raise StoreError(
+                f"stream record of {key} has no new image with its event: the table's stream"
+                " must show new images (NEW_IMAGE or NEW_AND_OLD_IMAGES)",
+                retryable=False,
+            )
+        return EventEnvelope.decode(body)
 
     def outbox_events(self, since: datetime | None = None) -> Iterator[EventEnvelope]:
         """The events the outbox holds, emitted at ``since`` or later (``republish_outbox``).
@@ -250,7 +282,12 @@ class DynamoStore(BaseJobStore):
             for page in pages:
                 items: list[dict[str, Any]] = cast("Any", page.get("Items", []))
                 for item in items:
-                    event = EventEnvelope.decode(str(item["event"]["S"]))
+                    try:
+                        event = EventEnvelope.decode(str(item["event"]["S"]))
+                    except (KeyError, EnvelopeError) as exc:  # one bad item stops no other
+                        _log.warning("outbox item %s cannot be read (%s): skipped",
+                                     item["pk"]["S"], type(exc).__name__)  # fmt: skip
+                        continue
                     if since is None or event.emitted_at >= since:
                         yield event
 
@@ -896,7 +933,7 @@ def _stored_workflow(item: dict[str, Any]) -> StoredWorkflow:
 
 
 def _transact(client: Any, items: list[dict[str, Any]]) -> None:
-    """``TransactWriteItems`` with the first item's failed condition raised as ``update_item``'s.
+    """``TransactWriteItems``, with a failed condition raised as ``update_item`` raises it.
 
     The first item is the guarded write, and later ones may be condition checks. A
     cancellation for any condition becomes ``ConditionalCheckFailedException`` carrying the item

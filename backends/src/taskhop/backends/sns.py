@@ -135,6 +135,13 @@ class SnsCarrier:
         if not_sent:
             raise self._error(not_sent, reasons, retryable)
 
+    def check(self, events: Sequence[EventEnvelope]) -> None:
+        """Raise as ``publish`` would for an event too large to send, uploading nothing."""
+        for event in events:
+            body = event.encode()
+            if _size(body, event.name) > self.max_bytes:
+                self._refuse_large(event, len(body))
+
     async def apublish(self, events: Sequence[EventEnvelope]) -> None:
         """``publish`` for async code: the requests run off the event loop."""
         import asyncio
@@ -164,19 +171,12 @@ class SnsCarrier:
 
     def _offload(self, event: EventEnvelope, size: int) -> tuple[EventEnvelope, bytes]:
         """Store the subscriber job's input; return the slim envelope pointing to it."""
-        limit = f"{size} bytes is over the {self.max_bytes}-byte SNS message limit"
-        if self.payloads is None or event.payload_ref is not None:
-            raise TransportError(
-                f"event {event.id}: envelope of {limit}; pass payloads=S3Payloads(bucket) to"
-                " SnsCarrier to offload large events",
-                job_ids=(event.id,),
-                retryable=False,
-            )
+        payloads = self._refuse_large(event, size)
         data = event.to_dict()
         for wire_only in _WIRE_ONLY:  # what the subscriber's job input is made of
             data.pop(wire_only, None)
         stored = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-        slim = event.replace(payload=None, payload_ref=self.payloads.put(event.id, stored))
+        slim = event.replace(payload=None, payload_ref=payloads.put(event.id, stored))
         body = slim.encode()
         if _size(body, slim.name) > self.max_bytes:  # the trace alone is too large
             raise TransportError(
@@ -186,9 +186,25 @@ class SnsCarrier:
             )
         return slim, body
 
+    def _refuse_large(self, event: EventEnvelope, size: int) -> PayloadStore:
+        """The store a too-large event goes to; raise if it has none to go to."""
+        if self.payloads is None or event.payload_ref is not None:
+            raise TransportError(
+                f"event {event.id}: envelope of {size} bytes is over the {self.max_bytes}-byte"
+                " SNS message limit; pass payloads=S3Payloads(bucket) to SnsCarrier to offload"
+                " large events",
+                job_ids=(event.id,),
+                retryable=False,
+            )
+        return self.payloads
+
     def _batches(self, entries: list[_Entry]) -> Iterator[list[_Entry]]:
-        """Entries in groups PublishBatch accepts: 10 at most, 256 KiB in total."""
-        return sized_batches(entries, SNS_MAX_BATCH_ENTRIES, self.max_bytes)
+        """Entries in groups PublishBatch accepts: 10 at most, 256 KiB in total.
+
+        On a FIFO topic, one event per message group in each (see ``sized_batches``).
+        """
+        apart = _group if self.fifo else None
+        return sized_batches(entries, SNS_MAX_BATCH_ENTRIES, self.max_bytes, apart=apart)
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from taskhop.static_contracts import (
     StaticContract,
     StaticEvent,
     Transport,
+    TransportError,
     check_pattern,
 )
 
@@ -582,22 +583,40 @@ class App:
 
         Raises:
             TaskhopError: the app's store keeps no outbox.
+            TransportError: the carrier refused some events, named, after every batch was
+                tried (the rest are published).
 
         """
         store = outbox_of(self.store)
         if store is None:
             raise TaskhopError(f"the app's store ({type(self.store).__name__}) keeps no outbox")
         published: list[str] = []
+        refused: list[TransportError] = []
         batch: list[EventEnvelope] = []
+
+        def send() -> None:
+            try:
+                self.carrier.publish(batch)
+            except TransportError as exc:  # one refused batch stops no other
+                refused.append(exc)
+                return
+            published.extend(e.id for e in batch)
+
         for event in store.outbox_events(since):
             batch.append(event)
             if len(batch) == _REPUBLISH_BATCH:
-                self.carrier.publish(batch)
-                published += [e.id for e in batch]
+                send()
                 batch = []
         if batch:
-            self.carrier.publish(batch)
-            published += [e.id for e in batch]
+            send()
+        if refused:
+            ids = tuple(i for exc in refused for i in exc.job_ids)
+            raise TransportError(
+                f"{len(published)} events published again; the carrier refused others: "
+                + "; ".join(str(exc) for exc in refused),
+                job_ids=ids,
+                retryable=any(exc.retryable for exc in refused),
+            )
         return published
 
     async def aemit(self, event: StaticEvent[P], payload: P, *, id: str | None = None) -> str:

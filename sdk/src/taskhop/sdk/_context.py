@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ _CANCEL_CHECK_EVERY = 1.0
 at most once a second."""
 
 _log = logging.getLogger(JOB_LOGGER)
+_EMITTING = threading.Lock()
+"""Held while a job context numbers an event (one lock for all: held for a list append)."""
 
 
 class _JobAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -212,7 +215,9 @@ class JobContext:
         The payload is validated now (a bad one raises ``ValidationError`` in the handler);
         the event is published after the handler returns, before the job is recorded
         succeeded. Its id derives from the job's and this call's position, so a re-run of the
-        handler emits the same event, and subscribers run it once.
+        handler emits the same event, and subscribers run it once. (Emitting from several
+        threads is safe, but positions then follow the threads' timing: a re-run gets the
+        same ids only if it emits in the same order.)
         """
         from ._events import job_event_id
 
@@ -224,14 +229,18 @@ class JobContext:
                 "ctx.emit works inside a worker's job only (use taskhop.sdk.testing to run"
                 " handlers)"
             )
-        emitted = self._emitted
-        if emitted is None:
-            emitted = []
-            object.__setattr__(self, "_emitted", emitted)
+        # Validated first (it may raise), then numbered and kept in one step: a handler's
+        # threads may emit at once, and no two events may take one position.
         envelope = app.events.envelope(
-            event, payload, id=job_event_id(self.job_id, f"e{len(emitted)}"), trace=self.trace
+            event, payload, id=job_event_id(self.job_id, "e0"), trace=self.trace
         )
-        emitted.append(envelope)
+        with _EMITTING:
+            emitted = self._emitted
+            if emitted is None:
+                emitted = []
+                object.__setattr__(self, "_emitted", emitted)
+            envelope = envelope.replace(id=job_event_id(self.job_id, f"e{len(emitted)}"))
+            emitted.append(envelope)
         return envelope.id
 
     def _children(self) -> Calls:

@@ -127,6 +127,14 @@ class EventCarrier(Protocol):
         """Deliver events to their subscribers."""
         ...
 
+    def check(self, events: Sequence[EventEnvelope]) -> None:
+        """Raise the ``TransportError`` ``publish`` would for events it can never send.
+
+        An event too large, say: nothing is sent or stored. A job checks its events so
+        before its end is written.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -477,6 +485,9 @@ class DirectCarrier:
         ]
         if jobs:
             self._app.transport.send_many(jobs)
+
+    def check(self, events: Sequence[EventEnvelope]) -> None:
+        """Nothing to check: the jobs go through the app's transport, which takes any size."""
 
     def close(self) -> None:
         """Nothing to release: the app closes its transport."""

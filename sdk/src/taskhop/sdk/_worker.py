@@ -47,6 +47,7 @@ from taskhop.static_contracts import (
     PayloadError,
     Reason,
     RetryPolicy,
+    TransportError,
 )
 from taskhop.static_contracts.limits import LAMBDA_MAX_TIMEOUT
 
@@ -541,15 +542,28 @@ class Worker:
             return self._failed(step, bad, kind="OutputError")
         try:
             events = outgoing_events(self.app, step.ctx, value)
+            if events:  # one the carrier can never send fails the job before anything is out
+                self.app.carrier.check(events)
         except (ValidationError, PayloadError) as exc:  # a publisher's transform is wrong
             bad = PermanentError(f"an event this job publishes is invalid: {exc}")
+            return self._failed(step, bad, kind="EventError")
+        except TransportError as exc:
+            if exc.retryable:
+                raise
+            bad = PermanentError(f"an event this job publishes cannot be sent: {exc}")
             return self._failed(step, bad, kind="EventError")
         store = self.app.store
         # outbox=True: the events go in the end's transaction (App checks the store has one).
         outbox = outbox_of(store) if self.app.outbox_events else None
         if events and outbox is None:
             # Before the end is recorded: a redelivery publishes the same ids again.
-            self._persist(self.app.carrier.publish, events)
+            try:
+                self._persist(self.app.carrier.publish, events)
+            except TransportError as exc:
+                if exc.retryable:
+                    raise  # the carrier is down: the host leaves the message for later
+                bad = PermanentError(f"the carrier refused this job's events: {exc}")
+                return self._failed(step, bad, kind="EventError")
         if store is not None:  # NoStore keeps nothing: no record to build, no key to complete
             record = _record(
                 envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at
