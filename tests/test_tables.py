@@ -136,6 +136,10 @@ def test_unknown_attribute_in_where() -> None:
         (F.status == 3, "3 is not a string"),
         (F.status.is_in(["paid", "lost"]), "'lost' is not one of"),
         (F.total == "3", "'3' is not a number"),
+        (F.total == float("nan"), "attribute 'total': nan is not a number DynamoDB can store"),
+        (F.total == float("inf"), "attribute 'total': inf is not a number DynamoDB can store"),
+        (F.total.is_in([1, float("-inf")]), "attribute 'total': -inf is not a number"),
+        (F.total.not_equal(Decimal("NaN")), "attribute 'total': Decimal\\('NaN'\\) is not a"),
         (F.tags == "a", "only string, number and boolean"),
         (F.total.prefix("1"), "prefix needs a string"),
         ((F.status == "paid") & (F.status == "new"), "appears twice"),
@@ -375,7 +379,28 @@ def test_wrong_type_names_the_field() -> None:
 def test_exponent_for_an_int_is_an_error_not_a_float() -> None:
     new = image(status={"S": "paid"}, total={"N": "1e3"})
     assert errors_of(record("INSERT", new=new)) == [
-        ("input.new.total", "bad N value: expected an integer, got '1e3'")
+        ("input.new.total", "bad N value: expected an integer")
+    ]
+
+
+@pytest.mark.parametrize("number", ["123456789.5", "1e3", "not-a-number-98765", "Infinity", "NaN"])
+def test_a_bad_number_is_named_by_its_path_never_quoted(number: str) -> None:
+    """A decode error is recorded and logged: it names the field and what was expected only."""
+    new = image(status={"S": "paid"}, total={"N": number})
+    [(path, message)] = errors_of(record("INSERT", new=new))
+    assert path == "input.new.total"
+    assert message.startswith("bad N value: expected")
+    assert number not in message
+    assert number.lower() not in message
+
+
+def test_a_bad_event_name_is_not_quoted() -> None:
+    rec = record("INSERT", new=image(status={"S": "paid"}, total={"N": "1"}))
+    rec["eventName"] = "SECRET-ish"
+    with pytest.raises(ValidationError) as info:
+        change_input(rec)
+    assert [(e.path, e.message) for e in info.value.errors] == [
+        ("record.eventName", "expected INSERT, MODIFY or REMOVE")
     ]
 
 

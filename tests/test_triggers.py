@@ -108,7 +108,8 @@ class Runs:
 
     def __call__(self, change: Change[Order]) -> None:
         with self.lock:
-            key = (change.new or change.old).pk if (change.new or change.old) else "?"
+            item = change.new or change.old
+            key = "?" if item is None else item.pk
             self.count[key] += 1
             self.changes.append(change)
 

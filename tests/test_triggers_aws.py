@@ -134,6 +134,37 @@ def test_where_filters_before_anything_is_invoked(orders: Orders) -> None:
     assert [r["dynamodb"]["Keys"] for r in invocation["event"]["Records"]] == [{"pk": {"S": "o2"}}]
 
 
+def test_numbers_moto_keeps_as_written_arrive_as_aws_delivers_them(orders: Orders) -> None:
+    """moto's stream carries ``"10.0"`` and ``"1e3"`` as written; DynamoDB stores, and its
+    stream carries, ``"10"`` and ``"1000"``: the poller delivers those, so ``F.total == 10``
+    and an ``int`` field behave on dev as on AWS."""
+    got: list[tuple[str, int]] = []
+
+    @orders.app.on_change(orders.table, mode="inline", where=F.total == 10, retry=1)
+    def tens(change: Change[Order], ctx: JobContext) -> None:
+        assert change.new is not None
+        got.append((change.new.pk, change.new.total))
+
+    @orders.app.on_change(orders.table, mode="inline", retry=1)
+    def every(change: Change[Order], ctx: JobContext) -> None:
+        assert change.new is not None
+        got.append((change.new.pk, change.new.total))
+
+    for pk, written in (("n1", "10.0"), ("n2", "1e3"), ("n3", "0010")):
+        item = {"pk": {"S": pk}, "status": {"S": "paid"}, "total": {"N": written}}
+        orders.db.put_item(TableName=orders.name, Item=item)
+    assert orders.poller().poll_once() == 3
+    [invocation] = orders.events
+    records = invocation["event"]["Records"]
+    assert [r["dynamodb"]["NewImage"]["total"] for r in records] == [
+        {"N": "10"},
+        {"N": "1000"},
+        {"N": "10"},
+    ]
+    assert invocation["response"] == {"batchItemFailures": []}
+    assert got == [("n1", 10), ("n1", 10), ("n2", 1000), ("n3", 10), ("n3", 10)]
+
+
 def test_changed_skips_a_modify_that_leaves_status_alone(orders: Orders) -> None:
     got: list[tuple[str, str]] = []
 

@@ -55,6 +55,7 @@ from taskhop.static_contracts.limits import (
     LAMBDA_SAFETY_MARGIN,
     SQS_FIFO_MAX_BATCH,
     SQS_MAX_QUEUE_NAME,
+    STREAM_MAPPING_RETRIES,
 )
 
 __all__ = ["merge_sam", "merged_template_text", "render", "sam_schedule_events"]
@@ -132,7 +133,7 @@ QUEUE_PREFIX = "${AWS::StackName}-ev-"
 """Subscriber queues' names start with the stack's name, so two stacks do not collide."""
 STACK_NAME_ROOM = 32
 """The longest stack name every subscriber queue name is checked to fit with."""
-STREAM_RETRIES = 10
+STREAM_RETRIES = STREAM_MAPPING_RETRIES
 """A stream record is tried this many times more, then sent to the on-failure queue."""
 STREAM_RECORD_AGE = 3600
 """Seconds after which a stream record is given up on (the stream keeps it 24 h)."""

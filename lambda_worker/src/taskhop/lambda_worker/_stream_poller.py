@@ -21,7 +21,10 @@ What moto 5 (checked on 5.2) gives and does not: one shard per table that never 
 record ids, sequence numbers, images and ``ApproximateCreationDateTime``; iterators
 TRIM_HORIZON, AT_ and AFTER_SEQUENCE_NUMBER work. It never expires items by TTL, so no
 record carries the ``userIdentity`` of a TTL removal; and it writes a MODIFY record even
-for a put that changes nothing (DynamoDB writes none).
+for a put that changes nothing (DynamoDB writes none). It keeps numbers as written
+(``"10.0"``, ``"1e3"``) where DynamoDB stores them canonical (``"10"``, ``"1000"``), so the
+poller rewrites them as AWS's stream carries them: a filter ``F.total == 10`` and an ``int``
+field see on dev what they see on AWS.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 from taskhop.sdk import App, matches
+from taskhop.static_contracts.limits import STREAM_MAPPING_RETRIES
 
 from ._local import LocalContext
 
-__all__ = ["LocalStreamPoller", "table_criteria"]
+__all__ = ["LocalStreamPoller", "canonical_numbers", "table_criteria"]
 
 _log = logging.getLogger("taskhop.local")
 
@@ -59,7 +64,7 @@ class LocalStreamPoller:
         criteria: the mapping's ``FilterCriteria`` (``table_criteria(app, name)``); None
             delivers every record.
         max_retries: failed deliveries from one record before it is discarded (the mapping's
-            ``MaximumRetryAttempts``).
+            ``MaximumRetryAttempts``; taskhop deploys ``STREAM_MAPPING_RETRIES``).
         on_failure: called with each discarded batch's description (the on-failure
             destination); every one is also kept in ``discarded``.
         function_timeout: the remaining time each invocation's context starts with.
@@ -77,7 +82,7 @@ class LocalStreamPoller:
         *,
         batch_size: int = 100,
         criteria: Mapping[str, Any] | None = None,
-        max_retries: int = 3,
+        max_retries: int = STREAM_MAPPING_RETRIES,
         on_failure: Callable[[dict[str, Any]], None] | None = None,
         function_timeout: float = 30.0,
         starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON",
@@ -258,10 +263,59 @@ class LocalStreamPoller:
     def _record(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """One GetRecords record shaped like Lambda's DynamoDB event record."""
         shaped: dict[str, Any] = _as_event_json(record)
+        stream = shaped.get("dynamodb")
+        if isinstance(stream, dict):
+            for part in ("Keys", "NewImage", "OldImage"):
+                attributes = cast("dict[str, Any]", stream).get(part)
+                if isinstance(attributes, dict):
+                    items = cast("dict[str, Any]", attributes)
+                    stream[part] = {k: canonical_numbers(v) for k, v in items.items()}
         shaped["eventSource"] = "aws:dynamodb"
         shaped["eventSourceARN"] = self.stream_arn
         shaped.setdefault("awsRegion", self.region)
         return shaped
+
+
+def canonical_numbers(value: Any) -> Any:
+    """An attribute value with its numbers as DynamoDB stores them (``N``, ``NS``, nested too).
+
+    ``"10.0"`` is ``"10"``, ``"1e3"`` ``"1000"``, ``"0010"`` ``"10"``, ``"-0"`` ``"0"``.
+    """
+    if not isinstance(value, Mapping):
+        return value
+    tagged = cast("Mapping[str, Any]", value)
+    if len(tagged) != 1:
+        return tagged
+    [(tag, inner)] = tagged.items()
+    if tag == "N":
+        return {"N": _canonical(inner)}
+    if tag == "NS" and isinstance(inner, list):
+        members: list[Any] = inner  # pyright: ignore[reportUnknownVariableType]
+        return {"NS": list(dict.fromkeys(_canonical(v) for v in members))}
+    if tag == "M" and isinstance(inner, Mapping):
+        fields = cast("Mapping[str, Any]", inner)
+        return {"M": {k: canonical_numbers(v) for k, v in fields.items()}}
+    if tag == "L" and isinstance(inner, list):
+        elements: list[Any] = inner  # pyright: ignore[reportUnknownVariableType]
+        return {"L": [canonical_numbers(v) for v in elements]}
+    return tagged
+
+
+def _canonical(text: Any) -> Any:
+    """One number's canonical text: no exponent, no leading or trailing zeros.
+
+    The SDK's filters compile numbers the same way; what is not a finite number is left as
+    it is, for the decoder to refuse.
+    """
+    if not isinstance(text, str):
+        return text
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not number.is_finite():
+        return text
+    return format(number.normalize(), "f") if number else "0"
 
 
 def _as_event_json(value: Any) -> Any:

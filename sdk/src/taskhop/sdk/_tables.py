@@ -283,6 +283,11 @@ def _check_rule(table: Table[Any], rule: _Rule, annotation: Any) -> None:
     for value in rule.values:
         if _value_tag(value) != tag:
             raise ContractError(f"{where}: {value!r} is not a {_TAG_NAMES[tag]}")
+        if tag == "N" and not _finite(value):  # the pattern would say "NaN": never matched
+            raise ContractError(
+                f"{where}: {value!r} is not a number DynamoDB can store (no NaN or infinity),"
+                " so the filter could never match"
+            )
     allowed = get_args(_strip(annotation)) if get_origin(_strip(annotation)) is Literal else ()
     for value in rule.values:
         if allowed and value not in allowed:
@@ -305,6 +310,11 @@ def _scalar_tag(annotation: Any) -> str | None:
         tags = {_value_tag(v) for v in get_args(tp)}
         return tags.pop() if len(tags) == 1 else None
     return None
+
+
+def _finite(value: object) -> bool:
+    """Whether a number is finite (DynamoDB stores neither NaN nor the infinities)."""
+    return Decimal(str(value)).is_finite()
 
 
 def _value_tag(value: object) -> str | None:
@@ -523,7 +533,7 @@ def change_input(record: Mapping[str, Any]) -> dict[str, Any]:
     kind = _EVENT_NAMES.get(name) if isinstance(name, str) else None
     if kind is None:
         raise ValidationError(
-            "table change", [FieldError("record.eventName", f"not INSERT/MODIFY/REMOVE: {name!r}")]
+            "table change", [FieldError("record.eventName", "expected INSERT, MODIFY or REMOVE")]
         )
     identity = _as_map(record.get("userIdentity"))
     ttl = kind == "remove" and identity is not None and _is_ttl(identity)
@@ -561,7 +571,7 @@ def structure_change(
     errors: list[FieldError] = []
     kind = data.get("kind")
     if kind not in _EVENT_NAMES.values():
-        errors.append(FieldError("input.kind", f"not insert/modify/remove: {kind!r}"))
+        errors.append(FieldError("input.kind", "expected insert, modify or remove"))
     for name in ("event_id", "sequence"):
         if not isinstance(data.get(name), str):
             errors.append(FieldError(f"input.{name}", "expected string"))
@@ -688,14 +698,14 @@ def _number(text: Any, tp: Any) -> int | float | Decimal:
     try:
         number = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"{text!r} is not a number") from None
+        raise ValueError("expected a number") from None
     if not number.is_finite():
-        raise ValueError(f"{text!r} is not a number")
+        raise ValueError("expected a finite number")
     options = get_args(tp) if get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
     integral = _INTEGER.fullmatch(text) is not None
     if int in options and (integral or not {float, Decimal} & set(options)):
         if not integral:
-            raise ValueError(f"expected an integer, got {text!r}")
+            raise ValueError("expected an integer")
         return int(text)
     if float in options:
         return float(number)

@@ -17,7 +17,9 @@ derives from the stream record's id:
   handler never holds the shard and the job has its retries, dead letters and idempotency;
 - ``mode="inline"`` runs the job in the stream function itself, for small handlers. A retry
   stops the batch at its record, so the event source mapping delivers it again (its
-  ``MaximumRetryAttempts`` and on-failure destination bound how often).
+  ``MaximumRetryAttempts`` and on-failure destination bound how often: a retry policy
+  allowing more attempts than 1 + ``STREAM_MAPPING_RETRIES`` is refused). A job whose lease
+  a crashed invocation still holds is handed to the queue instead, to run when it ends.
 
 A malformed image becomes a job whose validation fails: the worker records it rejected with
 the field paths, and the shard moves on.
@@ -25,6 +27,8 @@ the field paths, and the shard moves on.
 
 from __future__ import annotations
 
+import logging
+import time
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,10 +39,11 @@ from taskhop.static_contracts import (
     ContractError,
     Duration,
     Envelope,
+    Reason,
     RetrySpec,
     TransportError,
 )
-from taskhop.static_contracts.limits import LAMBDA_MAX_FILTERS
+from taskhop.static_contracts.limits import LAMBDA_MAX_FILTERS, STREAM_MAPPING_RETRIES
 
 from ._contract import TaskContract
 from ._errors import ValidationError
@@ -65,6 +70,12 @@ __all__ = ["StreamAnswer", "Trigger", "Triggers", "serve_stream_records", "trigg
 Mode = Literal["enqueue", "inline"]
 _KINDS = frozenset({"insert", "modify", "remove"})
 _MAX_JOB_ID = 128
+_INLINE_ATTEMPTS = 1 + STREAM_MAPPING_RETRIES
+"""The most attempts an inline trigger may allow: its record is delivered no more often."""
+_UNTIMED_BUDGET = 1.0
+"""Seconds an inline job without a timeout needs left to be started on a later record."""
+
+_log = logging.getLogger("taskhop.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +182,14 @@ class Triggers:
         )
         if task in self._app.tasks:
             raise ContractError(f"trigger {task!r}: a task of this name already exists")
+        if mode == "inline" and contract.retry.attempts > _INLINE_ATTEMPTS:
+            # Each attempt needs a delivery: past the mapping's, the job would wait for good.
+            raise ContractError(
+                f"trigger {task!r}: mode='inline' runs each attempt on a delivery of the record,"
+                f" and the stream mapping delivers it {_INLINE_ATTEMPTS} times at most (1 +"
+                f" {STREAM_MAPPING_RETRIES} retries); retry allows {contract.retry.attempts}"
+                " attempts: allow fewer, or use mode='enqueue'"
+            )
         filters = _union([*(t.criteria for t in self.of_table(table.name)), criteria])
         if len(filters) > LAMBDA_MAX_FILTERS:
             # One mapping per table: its filters are every trigger's, and Lambda takes 5.
@@ -245,18 +264,37 @@ def serve_stream_records(
     ``table`` names the table when the records carry no ``eventSourceARN`` (a test's, the
     memory backend's). An enqueue trigger's jobs are sent once per record, before the next
     record is looked at, so a failed send stops the batch at the record it belongs to.
+
+    ``deadline`` (``time.monotonic()``) bounds the inline jobs: one is started on a record
+    after the first only if its timeout (or a second, without one) is left, else the batch
+    stops there and the record comes first in the next invocation, with all its time. An
+    inline job whose lease a crashed invocation still holds goes to the queue, with the
+    same id, to run once the lease ends: the mapping's deliveries would run out before it.
     """
     from ._worker import OutcomeKind
 
     jobs = filtered = 0
     outbox = outbox_of(app.store)
-    for record in records:
+    for position, record in enumerate(records):
         sequence = _sequence(record) or ""
-        event = None if outbox is None else outbox.outbox_event(record)
+        try:
+            event = None if outbox is None else outbox.outbox_event(record)
+        except Exception as exc:  # an unreadable outbox item: only this record fails
+            _log.error(
+                "stream record %s: an outbox item that cannot be read: %s",
+                sequence,
+                type(exc).__name__,
+            )
+            return StreamAnswer(sequence, jobs, filtered)
         if event is not None:  # the job table's outbox: publish, and go on only once it is
             try:
                 app.carrier.publish([event])
-            except Exception:  # the carrier is down: this record comes again
+            except Exception as exc:  # the carrier is down: this record comes again
+                _log.warning(
+                    "stream record %s: its outbox event was not published (%s); it comes again",
+                    sequence,
+                    type(exc).__name__,
+                )
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += 1
             continue
@@ -271,11 +309,24 @@ def serve_stream_records(
             if trigger.mode == "enqueue":
                 outgoing.append(envelope)
                 continue
+            if position > 0 and not _time_for(app, trigger, deadline):
+                _log.info(
+                    "stream record %s: too little time left for %s; it comes first next time",
+                    sequence,
+                    trigger.task,
+                )
+                return StreamAnswer(sequence, jobs, filtered)
             try:
                 outcome = app.worker().process(envelope, deadline=deadline)
             except Exception:  # the store is down: this record is tried again
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += 1
+            if outcome.kind is OutcomeKind.RETRY and outcome.reason == Reason.ATTEMPT_IN_PROGRESS:
+                try:  # one batch per shard is in flight: the lease is a dead invocation's
+                    app.transport.send(envelope.with_delay(outcome.retry_after or 0.0))
+                except TransportError:
+                    return StreamAnswer(sequence, jobs, filtered)
+                continue
             if outcome.kind in (OutcomeKind.RETRY, OutcomeKind.DEFERRED):
                 return StreamAnswer(sequence, jobs, filtered)
         if outgoing:
@@ -285,6 +336,14 @@ def serve_stream_records(
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += len(outgoing)
     return StreamAnswer(None, jobs, filtered)
+
+
+def _time_for(app: App, trigger: Trigger, deadline: float | None) -> bool:
+    """Whether an inline job of ``trigger`` started now gets its whole timeout by ``deadline``."""
+    if deadline is None:
+        return True
+    timeout = app.get(trigger.task).contract.timeout
+    return deadline - time.monotonic() >= (_UNTIMED_BUDGET if timeout is None else timeout)
 
 
 def _union(criteria: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

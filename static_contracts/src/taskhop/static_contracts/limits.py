@@ -22,6 +22,7 @@ __all__ = [
     "SQS_MAX_MESSAGE_BYTES",
     "SQS_MAX_QUEUE_NAME",
     "SQS_MAX_VISIBILITY",
+    "STREAM_MAPPING_RETRIES",
 ]
 
 SQS_MAX_DELAY = 900
@@ -69,3 +70,9 @@ SNS_MAX_BATCH_ENTRIES = 10
 
 SNS_MAX_FILTER_VALUES = 150
 """Values a subscription filter policy may list across its keys (SNS quota: 150 combinations)."""
+
+STREAM_MAPPING_RETRIES = 10
+"""The ``MaximumRetryAttempts`` taskhop deploys on every DynamoDB stream mapping (AWS allows
+up to 10000): a failed record is delivered this many times more, then sent to the on-failure
+queue. Not an AWS quota but taskhop's setting, which every layer must agree on: the rendered
+mapping, the dev poller, and the inline triggers' attempts (which the deliveries bound)."""
