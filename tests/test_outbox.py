@@ -28,17 +28,23 @@ class Placed:
 placed = define_event("order.placed", payload=Placed, key="order_id")
 
 
-@pytest.fixture
-def stack(server_session: Any) -> Iterator[tuple[App, AwsHarness, Any, Counter[str]]]:
+def moto_app(session: Any, *, outbox: bool = False) -> tuple[App, str, Any]:
+    """An app on a fresh queue and a job table with its stream on (moto over HTTP)."""
     from taskhop.backends.dynamodb import DynamoStore
     from taskhop.backends.sqs import SqsQueue
 
     name = f"o-{uuid.uuid4().hex[:12]}"
-    sqs = server_session.client("sqs")
+    sqs = session.client("sqs")
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    store = DynamoStore(name, session=server_session)
+    store = DynamoStore(name, session=session)
     store.create_table(stream=True)
-    app = create_app(queue=SqsQueue(url, session=server_session), store=store)
+    app = create_app(queue=SqsQueue(url, session=session), store=store, outbox=outbox)
+    return app, url, sqs
+
+
+@pytest.fixture
+def stack(server_session: Any) -> Iterator[tuple[App, AwsHarness, Any, Counter[str]]]:
+    app, url, sqs = moto_app(server_session)
     app.event(placed)
     runs: Counter[str] = Counter()
 
@@ -192,15 +198,7 @@ shipped = define_event("order.shipped", payload=Placed, key="order_id")
 @pytest.fixture
 def outbox_stack(server_session: Any) -> Iterator[tuple[App, AwsHarness, Any, Counter[str]]]:
     """An app whose jobs' events go in their completion's transaction."""
-    from taskhop.backends.dynamodb import DynamoStore
-    from taskhop.backends.sqs import SqsQueue
-
-    name = f"ob-{uuid.uuid4().hex[:12]}"
-    sqs = server_session.client("sqs")
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    store = DynamoStore(name, session=server_session)
-    store.create_table(stream=True)
-    app = create_app(queue=SqsQueue(url, session=server_session), store=store, outbox=True)
+    app, url, sqs = moto_app(server_session, outbox=True)
     app.carrier = Recording(app.carrier)
     app.event(placed)
     app.event(shipped)
