@@ -16,7 +16,15 @@ from typing import Any
 import attrs
 import pytest
 from conftest import AwsHarness
-from taskhop.sdk import App, Event, JobContext, TaskhopError, create_app, define_event
+from taskhop.sdk import (
+    App,
+    Event,
+    JobContext,
+    TaskhopError,
+    TransportError,
+    create_app,
+    define_event,
+)
 
 
 @attrs.frozen
@@ -143,26 +151,61 @@ def test_a_failed_publish_stops_the_batch_at_its_record(
     records = stream_records(session, app.store.table)  # type: ignore[union-attr]
     real, calls = app.carrier, []
 
-    class Flaky:
+    class RefusesTheSecond:
+        """Consecutive outbox records are published in one call: this one takes the first
+        event and refuses the rest, naming them, as SnsCarrier does."""
+
         def publish(self, events: Any) -> None:
-            calls.append(events)
-            if len(calls) == 2:
-                raise ConnectionError("SNS is down")
+            calls.append(len(events))
+            if len(calls) == 1:
+                real.publish(events[:1])
+                raise TransportError("SNS refused some", job_ids=tuple(e.id for e in events[1:]))
             real.publish(events)
 
         def check(self, events: Any) -> None: ...
 
         def close(self) -> None: ...
 
-    app.carrier = Flaky()
+    app.carrier = RefusesTheSecond()
     handler = make_handler(app, sqs_client=harness.sqs)
     second = records[1]["dynamodb"]["SequenceNumber"]
     assert handler({"Records": records}, None) == {
         "batchItemFailures": [{"itemIdentifier": second}]
     }
     assert handler({"Records": records[1:]}, None) == {"batchItemFailures": []}
+    assert calls == [3, 2]  # one call per run of outbox records
     harness.drain()
     assert runs == {"o1": 1, "o2": 1, "o3": 1}
+
+
+def test_a_carrier_outage_stops_the_batch_at_the_runs_first_record(
+    stack: tuple[App, AwsHarness, Any, Counter[str]],
+) -> None:
+    from taskhop.lambda_worker import make_handler
+
+    app, harness, session, runs = stack
+    client = session.client("dynamodb")
+    for n in (1, 2):
+        client.transact_write_items(TransactItems=[app.outbox(placed, Placed(f"o{n}", n))])
+    records = stream_records(session, app.store.table)  # type: ignore[union-attr]
+    real = app.carrier
+
+    class Down:
+        def publish(self, events: Any) -> None:
+            raise ConnectionError("SNS is unreachable")
+
+        def check(self, events: Any) -> None: ...
+
+        def close(self) -> None: ...
+
+    app.carrier = Down()
+    handler = make_handler(app, sqs_client=harness.sqs)
+    first = records[0]["dynamodb"]["SequenceNumber"]
+    assert handler({"Records": records}, None) == {"batchItemFailures": [{"itemIdentifier": first}]}
+    app.carrier = real
+    assert handler({"Records": records}, None) == {"batchItemFailures": []}
+    harness.drain()
+    assert runs == {"o1": 1, "o2": 1}
 
 
 def test_the_memory_store_keeps_no_outbox() -> None:

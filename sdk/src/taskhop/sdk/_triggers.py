@@ -39,6 +39,7 @@ from taskhop.static_contracts import (
     ContractError,
     Duration,
     Envelope,
+    EventEnvelope,
     Reason,
     RetrySpec,
     TransportError,
@@ -275,6 +276,7 @@ def serve_stream_records(
 
     jobs = filtered = 0
     outbox = outbox_of(app.store)
+    run: list[tuple[str, EventEnvelope]] = []  # consecutive outbox records, published together
     for position, record in enumerate(records):
         sequence = _sequence(record) or ""
         try:
@@ -285,19 +287,15 @@ def serve_stream_records(
                 sequence,
                 type(exc).__name__,
             )
-            return StreamAnswer(sequence, jobs, filtered)
-        if event is not None:  # the job table's outbox: publish, and go on only once it is
-            try:
-                app.carrier.publish([event])
-            except Exception as exc:  # the carrier is down: this record comes again
-                _log.warning(
-                    "stream record %s: its outbox event was not published (%s); it comes again",
-                    sequence,
-                    type(exc).__name__,
-                )
-                return StreamAnswer(sequence, jobs, filtered)
-            jobs += 1
+            failed, sent = _publish_run(app, run)
+            return StreamAnswer(failed or sequence, jobs + sent, filtered)
+        if event is not None:  # the job table's outbox: published with its neighbours
+            run.append((sequence, event))
             continue
+        failed, sent = _publish_run(app, run)  # before this record: the batch stays in order
+        jobs += sent
+        if failed is not None:
+            return StreamAnswer(failed, jobs, filtered)
         name = table or table_of(record)
         triggers = [] if name is None else app.triggers.of_table(name)
         outgoing: list[Envelope] = []
@@ -335,7 +333,37 @@ def serve_stream_records(
             except TransportError:
                 return StreamAnswer(sequence, jobs, filtered)
             jobs += len(outgoing)
-    return StreamAnswer(None, jobs, filtered)
+    failed, sent = _publish_run(app, run)
+    return StreamAnswer(failed, jobs + sent, filtered)
+
+
+def _publish_run(app: App, run: list[tuple[str, EventEnvelope]]) -> tuple[str | None, int]:
+    """Publish a run of outbox records' events in one call (the carrier batches them).
+
+    Returns the sequence number of the first record whose event was not published (None if
+    all were) and how many were before it. The run is emptied. Events after a refused one
+    may have gone out too: they come again with it, and their subscribers still run once.
+    """
+    if not run:
+        return None, 0
+    events = [event for _, event in run]
+    try:
+        app.carrier.publish(events)
+    except Exception as exc:  # the carrier is down, or refused some: they come again
+        # A TransportError names the events it did not send; any other error, none of them.
+        refused = set(exc.job_ids) if isinstance(exc, TransportError) else set[str]()
+        first = next((i for i, (_, e) in enumerate(run) if e.id in refused), 0)
+        sequence = run[first][0]
+        _log.warning(
+            "stream record %s: its outbox event was not published (%s); it comes again",
+            sequence,
+            type(exc).__name__,
+        )
+        run.clear()
+        return sequence, first
+    sent = len(run)
+    run.clear()
+    return None, sent
 
 
 def _time_for(app: App, trigger: Trigger, deadline: float | None) -> bool:
