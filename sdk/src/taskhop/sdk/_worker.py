@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from taskhop.static_contracts import (
     Envelope,
     EnvelopeError,
+    EventEnvelope,
     JsonValue,
     PayloadError,
     Reason,
@@ -70,7 +71,7 @@ from ._events import SHARED_INPUT, outgoing_events
 from ._fingerprint import input_fingerprint
 from ._invoke import Suspended
 from ._registered import MigrationError
-from ._store import JobRecord, JobStatus, JobStore, NoStore, outbox_of, slot_init
+from ._store import JobRecord, JobStatus, JobStore, NoStore, OutboxStore, outbox_of, slot_init
 from ._workflow_continue import continue_after, workflow_ended
 
 if TYPE_CHECKING:
@@ -540,50 +541,22 @@ class Worker:
         except PayloadError as exc:
             bad = PermanentError(f"handler returned a bad output: {exc}")
             return self._failed(step, bad, kind="OutputError")
-        try:
-            events = outgoing_events(self.app, step.ctx, value)
-            if events:  # one the carrier can never send fails the job before anything is out
-                self.app.carrier.check(events)
-        except (ValidationError, PayloadError) as exc:  # a publisher's transform is wrong
-            bad = PermanentError(f"an event this job publishes is invalid: {exc}")
-            return self._failed(step, bad, kind="EventError")
-        except TransportError as exc:
-            if exc.retryable:
-                raise
-            bad = PermanentError(f"an event this job publishes cannot be sent: {exc}")
-            return self._failed(step, bad, kind="EventError")
+        events, refused = self._events_of(step, value)
+        if refused is not None:
+            return refused
         store = self.app.store
         # outbox=True: the events go in the end's transaction (App checks the store has one).
         outbox = outbox_of(store) if self.app.outbox_events else None
         if events and outbox is None:
-            # Before the end is recorded: a redelivery publishes the same ids again.
-            try:
-                self._persist(self.app.carrier.publish, events)
-            except TransportError as exc:
-                if exc.retryable:
-                    raise  # the carrier is down: the host leaves the message for later
-                bad = PermanentError(f"the carrier refused this job's events: {exc}")
-                return self._failed(step, bad, kind="EventError")
+            refused = self._publish(step, events)
+            if refused is not None:
+                return refused
         if store is not None:  # NoStore keeps nothing: no record to build, no key to complete
             record = _record(
                 envelope, JobStatus.SUCCEEDED, result=result, created_at=step.created_at
             )
             try:
-                complete: Callable[[JobRecord], bool] = store.complete
-                complete_key: Callable[[str, str, JsonValue], None] = store.complete_key
-                if outbox is not None and events:  # refused before the key: events are the end's
-                    entries = outbox.outbox_entries(envelope.id, events)
-                    # The events are written with the first write that ends the job: the key's
-                    # (a crash after it ends the job from the key, never running it again), or
-                    # the record's. So they exist if, and only if, the job succeeded.
-                    if key is None:
-                        complete = partial(outbox.complete_with_outbox, entries=entries)
-                    else:
-                        complete_key = partial(
-                            outbox.complete_key_with_outbox,
-                            entries=entries,
-                            attempt=envelope.attempt,
-                        )
+                complete, complete_key = _enders(store, outbox, envelope, events)
                 if key is not None:  # the key first: see the module docstring
                     self._persist(complete_key, key, envelope.id, result)
                 written = self._persist(complete, record)
@@ -600,6 +573,42 @@ class Worker:
             duration_ms=_ms(step.started),
         )
         return self._finish(step, outcome)
+
+    def _events_of(self, step: _Prepared, value: Any) -> tuple[list[EventEnvelope], Outcome | None]:
+        """What the succeeding job publishes, checked by the carrier; or the job's failure.
+
+        An event that can never be sent (an invalid transform's payload, one too large for
+        the carrier) fails the job before anything is out or written: the same run gives the
+        same events, so it is not retried.
+        """
+        try:
+            events = outgoing_events(self.app, step.ctx, value)
+            if events:
+                self.app.carrier.check(events)
+        except (ValidationError, PayloadError) as exc:  # a publisher's transform is wrong
+            bad = PermanentError(f"an event this job publishes is invalid: {exc}")
+            return [], self._failed(step, bad, kind="EventError")
+        except TransportError as exc:
+            if exc.retryable:
+                raise
+            bad = PermanentError(f"an event this job publishes cannot be sent: {exc}")
+            return [], self._failed(step, bad, kind="EventError")
+        return events, None
+
+    def _publish(self, step: _Prepared, events: list[EventEnvelope]) -> Outcome | None:
+        """Publish before the end is recorded (a redelivery publishes the same ids again).
+
+        A carrier that is down leaves the message for later; one that refuses for good fails
+        the job now rather than at the end of every attempt's lease.
+        """
+        try:
+            self._persist(self.app.carrier.publish, events)
+        except TransportError as exc:
+            if exc.retryable:
+                raise
+            bad = PermanentError(f"the carrier refused this job's events: {exc}")
+            return self._failed(step, bad, kind="EventError")
+        return None
 
     def _failed(self, step: _Prepared, exc: BaseException, *, kind: str | None = None) -> Outcome:
         envelope = step.envelope
@@ -879,6 +888,28 @@ def _record(envelope: Envelope, status: JobStatus, /, **fields: Any) -> JobRecor
         idempotency_key=envelope.idempotency_key,
         **fields,
     )
+
+
+def _enders(
+    store: JobStore,
+    outbox: OutboxStore | None,
+    envelope: Envelope,
+    events: list[EventEnvelope],
+) -> tuple[Callable[[JobRecord], bool], Callable[[str, str, JsonValue], None]]:
+    """The writes that end a succeeding job: its record's, and its key's.
+
+    With an outbox, the events go with the first of them that ends the job: the key's (a
+    crash after it ends the job from the key, never running it again), else the record's.
+    So they exist if, and only if, the job succeeded. Raises ``ResultTooLarge`` if they
+    cannot go in one write, before the key is touched.
+    """
+    if outbox is None or not events:
+        return store.complete, store.complete_key
+    entries = outbox.outbox_entries(envelope.id, events)
+    if envelope.idempotency_key is None:
+        return partial(outbox.complete_with_outbox, entries=entries), store.complete_key
+    owned = partial(outbox.complete_key_with_outbox, entries=entries, attempt=envelope.attempt)
+    return store.complete, owned
 
 
 def _stale(envelope: Envelope) -> Outcome:
