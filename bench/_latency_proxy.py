@@ -151,11 +151,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.counted:
             self.server.count(CONNECTIONS)
             self.counted = True
+        # The span ends before the answer is written: once the client has it, it may ask for
+        # the counts (``take``), and this request's time must be in them by then.
         with self.server.span(IN_FLIGHT):
-            self.relay(body)
+            answer = self.relay(body)
+        self.answer(*answer)
 
-    def relay(self, body: bytes) -> None:
-        """Count the request, hold it for the delay, forward it, answer."""
+    def relay(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        """Count the request, hold it for the delay, forward it; return the answer."""
         name = operation(self.command, self.path, self.headers, body)
         self.server.count(name)
         if not self.server.floor:
@@ -173,13 +176,13 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in response.getheaders()
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
         ]
-        self.answer(response.status, response.reason, headers, data)
         if response.will_close and self.upstream is not None:
             # moto's server (werkzeug's) closes every connection after one answer; the
             # client's connection stays open, as AWS's would, and the next request upstream
             # opens a new one (a local TCP connect, part of moto's own service time).
             self.upstream.close()
             self.upstream = None
+        return response.status, response.reason, headers, data
 
     def exchange(self, body: bytes) -> http.client.HTTPResponse:
         """Send the request upstream on this connection's own upstream connection."""
