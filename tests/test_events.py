@@ -467,3 +467,16 @@ def test_a_carrier_that_refuses_for_good_fails_the_job_once() -> None:
     assert record.error is not None
     assert record.error.type == "EventError"
     assert runs == [1]
+
+
+def test_a_carrier_without_the_whole_protocol_is_refused_when_the_app_is_made() -> None:
+    """Refused at create_app, naming what is missing, never at a job's end."""
+    from taskhop.sdk import create_app
+
+    class PublishOnly:
+        def publish(self, events: Any) -> None: ...
+
+        def close(self) -> None: ...
+
+    with pytest.raises(TypeError, match=r"PublishOnly is not an EventCarrier \(no check\)"):
+        create_app(events=PublishOnly())  # type: ignore[arg-type]

@@ -67,6 +67,9 @@ O = TypeVar("O")
 P = TypeVar("P")
 T = TypeVar("T")
 
+_CARRIER_METHODS = ("publish", "check", "close")
+"""What ``EventCarrier`` asks of a carrier, checked when an app is made with one."""
+
 _REPUBLISH_BATCH = 100
 """Events handed to the carrier at once by ``republish_outbox`` (it batches them further)."""
 
@@ -86,6 +89,13 @@ class App:
         events: EventCarrier | None = None,
         outbox: bool = False,
     ) -> None:
+        if events is not None:  # refused now, not at the end of the first job that emits
+            missing = [m for m in _CARRIER_METHODS if not callable(getattr(events, m, None))]
+            if missing:
+                raise TypeError(
+                    f"events=: {type(events).__name__} is not an EventCarrier"
+                    f" (no {', '.join(missing)})"
+                )
         if outbox and outbox_of(store) is None:
             raise TaskhopError(
                 f"outbox=True needs a store with an outbox (DynamoStore), got"
