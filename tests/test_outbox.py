@@ -287,6 +287,41 @@ def relay(app: App, session: Any, harness: AwsHarness) -> list[dict[str, Any]]:
     return records
 
 
+def run_through_crashes(
+    app: App, harness: AwsHarness, job_id: str, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Poll the queue as Lambda would until the job is final; return its record.
+
+    Leases and the visibility timeout are short, so a crashed invocation's message comes back
+    in seconds; an invocation that dies (``Crash``) is only the end of that poll.
+    """
+    import taskhop.sdk._worker as worker_module
+    from faults import Crash
+    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
+    from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
+
+    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 1.0)
+    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.5)
+    harness.sqs.set_queue_attributes(QueueUrl=harness.url, Attributes={"VisibilityTimeout": "2"})
+    store: Any = app.store
+    mapping = LocalEventSourceMapping(
+        make_handler(app, sqs_client=harness.sqs),
+        harness.url,
+        harness.sqs,
+        wait_time=0,
+        function_timeout=LAMBDA_SAFETY_MARGIN + 1.5,
+    )
+    deadline = time.monotonic() + 30
+    while (record := store.get(job_id)) is None or not record.status.is_final:
+        assert time.monotonic() < deadline, "the job never ended"
+        try:
+            if not mapping.poll_once():
+                time.sleep(0.2)
+        except Crash:
+            pass
+    return record
+
+
 def test_a_jobs_events_are_written_with_its_success_and_published_from_the_stream(
     outbox_stack: tuple[App, AwsHarness, Any, Counter[str]],
 ) -> None:
@@ -306,38 +341,22 @@ def test_a_crash_before_the_end_then_a_permanent_failure_publishes_nothing(
 ) -> None:
     """The gap of publishing before the end: attempt 1 succeeds but its host dies as it
     writes the end; attempt 2 fails for good. No event of the failed job may exist."""
-    import taskhop.sdk._worker as worker_module
     from faults import Crash
-    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
     from taskhop.sdk import JobStatus
-    from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
-    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 1.0)
-    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.5)
     app, harness, session, runs = outbox_stack
     store: Any = app.store
-    harness.sqs.set_queue_attributes(QueueUrl=harness.url, Attributes={"VisibilityTimeout": "2"})
+
+    crashed: list[str] = []
 
     def dies(**_: Any) -> None:
-        raise Crash("TransactWriteItems")  # the process is gone before the request
+        if not crashed:
+            crashed.append("before the transaction")
+            raise Crash("TransactWriteItems")  # the process is gone before the request
 
     store.client.meta.events.register_first("before-call.dynamodb.TransactWriteItems", dies)
     handle = app.get("place").dispatch("fail-1")
-    mapping = LocalEventSourceMapping(
-        make_handler(app, sqs_client=harness.sqs),
-        harness.url,
-        harness.sqs,
-        wait_time=0,
-        function_timeout=LAMBDA_SAFETY_MARGIN + 1.5,
-    )
-    deadline = time.monotonic() + 30
-    while (record := store.get(handle.id)) is None or not record.status.is_final:
-        assert time.monotonic() < deadline, "the job never ended"
-        try:
-            if not mapping.poll_once():
-                time.sleep(0.2)
-        except Crash:
-            store.client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", dies)
+    record = run_through_crashes(app, harness, handle.id, monkeypatch)
     assert record.status is JobStatus.FAILED
     assert runs["place:fail-1:1"] == 1
     assert runs["place:fail-1:2"] == 1
@@ -351,17 +370,11 @@ def test_a_crash_after_the_keys_end_still_publishes_the_jobs_events_once(
     """With an idempotency key the key is completed first; a crash right after it ends the
     job from the key on redelivery, without running the handler again. The events went with
     the key's write, so they are there, once."""
-    import taskhop.sdk._worker as worker_module
     from faults import Crash
-    from taskhop.lambda_worker import LocalEventSourceMapping, make_handler
     from taskhop.sdk import JobStatus
-    from taskhop.static_contracts.limits import LAMBDA_SAFETY_MARGIN
 
-    monkeypatch.setattr(worker_module, "DEFAULT_LEASE", 1.0)
-    monkeypatch.setattr(worker_module, "LEASE_MARGIN", 0.5)
     app, harness, session, runs = outbox_stack
     store: Any = app.store
-    harness.sqs.set_queue_attributes(QueueUrl=harness.url, Attributes={"VisibilityTimeout": "2"})
     crashed: list[str] = []
 
     def mark(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -381,21 +394,7 @@ def test_a_crash_after_the_keys_end_still_publishes_the_jobs_events_once(
     store.client.meta.events.register("before-parameter-build.dynamodb", mark)
     store.client.meta.events.register("after-call.dynamodb", dies)
     handle = app.get("place").dispatch("o7", idempotency_key="order-o7")
-    mapping = LocalEventSourceMapping(
-        make_handler(app, sqs_client=harness.sqs),
-        harness.url,
-        harness.sqs,
-        wait_time=0,
-        function_timeout=LAMBDA_SAFETY_MARGIN + 1.5,
-    )
-    deadline = time.monotonic() + 30
-    while (record := store.get(handle.id)) is None or not record.status.is_final:
-        assert time.monotonic() < deadline, "the job never ended"
-        try:
-            if not mapping.poll_once():
-                time.sleep(0.2)
-        except Crash:
-            pass
+    record = run_through_crashes(app, harness, handle.id, monkeypatch)
     assert crashed
     assert record.status is JobStatus.SUCCEEDED
     assert runs["place:o7:1"] == 1
